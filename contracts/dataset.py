@@ -1,0 +1,58 @@
+"""The finished dataset: rows, their citations, and statistics."""
+
+from __future__ import annotations
+
+from contracts.base import FieldValue, Record
+from contracts.fields import FieldDefinition
+
+
+class CitationMetadata(Record, frozen=True, kw_only=True):
+    """Bibliographic data of the cited source."""
+
+    title: str
+    doi: str | None = None
+    authors: list[str] = []
+    year: int | None = None
+    source: str = ""
+    url: str | None = None
+
+
+class Citation(Record, frozen=True, kw_only=True):
+    """A verbatim passage backing one field of a row."""
+
+    source_id: str
+    field: str
+    text_span: str
+    metadata: CitationMetadata
+
+
+class DatasetRow(Record, frozen=True, kw_only=True):
+    """One row of the dataset with the citations behind its values."""
+
+    row: dict[str, FieldValue]
+    citations: list[Citation]
+
+
+class DatasetStats(Record, frozen=True, kw_only=True):
+    """How the dataset was made, and why it may hold fewer rows than asked."""
+
+    requested_rows: int
+    returned_rows: int
+    documents_searched: int = 0
+    candidate_rows: int = 0
+    rows_dropped_missing_required: int = 0
+    rows_merged: int = 0
+    sources: list[str] = []
+    extractor: str = ""
+    shortfall: str | None = None
+
+
+class Dataset(Record, frozen=True, kw_only=True):
+    """A generated dataset."""
+
+    task_id: str
+    model_name: str
+    query: str
+    schema: list[FieldDefinition]
+    rows: list[DatasetRow]
+    stats: DatasetStats

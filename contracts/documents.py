@@ -1,0 +1,32 @@
+"""Documents found by the search stage and candidate rows found in them."""
+
+from __future__ import annotations
+
+from contracts.base import FieldValue, Record
+from contracts.dataset import Citation
+
+
+class Document(Record, frozen=True, kw_only=True):
+    """One paper or record, with the text the extractor reads."""
+
+    id: str
+    title: str
+    abstract: str = ""
+    full_text: str | None = None
+    authors: list[str] = []
+    year: int | None = None
+    doi: str | None = None
+    url: str | None = None
+    venue: str | None = None
+    source: str
+    rank: int = 0
+    score: float = 0.0
+
+
+class CandidateRow(Record, frozen=True, kw_only=True):
+    """A row extracted from one document, before assembly merges rows across documents."""
+
+    values: dict[str, FieldValue]
+    citations: list[Citation]
+    source_id: str
+    rank: int

@@ -1,0 +1,60 @@
+"""The job record kept in Redis and the API's views of it."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from contracts.base import Record
+from contracts.dataset import Dataset
+from contracts.requests import GenerateRequest
+
+JobStatus = Literal["queued", "started", "processing", "retrying", "completed", "error", "cancelled"]
+Stage = Literal["queued", "schema_preparation", "search", "extraction", "assembly", "done"]
+
+TERMINAL_STATUSES: frozenset[str] = frozenset({"completed", "error", "cancelled"})
+STAGES: tuple[Stage, ...] = ("schema_preparation", "search", "extraction", "assembly")
+
+
+class JobRecord(Record, frozen=True, kw_only=True):
+    """State of one dataset generation job."""
+
+    task_id: str
+    client_id: str
+    request: GenerateRequest
+    status: JobStatus = "queued"
+    stage: Stage = "queued"
+    progress: int = 0
+    total: int = 100
+    message: str = ""
+    created_at: float
+    updated_at: float
+    error: str | None = None
+    message_id: str | None = None
+    result_url: str | None = None
+
+
+class TaskAccepted(Record, frozen=True, kw_only=True):
+    """Reply to a generate request: where to follow the job."""
+
+    task_id: str
+    client_id: str
+    status: JobStatus
+    websocket_url: str
+    sse_url: str
+    status_url: str
+
+
+class TaskStatus(Record, frozen=True, kw_only=True):
+    """Reply to ``GET /tasks/{task_id}``."""
+
+    task_id: str
+    client_id: str
+    status: JobStatus
+    stage: Stage
+    progress: int
+    total: int
+    message: str
+    created_at: float
+    updated_at: float
+    error: str | None = None
+    result: Dataset | None = None

@@ -1,0 +1,87 @@
+"""The event bus: one Event per job state change, on a pub/sub channel and two Redis streams."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import msgspec
+import redis
+
+from contracts import Event, EventStatus, EventValue, JobRecord, Stage, encode_event
+from pipeline.keys import Keys
+
+log = logging.getLogger(__name__)
+
+# Numbering, storing and publishing happen in one script so the streams hold events in seq order
+# even when the API (cancel) and a worker publish for the same task at the same moment.
+_PUBLISH = """
+local seq = redis.call('INCR', KEYS[1])
+redis.call('EXPIRE', KEYS[1], ARGV[4])
+local payload = ARGV[1] .. seq .. ARGV[2]
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], seq .. '-0', 'event', payload)
+redis.call('EXPIRE', KEYS[2], ARGV[4])
+redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[3], '*', 'event', payload)
+redis.call('EXPIRE', KEYS[3], ARGV[4])
+redis.call('PUBLISH', ARGV[5], payload)
+return seq
+"""
+
+_SEQ_MARK = b',"seq":0,'
+
+
+class EventBus:
+    """Publishes job events; readers replay them from the streams or follow the channel."""
+
+    def __init__(self, client: redis.Redis, keys: Keys, *, ttl_s: int, maxlen: int) -> None:
+        self.client = client
+        self.keys = keys
+        self.ttl_s = ttl_s
+        self.maxlen = maxlen
+        self._script = client.register_script(_PUBLISH)
+
+    def publish(
+        self,
+        job: JobRecord,
+        status: EventStatus,
+        *,
+        stage: Stage | None = None,
+        message: str = "",
+        data: dict[str, EventValue] | None = None,
+    ) -> Event | None:
+        """Publish one event for ``job``; returns it, or None when Redis could not take it."""
+        event = Event(
+            task_id=job.task_id,
+            client_id=job.client_id,
+            seq=0,
+            status=status,
+            stage=stage or job.stage,
+            message=message or job.message,
+            progress=job.progress,
+            total=job.total,
+            timestamp=time.time(),
+            data=data or {},
+        )
+        head, _, tail = encode_event(event).partition(_SEQ_MARK)
+        keys = [self.keys.seq(job.task_id), self.keys.task_stream(job.task_id), self.keys.client_stream(job.client_id)]
+        args = [head + b',"seq":', b"," + tail, self.maxlen, self.ttl_s, self.keys.channel(job.task_id)]
+        for attempt in range(3):
+            try:
+                seq = int(self._script(keys=keys, args=args))
+            except redis.RedisError as exc:
+                log.warning("event publish failed (attempt %d): %s", attempt + 1, exc, extra={"task_id": job.task_id})
+                time.sleep(0.05 * (attempt + 1))
+                continue
+            return msgspec.structs.replace(event, seq=seq)
+        # A stage never fails because nobody could be told about it.
+        log.error("event dropped after retries", extra={"task_id": job.task_id, "stage": event.stage})
+        return None
+
+    def history(self, task_id: str, *, after: int = 0, block_ms: int | None = None) -> list[bytes]:
+        """Raw events of one task with seq greater than ``after``, optionally waiting for new ones."""
+        key = self.keys.task_stream(task_id)
+        if block_ms is None:
+            entries = self.client.xrange(key, min=f"({after}-0")
+            return [fields[b"event"] for _, fields in entries]
+        reply = self.client.xread({key: f"{after}-0"}, block=block_ms)
+        return [fields[b"event"] for _, batch in reply for _, fields in batch]

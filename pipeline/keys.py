@@ -1,0 +1,40 @@
+"""Redis key names; every key starts with the configured prefix."""
+
+from __future__ import annotations
+
+
+class Keys:
+    """Builds the Redis keys and channels of litminer under one prefix."""
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+
+    def job(self, task_id: str) -> str:
+        return f"{self.prefix}job:{task_id}"
+
+    def output(self, task_id: str, name: str) -> str:
+        return f"{self.prefix}job:{task_id}:{name}"
+
+    def seq(self, task_id: str) -> str:
+        return f"{self.prefix}job:{task_id}:seq"
+
+    def task_stream(self, task_id: str) -> str:
+        return f"{self.prefix}stream:task:{task_id}"
+
+    def client_stream(self, client_id: str) -> str:
+        return f"{self.prefix}stream:client:{client_id}"
+
+    def channel(self, task_id: str) -> str:
+        return f"{self.prefix}events:{task_id}"
+
+    @property
+    def channel_pattern(self) -> str:
+        return f"{self.prefix}events:*"
+
+    @property
+    def dramatiq_namespace(self) -> str:
+        return f"{self.prefix}dramatiq"
+
+    @property
+    def abort_namespace(self) -> str:
+        return f"{self.prefix}aborts:"

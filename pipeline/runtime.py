@@ -1,0 +1,187 @@
+"""The Pipeline: Redis client, job store, event bus, broker and the four stage actors, wired together."""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import TypeVar
+
+import dramatiq
+import redis
+
+from contracts import TERMINAL_STATUSES, Dataset, EventValue, GenerateRequest, JobRecord, Stage
+from pipeline.broker import build_broker
+from pipeline.errors import JobCancelled, JobFinished, JobNotFound, PermanentError
+from pipeline.events import EventBus
+from pipeline.extractors.base import Extractor
+from pipeline.extractors.heuristic import HeuristicExtractor
+from pipeline.keys import Keys
+from pipeline.schema import InvalidRequest
+from pipeline.settings import Settings
+from pipeline.sources.base import Source
+from pipeline.sources.local_corpus import LocalCorpus, sample_corpus_path
+from pipeline.stages import assembly, extraction, schema_preparation, search
+from pipeline.store import JobStore
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+#: stage → (actor name, the actor's body)
+_STAGES: dict[Stage, tuple[str, Callable[[Pipeline, str], None]]] = {
+    "schema_preparation": ("prepare_schema", schema_preparation.process),
+    "search": ("search", search.process),
+    "extraction": ("extract", extraction.process),
+    "assembly": ("assemble", assembly.process),
+}
+
+
+def default_sources(settings: Settings) -> dict[str, Source]:
+    """The sources this installation can search, by name."""
+    corpus = Path(settings.corpus) if settings.corpus else sample_corpus_path()
+    return {"local": LocalCorpus(corpus, Path(settings.index_dir))}
+
+
+class Pipeline:
+    """Everything a process needs to submit, run, follow and cancel jobs."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        sources: Mapping[str, Source] | None = None,
+        extractors: Mapping[str, Extractor] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.client = redis.Redis.from_url(
+            settings.redis_url, socket_timeout=10, socket_connect_timeout=5, health_check_interval=30
+        )
+        self.keys = Keys(settings.key_prefix)
+        self.events = EventBus(
+            self.client, self.keys, ttl_s=settings.result_ttl_s, maxlen=settings.event_stream_maxlen
+        )
+        self.store = JobStore(self.client, self.keys, self.events, ttl_s=settings.result_ttl_s)
+        self.sources = dict(sources) if sources is not None else default_sources(settings)
+        self.extractors = dict(extractors) if extractors is not None else {"heuristic": HeuristicExtractor()}
+        stage_of = {actor_name: stage for stage, (actor_name, _) in _STAGES.items()}
+        self.broker, self.abortable = build_broker(settings, self.client, self.store, stage_of)
+        self.actors = {stage: self._declare(stage, name, body) for stage, (name, body) in _STAGES.items()}
+
+    def _declare(self, stage: Stage, name: str, body: Callable[[Pipeline, str], None]) -> dramatiq.Actor[[str], None]:
+        def run_stage(task_id: str) -> None:
+            body(self, task_id)
+
+        run_stage.__name__ = name
+        return dramatiq.actor(
+            run_stage,
+            broker=self.broker,
+            actor_name=name,
+            queue_name=stage,
+            time_limit=self.settings.stage_time_limit_ms,
+        )
+
+    # -- used by the API, the CLI and the demo --------------------------------------------------------
+
+    def validate_choices(self, request: GenerateRequest) -> None:
+        """Reject sources and extractors this installation does not have."""
+        for name in request.sources or []:
+            if name not in self.sources:
+                raise InvalidRequest("sources", f"unknown source {name!r} (available: {', '.join(self.sources)})")
+        if request.extractor not in (None, "auto") and request.extractor not in self.extractors:
+            available = ", ".join(["auto", *self.extractors])
+            raise InvalidRequest("extractor", f"extractor {request.extractor!r} is not available (available: {available})")
+
+    def submit(self, request: GenerateRequest) -> JobRecord:
+        """Store a new job and enqueue its first stage. The request must already be validated."""
+        self.validate_choices(request)
+        task_id = str(uuid.uuid4())
+        message = self.actors["schema_preparation"].message(task_id)
+        now = time.time()
+        job = JobRecord(
+            task_id=task_id,
+            client_id=request.client_id or str(uuid.uuid4()),
+            request=request,
+            message="Job queued",
+            created_at=now,
+            updated_at=now,
+            message_id=message.message_id,
+        )
+        self.store.create(job)
+        self.broker.enqueue(message)
+        log.info("job queued", extra={"task_id": task_id, "stage": "queued"})
+        return job
+
+    def cancel(self, task_id: str) -> JobRecord:
+        """Cancel a queued job or abort a running one; cancelling twice returns the cancelled job."""
+        job = self.store.load(task_id)
+        if job is None:
+            raise JobNotFound(task_id)
+        if job.status == "cancelled":
+            return job
+        if job.status in TERMINAL_STATUSES:
+            raise JobFinished(f"job {task_id} already {job.status}; it cannot be cancelled")
+        cancelled = self.store.transition(task_id, status="cancelled", message=f"Cancelled during {job.stage}")
+        if cancelled is None:  # it finished between the load and the transition
+            return self.cancel(task_id)
+        if cancelled.message_id:
+            self.abortable.abort(cancelled.message_id)
+        log.info("job cancelled", extra={"task_id": task_id, "stage": cancelled.stage})
+        return cancelled
+
+    def dataset(self, task_id: str) -> Dataset | None:
+        """The finished dataset of a job, if any."""
+        return self.store.get_output(task_id, "dataset", Dataset)
+
+    # -- used by stage actors -------------------------------------------------------------------------
+
+    def job(self, task_id: str) -> JobRecord:
+        """The job a stage works on; stops the stage when it is gone."""
+        job = self.store.load(task_id)
+        if job is None:
+            raise JobCancelled(f"job {task_id} no longer exists")
+        return job
+
+    def input(self, task_id: str, name: str, kind: type[T]) -> T:
+        """A previous stage's output; missing input is permanent (re-run that stage first)."""
+        value = self.store.get_output(task_id, name, kind)
+        if value is None:
+            raise PermanentError(f"job {task_id} has no {name}; re-run the stage that produces it")
+        return value
+
+    def report(self, task_id: str, *, progress: int, message: str, data: dict[str, EventValue] | None = None) -> None:
+        """Progress inside a stage; stops the stage when the job was cancelled meanwhile."""
+        if self.store.transition(task_id, status="processing", progress=progress, message=message, data=data) is None:
+            raise JobCancelled(task_id)
+
+    def hand_off(
+        self, task_id: str, next_stage: Stage, *, progress: int, message: str, data: dict[str, EventValue] | None = None
+    ) -> None:
+        """Finish a stage: record the next stage's message, then enqueue it (unless cancelled meanwhile)."""
+        queued = self.actors[next_stage].message(task_id)
+        job = self.store.transition(
+            task_id, progress=progress, message=message, message_id=queued.message_id, data=data
+        )
+        if job is None:
+            raise JobCancelled(task_id)
+        self.broker.enqueue(queued)
+
+    def complete(self, task_id: str, dataset: Dataset, *, message: str) -> None:
+        """Store the dataset and mark the job completed."""
+        self.store.put_output(task_id, "dataset", dataset)
+        self.store.transition(
+            task_id,
+            status="completed",
+            stage="done",
+            progress=100,
+            message=message,
+            result_url=f"/api/v1/datasets/{task_id}",
+            data={"rows": len(dataset.rows), "requested_rows": dataset.stats.requested_rows},
+        )
+
+    def close(self) -> None:
+        """Release Redis connections."""
+        self.broker.close()
+        self.client.close()

@@ -1,0 +1,110 @@
+"""The job store: job records and stage outputs in Redis, every key with the result TTL."""
+
+from __future__ import annotations
+
+import time
+from typing import TypeVar
+
+import msgspec
+import redis
+
+from contracts import TERMINAL_STATUSES, EventStatus, EventValue, JobRecord, JobStatus, Stage
+from pipeline.events import EventBus
+from pipeline.keys import Keys
+
+T = TypeVar("T")
+
+_encode = msgspec.json.Encoder().encode
+_decode_job = msgspec.json.Decoder(JobRecord).decode
+
+# Job status → the event status that announces it.
+_EVENT_STATUS: dict[JobStatus, EventStatus] = {
+    "queued": "started",
+    "started": "started",
+    "processing": "processing",
+    "retrying": "retrying",
+    "completed": "completed",
+    "error": "error",
+    "cancelled": "cancelled",
+}
+
+
+class JobStore:
+    """Loads and updates job records; every accepted change is announced on the event bus."""
+
+    def __init__(self, client: redis.Redis, keys: Keys, events: EventBus, *, ttl_s: int) -> None:
+        self.client = client
+        self.keys = keys
+        self.events = events
+        self.ttl_s = ttl_s
+
+    def create(self, job: JobRecord, *, message: str = "Job queued") -> None:
+        """Store a new job and publish its first event."""
+        self.client.set(self.keys.job(job.task_id), _encode(job), ex=self.ttl_s)
+        self.events.publish(job, "started", stage="queued", message=message)
+
+    def load(self, task_id: str) -> JobRecord | None:
+        """The job record, or None when unknown or expired."""
+        raw = self.client.get(self.keys.job(task_id))
+        return None if raw is None else _decode_job(raw)
+
+    def transition(
+        self,
+        task_id: str,
+        *,
+        status: JobStatus | None = None,
+        stage: Stage | None = None,
+        progress: int | None = None,
+        message: str | None = None,
+        error: str | None = None,
+        message_id: str | None = None,
+        result_url: str | None = None,
+        data: dict[str, EventValue] | None = None,
+        reopen: bool = False,
+    ) -> JobRecord | None:
+        """Apply a change and publish its event.
+
+        Returns the new record, or None when the job is unknown or already finished: a finished job
+        changes only when ``reopen`` is set (reprocessing), so a late worker never overwrites a cancel.
+        """
+        key = self.keys.job(task_id)
+        with self.client.pipeline() as pipe:
+            while True:
+                try:
+                    pipe.watch(key)
+                    raw = pipe.get(key)
+                    if raw is None:
+                        return None
+                    job = _decode_job(raw)
+                    if job.status in TERMINAL_STATUSES and not reopen:
+                        return None
+                    changes: dict[str, object] = {"updated_at": time.time()}
+                    for name, value in (
+                        ("status", status),
+                        ("stage", stage),
+                        ("progress", progress),
+                        ("message", message),
+                        ("error", error),
+                        ("message_id", message_id),
+                        ("result_url", result_url),
+                    ):
+                        if value is not None:
+                            changes[name] = value
+                    job = msgspec.structs.replace(job, **changes)
+                    pipe.multi()
+                    pipe.set(key, _encode(job), keepttl=True)
+                    pipe.execute()
+                    break
+                except redis.WatchError:
+                    continue
+        self.events.publish(job, _EVENT_STATUS[job.status], data=data)
+        return job
+
+    def put_output(self, task_id: str, name: str, value: object) -> None:
+        """Store (overwrite) one stage output of a job."""
+        self.client.set(self.keys.output(task_id, name), _encode(value), ex=self.ttl_s)
+
+    def get_output(self, task_id: str, name: str, kind: type[T]) -> T | None:
+        """One stage output of a job, decoded as ``kind``; None when missing."""
+        raw = self.client.get(self.keys.output(task_id, name))
+        return None if raw is None else msgspec.json.decode(raw, type=kind)

@@ -1,0 +1,67 @@
+"""Small text utilities shared by search, extraction and assembly."""
+
+from __future__ import annotations
+
+import re
+
+STOP_WORDS = frozenset(
+    """a an and are as at be been by can could did do does for from had has have how in into is it its
+    of on or that the their there these this those to use used uses using was were what when where which
+    while who why will with within without used about among across after before between during over under
+    via per than then they them we our your you i me my such other others also any all each both most more
+    some many much very not no nor only own same so too just should would may might must""".split()
+)
+
+_WORD = re.compile(r"[A-Za-z0-9]+(?:[-'][A-Za-z0-9]+)*")
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9(\"'])")
+
+
+def words(text: str) -> list[str]:
+    """The words of ``text``, in order."""
+    return _WORD.findall(text)
+
+
+def keywords(text: str) -> list[str]:
+    """Lower-cased content words of ``text``, without stop words or duplicates, in order."""
+    seen: dict[str, None] = {}
+    for word in words(text.lower()):
+        if word not in STOP_WORDS and len(word) > 1:
+            seen.setdefault(word, None)
+    return list(seen)
+
+
+def head_terms(query: str) -> list[str]:
+    """Content words of the query's leading noun phrase: what the rows are about ("water treatment technologies")."""
+    head: list[str] = []
+    for word in words(query.lower()):
+        if word in STOP_WORDS:
+            if head:
+                break
+            continue
+        head.append(word)
+    return head
+
+
+def sentences(text: str) -> list[str]:
+    """``text`` split into sentences; each is a verbatim substring of ``text``."""
+    return [s.strip() for s in _SENTENCE_END.split(text) if s.strip()]
+
+
+def singular(word: str) -> str:
+    """A crude singular: enough to merge "filters" with "filter", not a lemmatiser."""
+    if len(word) > 4 and word.endswith("ies"):
+        return word[:-3] + "y"
+    if len(word) > 3 and word.endswith("s") and not word.endswith(("ss", "us", "is")):
+        return word[:-1]
+    return word
+
+
+def normalise_key(value: str) -> str:
+    """Normalised form of a key value: lower case, no parenthesised abbreviations, singular words."""
+    value = re.sub(r"\([^)]*\)", " ", value.lower())
+    return " ".join(singular(w) for w in re.findall(r"[a-z0-9]+", value))
+
+
+def slug(value: str) -> str:
+    """A stable identifier made from a value."""
+    return "-".join(normalise_key(value).split()) or "item"

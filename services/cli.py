@@ -1,0 +1,76 @@
+"""The ``litminer`` command."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from pipeline.schema import InvalidRequest
+from pipeline.settings import Settings, SettingsError
+from services.logs import configure_logging
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="litminer", description="Mine cited datasets from the scholarly literature.")
+    parser.add_argument("--log-level", default="WARNING", help="logging level (default WARNING; INFO for api/worker)")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    api = commands.add_parser("api", help="run the HTTP API (uvicorn)")
+    api.add_argument("--host", default="127.0.0.1")
+    api.add_argument("--port", type=int, default=8000)
+
+    worker = commands.add_parser("worker", help="run pipeline workers")
+    worker.add_argument("--processes", type=int, default=1)
+    worker.add_argument("--threads", type=int, default=8)
+
+    demo = commands.add_parser("demo", help="run the seed's example end to end with an embedded Redis")
+    demo.add_argument("--query", default=None, help="research question (default: the seed's example)")
+    demo.add_argument("--rows", type=int, default=5)
+    demo.add_argument("--fields", type=Path, default=None, help="JSON file with field definitions")
+    demo.add_argument("--model-name", default="TreatmentTechnologies")
+    demo.add_argument("--out", type=Path, default=Path("."), help="folder for dataset.json and dataset.csv")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``litminer`` console script."""
+    args = _parser().parse_args(argv)
+    try:
+        return _run(args)
+    except (InvalidRequest, SettingsError) as exc:
+        print(f"litminer: {exc}", file=sys.stderr)
+        return 2
+
+
+def _run(args: argparse.Namespace) -> int:
+    if args.command == "api":
+        import uvicorn
+
+        from services.api.app import create_app
+
+        configure_logging("INFO" if args.log_level == "WARNING" else args.log_level)
+        uvicorn.run(create_app(Settings.from_env()), host=args.host, port=args.port)
+        return 0
+    if args.command == "worker":
+        from services.worker import run_workers
+
+        level = "INFO" if args.log_level == "WARNING" else args.log_level
+        return run_workers(Settings.from_env(), processes=args.processes, threads=args.threads, log_level=level)
+    from services.demo import SEED_QUERY, run_demo
+
+    configure_logging(args.log_level)
+    fields = None
+    if args.fields is not None:
+        try:
+            fields = json.loads(args.fields.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise InvalidRequest("--fields", f"cannot read {args.fields}: {exc}") from None
+    return run_demo(
+        query=args.query or SEED_QUERY, rows=args.rows, fields=fields, model_name=args.model_name, out_dir=args.out
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

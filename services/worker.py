@@ -1,0 +1,65 @@
+"""The worker process: runs the stage actors with Dramatiq worker threads."""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import signal
+import threading
+
+import dramatiq
+from dramatiq import Worker
+
+from pipeline.runtime import Pipeline
+from pipeline.settings import Settings
+from services.logs import configure_logging
+
+log = logging.getLogger(__name__)
+
+
+def start_worker(pipeline: Pipeline, *, threads: int = 8) -> Worker:
+    """Start a Dramatiq worker for all stage queues of ``pipeline`` in this process."""
+    dramatiq.set_broker(pipeline.broker)
+    worker = Worker(pipeline.broker, worker_threads=threads, worker_timeout=100)
+    worker.start()
+    return worker
+
+
+def run_worker_process(settings: Settings, threads: int, log_level: str = "INFO") -> None:
+    """Run one worker until SIGINT or SIGTERM, then stop gracefully."""
+    configure_logging(log_level)
+    pipeline = Pipeline(settings)
+    worker = start_worker(pipeline, threads=threads)
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    log.info("worker started with %d threads on %s", threads, settings.redis_url.split("@")[-1])
+    stop.wait()
+    log.info("worker stopping")
+    worker.stop()
+    pipeline.close()
+
+
+def run_workers(settings: Settings, *, processes: int, threads: int, log_level: str = "INFO") -> int:
+    """Run ``processes`` worker processes of ``threads`` threads each; returns an exit code."""
+    if processes <= 1:
+        run_worker_process(settings, threads, log_level)
+        return 0
+    context = multiprocessing.get_context("spawn")
+    children = [
+        context.Process(target=run_worker_process, args=(settings, threads, log_level), name=f"litminer-worker-{i}")
+        for i in range(processes)
+    ]
+    for child in children:
+        child.start()
+
+    def forward(signum: int, _frame: object) -> None:
+        for child in children:
+            if child.is_alive():
+                child.terminate()
+
+    signal.signal(signal.SIGINT, forward)
+    signal.signal(signal.SIGTERM, forward)
+    for child in children:
+        child.join()
+    return max((child.exitcode or 0) for child in children)
