@@ -11,9 +11,9 @@ FieldValue = str | int | float | bool | None | list[object] | dict[str, object]
 EventValue = str | int | float | bool | None
 
 
-class Record(msgspec.Struct, kw_only=True):
+class Record(msgspec.Struct, kw_only=True, frozen=True):
     """Base for stored and queued records: tolerant of unknown fields so old and new workers can talk."""
 
 
-class Inbound(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+class Inbound(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
     """Base for bodies sent to the API: unknown fields are an error, not silently dropped."""

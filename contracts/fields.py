@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import typing
 from typing import Literal
 
 from contracts.base import Inbound, Record
 
 FieldType = Literal["str", "int", "float", "bool", "list", "dict", "list[str]", "list[int]", "list[float]", "date"]
 
-FIELD_TYPES: tuple[FieldType, ...] = ("str", "int", "float", "bool", "list", "dict", "list[str]", "list[int]", "list[float]", "date")
+FIELD_TYPES: tuple[FieldType, ...] = typing.get_args(FieldType)
 
 
 class FieldDefinition(Inbound, frozen=True, kw_only=True):

@@ -50,5 +50,5 @@ def build_broker(
         JobEvents(store, stages),
         retries,
     ]
-    broker = RedisBroker(client=client, namespace=keys.dramatiq_namespace, middleware=middleware)
+    broker = RedisBroker(client=client, namespace=keys.dramatiq_namespace, middleware=middleware)  # type: ignore[no-untyped-call]
     return broker, abortable

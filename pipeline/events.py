@@ -63,8 +63,18 @@ class EventBus:
             data=data or {},
         )
         head, _, tail = encode_event(event).partition(_SEQ_MARK)
-        keys = [self.keys.seq(job.task_id), self.keys.task_stream(job.task_id), self.keys.client_stream(job.client_id)]
-        args = [head + b',"seq":', b"," + tail, self.maxlen, self.ttl_s, self.keys.channel(job.task_id)]
+        keys = [
+            self.keys.seq(job.task_id),
+            self.keys.task_stream(job.task_id),
+            self.keys.client_stream(job.client_id),
+        ]
+        args: list[bytes | int | str] = [
+            head + b',"seq":',
+            b"," + tail,
+            self.maxlen,
+            self.ttl_s,
+            self.keys.channel(job.task_id),
+        ]
         for attempt in range(3):
             try:
                 seq = int(self._script(keys=keys, args=args))
@@ -81,7 +91,9 @@ class EventBus:
         """Raw events of one task with seq greater than ``after``, optionally waiting for new ones."""
         key = self.keys.task_stream(task_id)
         if block_ms is None:
-            entries = self.client.xrange(key, min=f"({after}-0")
-            return [fields[b"event"] for _, fields in entries]
-        reply = self.client.xread({key: f"{after}-0"}, block=block_ms)
-        return [fields[b"event"] for _, batch in reply for _, fields in batch]
+            entries: list[tuple[bytes, dict[bytes, bytes]]] = self.client.xrange(key, min=f"({after}-0")  # type: ignore[assignment]
+        else:
+            reply: list[tuple[bytes, list[tuple[bytes, dict[bytes, bytes]]]]] | None
+            reply = self.client.xread({key: f"{after}-0"}, block=block_ms)  # type: ignore[assignment]
+            entries = [entry for _, batch in reply or [] for entry in batch]
+        return [fields[b"event"] for _, fields in entries]

@@ -50,7 +50,7 @@ class StageRetries(Middleware):
 
     def backoff_ms(self, retries: int) -> int:
         """Delay before retry number ``retries + 1``."""
-        delay = min(self.min_backoff_ms * 2**retries, self.max_backoff_ms)
+        delay = int(min(self.min_backoff_ms * 2**retries, self.max_backoff_ms))
         if self.jitter:
             delay = min(int(delay * random.uniform(1, 2)), self.max_backoff_ms)
         return delay

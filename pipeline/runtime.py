@@ -60,9 +60,7 @@ class Pipeline:
             settings.redis_url, socket_timeout=10, socket_connect_timeout=5, health_check_interval=30
         )
         self.keys = Keys(settings.key_prefix)
-        self.events = EventBus(
-            self.client, self.keys, ttl_s=settings.result_ttl_s, maxlen=settings.event_stream_maxlen
-        )
+        self.events = EventBus(self.client, self.keys, ttl_s=settings.result_ttl_s, maxlen=settings.event_stream_maxlen)
         self.store = JobStore(self.client, self.keys, self.events, ttl_s=settings.result_ttl_s)
         self.sources = dict(sources) if sources is not None else default_sources(settings)
         self.extractors = dict(extractors) if extractors is not None else {"heuristic": HeuristicExtractor()}
@@ -75,13 +73,10 @@ class Pipeline:
             body(self, task_id)
 
         run_stage.__name__ = name
-        return dramatiq.actor(
-            run_stage,
-            broker=self.broker,
-            actor_name=name,
-            queue_name=stage,
-            time_limit=self.settings.stage_time_limit_ms,
+        declare = dramatiq.actor(
+            broker=self.broker, actor_name=name, queue_name=str(stage), time_limit=self.settings.stage_time_limit_ms
         )
+        return declare(run_stage)
 
     # -- used by the API, the CLI and the demo --------------------------------------------------------
 
@@ -92,7 +87,7 @@ class Pipeline:
                 raise InvalidRequest("sources", f"unknown source {name!r} (available: {', '.join(self.sources)})")
         if request.extractor not in (None, "auto") and request.extractor not in self.extractors:
             available = ", ".join(["auto", *self.extractors])
-            raise InvalidRequest("extractor", f"extractor {request.extractor!r} is not available (available: {available})")
+            raise InvalidRequest("extractor", f"{request.extractor!r} is not available (available: {available})")
 
     def submit(self, request: GenerateRequest) -> JobRecord:
         """Store a new job and enqueue its first stage. The request must already be validated."""

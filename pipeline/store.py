@@ -71,7 +71,7 @@ class JobStore:
         with self.client.pipeline() as pipe:
             while True:
                 try:
-                    pipe.watch(key)
+                    pipe.watch(key)  # type: ignore[no-untyped-call]
                     raw = pipe.get(key)
                     if raw is None:
                         return None

@@ -7,9 +7,14 @@ import json
 import sys
 from pathlib import Path
 
+import uvicorn
+
 from pipeline.schema import InvalidRequest
 from pipeline.settings import Settings, SettingsError
+from services.api.app import create_app
+from services.demo import SEED_QUERY, run_demo
 from services.logs import configure_logging
+from services.worker import run_workers
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -46,20 +51,12 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     if args.command == "api":
-        import uvicorn
-
-        from services.api.app import create_app
-
         configure_logging("INFO" if args.log_level == "WARNING" else args.log_level)
         uvicorn.run(create_app(Settings.from_env()), host=args.host, port=args.port)
         return 0
     if args.command == "worker":
-        from services.worker import run_workers
-
         level = "INFO" if args.log_level == "WARNING" else args.log_level
         return run_workers(Settings.from_env(), processes=args.processes, threads=args.threads, log_level=level)
-    from services.demo import SEED_QUERY, run_demo
-
     configure_logging(args.log_level)
     fields = None
     if args.fields is not None:

@@ -17,9 +17,7 @@ def configure_logging(level: str = "INFO") -> None:
     """Log to stderr as ``time level logger [task_id stage] message``."""
     handler = logging.StreamHandler()
     handler.addFilter(_ContextDefaults())
-    handler.setFormatter(
-        logging.Formatter("%(asctime)s %(levelname)s %(name)s [%(task_id)s %(stage)s] %(message)s")
-    )
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s [%(task_id)s %(stage)s] %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

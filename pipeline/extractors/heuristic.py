@@ -133,7 +133,7 @@ def _fill(field: FieldDefinition, passages: list[str]) -> tuple[FieldValue, str]
         return number, passage
     if kind == "bool":
         passage = _best_passage(field, passages, None)
-        return (None if passage is None else (not _NEGATION.search(passage), passage))
+        return None if passage is None else (not _NEGATION.search(passage), passage)
     if kind in ("list", "list[str]"):
         passage = _best_passage(field, passages, _ENUMERATION)
         if passage is None:
@@ -147,9 +147,8 @@ def _fill(field: FieldDefinition, passages: list[str]) -> tuple[FieldValue, str]
         if passage is None:
             return None
         numbers = [float(n.replace(",", "")) for n in _NUMBER.findall(passage)]
-        if kind == "list[int]":
-            return [int(n) for n in numbers if n.is_integer()], passage
-        return numbers, passage
+        found: list[object] = [int(n) for n in numbers if n.is_integer()] if kind == "list[int]" else list(numbers)
+        return found, passage
     if kind == "date":
         passage = _best_passage(field, passages, _ISO_DATE)
         if passage is None:
@@ -171,8 +170,5 @@ def _nearest_number(field: FieldDefinition, passage: str) -> float:
     lowered = passage.lower()
     anchors = [m.start() for w in _field_keywords(field) for m in re.finditer(re.escape(w[:5]), lowered)]
     numbers = list(_NUMBER.finditer(passage))
-    if anchors:
-        best = min(numbers, key=lambda m: min(abs(m.start() - a) for a in anchors))
-    else:
-        best = numbers[0]
+    best = min(numbers, key=lambda m: min(abs(m.start() - a) for a in anchors)) if anchors else numbers[0]
     return float(best.group().replace(",", ""))

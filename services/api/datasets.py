@@ -6,13 +6,14 @@ import json
 
 import anyio.to_thread
 from litestar import Controller, Request, post
+from litestar.datastructures import State
 
 from contracts import TaskAccepted
 from pipeline.runtime import Pipeline
 from pipeline.schema import InvalidRequest, parse_generate_request
 
 
-async def read_generate_body(request: Request[object, object, object]) -> dict[str, object]:
+async def read_generate_body(request: Request[object, object, State]) -> dict[str, object]:
     """The generate request's fields from a JSON or a form-urlencoded body."""
     content_type = request.headers.get("content-type", "")
     if content_type.startswith("application/json"):
@@ -35,7 +36,7 @@ class DatasetController(Controller):
     path = "/api/v1/datasets"
 
     @post("/generate", status_code=202, operation_id="generateDataset")
-    async def generate(self, request: Request[object, object, object], pipeline: Pipeline) -> TaskAccepted:
+    async def generate(self, request: Request[object, object, State], pipeline: Pipeline) -> TaskAccepted:
         """Validate the request, queue the job and say where to follow it."""
         generate = parse_generate_request(await read_generate_body(request), max_rows=pipeline.settings.max_rows)
         job = await anyio.to_thread.run_sync(pipeline.submit, generate)

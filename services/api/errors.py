@@ -3,21 +3,22 @@
 from __future__ import annotations
 
 from litestar import Request, Response
+from litestar.datastructures import State
 from litestar.types import ExceptionHandlersMap
 
 from pipeline.errors import JobFinished, JobNotFound
 from pipeline.schema import InvalidRequest
 
 
-def _invalid(_: Request[object, object, object], exc: InvalidRequest) -> Response[dict[str, object]]:
+def _invalid(_: Request[object, object, State], exc: InvalidRequest) -> Response[dict[str, object]]:
     return Response({"status_code": 400, "detail": str(exc), "field": exc.field}, status_code=400)
 
 
-def _not_found(_: Request[object, object, object], exc: JobNotFound) -> Response[dict[str, object]]:
+def _not_found(_: Request[object, object, State], exc: JobNotFound) -> Response[dict[str, object]]:
     return Response({"status_code": 404, "detail": f"no task with id {exc}"}, status_code=404)
 
 
-def _finished(_: Request[object, object, object], exc: JobFinished) -> Response[dict[str, object]]:
+def _finished(_: Request[object, object, State], exc: JobFinished) -> Response[dict[str, object]]:
     return Response({"status_code": 409, "detail": str(exc)}, status_code=409)
 
 
