@@ -140,7 +140,8 @@ def _fill(field: FieldDefinition, passages: list[str]) -> tuple[FieldValue, str]
             return None
         match = _ENUMERATION.search(passage)
         assert match is not None
-        items = [i.strip() for i in re.split(r",\s*(?:and\s+|or\s+)?|\s+(?:and|or)\s+", match.group(1)) if i.strip()]
+        parts = re.split(r",\s*(?:and\s+|or\s+)?|\s+(?:and|or)\s+", match.group(1))
+        items = [_until_stop_word(p) for p in parts if _until_stop_word(p)]
         return (items, passage) if items else None
     if kind in ("list[int]", "list[float]"):
         passage = _best_passage(field, passages, _NUMBER)
@@ -163,6 +164,16 @@ def _fill(field: FieldDefinition, passages: list[str]) -> tuple[FieldValue, str]
         passage = _best_passage(field, passages, None)
         return None if passage is None else (passage, passage)
     return None  # dict: nothing a sentence states reliably
+
+
+def _until_stop_word(item: str) -> str:
+    """An enumerated item without the clause that follows it ("Fusarium were monitored" → "Fusarium")."""
+    kept: list[str] = []
+    for word in item.split():
+        if kept and word.lower() in STOP_WORDS | _PHRASE_END:
+            break
+        kept.append(word)
+    return " ".join(kept).strip()
 
 
 def _nearest_number(field: FieldDefinition, passage: str) -> float:

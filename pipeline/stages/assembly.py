@@ -52,7 +52,8 @@ def run(
     extractor: str = "",
 ) -> Dataset:
     """Merge, rank and cut candidate rows to the requested count; never pad."""
-    required = [f.name for f in schema.fields if f.required]
+    generated = set(schema.identifier_fields) if schema.key_field else set()  # made from the key below
+    required = [f.name for f in schema.fields if f.required and f.name not in generated]
     complete = [c for c in candidates if all(c.values.get(name) is not None for name in required)]
     groups: dict[str, _Group] = {}
     for candidate in sorted(complete, key=lambda c: c.rank):

