@@ -141,7 +141,7 @@ def _fill(field: FieldDefinition, passages: list[str]) -> tuple[FieldValue, str]
         match = _ENUMERATION.search(passage)
         assert match is not None
         parts = re.split(r",\s*(?:and\s+|or\s+)?|\s+(?:and|or)\s+", match.group(1))
-        items = [_until_stop_word(p) for p in parts if _until_stop_word(p)]
+        items: list[object] = [_until_stop_word(p) for p in parts if _until_stop_word(p)]
         return (items, passage) if items else None
     if kind in ("list[int]", "list[float]"):
         passage = _best_passage(field, passages, _NUMBER)

@@ -7,6 +7,7 @@ import json
 import anyio.to_thread
 from litestar import Controller, Request, post
 from litestar.datastructures import State
+from litestar.di import NamedDependency
 
 from contracts import TaskAccepted
 from pipeline.runtime import Pipeline
@@ -36,7 +37,9 @@ class DatasetController(Controller):
     path = "/api/v1/datasets"
 
     @post("/generate", status_code=202, operation_id="generateDataset")
-    async def generate(self, request: Request[object, object, State], pipeline: Pipeline) -> TaskAccepted:
+    async def generate(
+        self, request: Request[object, object, State], pipeline: NamedDependency[Pipeline]
+    ) -> TaskAccepted:
         """Validate the request, queue the job and say where to follow it."""
         generate = parse_generate_request(await read_generate_body(request), max_rows=pipeline.settings.max_rows)
         job = await anyio.to_thread.run_sync(pipeline.submit, generate)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import redis
 from litestar import Controller, Response, get
+from litestar.di import NamedDependency
 
 from pipeline.runtime import Pipeline
 
@@ -17,7 +18,7 @@ class HealthController(Controller):
         return {"status": "ok"}
 
     @get("/ready", operation_id="ready", sync_to_thread=True)
-    def ready(self, pipeline: Pipeline) -> Response[dict[str, str]]:
+    def ready(self, pipeline: NamedDependency[Pipeline]) -> Response[dict[str, str]]:
         """Redis answers: the API can accept jobs."""
         try:
             pipeline.client.ping()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from litestar import Controller, get, post
+from litestar.di import NamedDependency
+from litestar.params import FromPath
 
 from contracts import TaskStatus
 from pipeline.errors import JobNotFound
@@ -34,18 +36,18 @@ class TaskController(Controller):
     path = "/tasks"
 
     @get("/{task_id:str}", operation_id="getTask", sync_to_thread=True)
-    def status(self, task_id: str, pipeline: Pipeline) -> TaskStatus:
+    def status(self, task_id: FromPath[str], pipeline: NamedDependency[Pipeline]) -> TaskStatus:
         """Job status; with ``result`` once completed and ``error`` once failed."""
         return _status(pipeline, task_id)
 
     @get("/{task_id:str}/revoke", operation_id="revokeTask", sync_to_thread=True)
-    def revoke(self, task_id: str, pipeline: Pipeline) -> TaskStatus:
+    def revoke(self, task_id: FromPath[str], pipeline: NamedDependency[Pipeline]) -> TaskStatus:
         """Cancel a queued job or abort a running one (409 when it already finished)."""
         pipeline.cancel(task_id)
         return _status(pipeline, task_id)
 
     @post("/{task_id:str}/revoke", operation_id="revokeTaskPost", status_code=200, sync_to_thread=True)
-    def revoke_post(self, task_id: str, pipeline: Pipeline) -> TaskStatus:
+    def revoke_post(self, task_id: FromPath[str], pipeline: NamedDependency[Pipeline]) -> TaskStatus:
         """Same as ``GET /tasks/{task_id}/revoke``."""
         pipeline.cancel(task_id)
         return _status(pipeline, task_id)

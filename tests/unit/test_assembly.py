@@ -12,7 +12,10 @@ SCHEMA = prepare_schema("Tech", FIELDS)
 
 def candidate(name: str | None, source: str, rank: int, cost: float | None = None) -> CandidateRow:
     citation = Citation(
-        source_id=source, field="technology_name", text_span=f"{name} in {source}.", metadata=CitationMetadata(title=source)
+        source_id=source,
+        field="technology_name",
+        text_span=f"{name} in {source}.",
+        metadata=CitationMetadata(title=source),
     )
     return CandidateRow(
         values={"technology_id": None, "technology_name": name, "cost": cost},

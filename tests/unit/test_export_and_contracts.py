@@ -26,7 +26,12 @@ def dataset() -> Dataset:
     citation = Citation(source_id="s1", field="name", text_span="=cmd quoted", metadata=CitationMetadata(title="T"))
     rows = [DatasetRow(row={"name": "=HYPERLINK(1)", "tags": ["a", "b"]}, citations=[citation])]
     return Dataset(
-        task_id="t", model_name="M", query="q", schema=fields, rows=rows, stats=DatasetStats(requested_rows=1, returned_rows=1)
+        task_id="t",
+        model_name="M",
+        query="q",
+        schema=fields,
+        rows=rows,
+        stats=DatasetStats(requested_rows=1, returned_rows=1),
     )
 
 

@@ -4,7 +4,7 @@ import json
 import msgspec
 import pytest
 
-from contracts import FieldDefinition
+from contracts import FIELD_TYPES, FieldDefinition
 from pipeline.schema import InvalidRequest, parse_generate_request, prepare_schema, row_type_for
 
 SEED_FIELDS = [
@@ -84,11 +84,8 @@ def test_max_rows_is_configurable():
     assert parse_generate_request(seed_form(rows="150"), max_rows=200).rows == 150
 
 
-ALL_TYPES = ["str", "int", "float", "bool", "list", "dict", "list[str]", "list[int]", "list[float]", "date"]
-
-
 def test_prepare_schema_covers_every_type_and_roles():
-    fields = [FieldDefinition(name=f"f_{i}", type=t, required=i % 2 == 0) for i, t in enumerate(ALL_TYPES)]
+    fields = [FieldDefinition(name=f"f_{i}", type=t, required=i % 2 == 0) for i, t in enumerate(FIELD_TYPES)]
     fields.append(FieldDefinition(name="crop_name", type="str"))
     fields.append(FieldDefinition(name="record_id", type="str"))
     schema = prepare_schema("Everything", fields)

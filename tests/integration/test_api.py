@@ -1,0 +1,123 @@
+"""The API over real HTTP (uvicorn on loopback), with a real worker and Redis."""
+
+from __future__ import annotations
+
+import json
+from urllib.parse import urlencode
+
+import httpx
+import pytest
+
+from tests.conftest import follow
+
+SEED_FIELDS = (
+    '[{"name":"technology_id","type":"str","description":"Unique identifier for water treatment technology",'
+    '"required":true},{"name":"technology_name","type":"str","description":"Name of water treatment technology",'
+    '"required":true}]'
+)
+# The seed's curl body, byte for byte.
+SEED_BODY = (
+    "user_query=water%20treatment%20technologies%20used%20in%20specialty%20crop%20production&rows=5"
+    "&model_name=TreatmentTechnologies&field_definitions_json_str=%5B%7B%22name%22%3A%22technology_id%22%2C%22type"
+    "%22%3A%22str%22%2C%22description%22%3A%22Unique%20identifier%20for%20water%20treatment%20technology%22%2C%22"
+    "required%22%3Atrue%7D%2C%7B%22name%22%3A%22technology_name%22%2C%22type%22%3A%22str%22%2C%22description%22%3A"
+    "%22Name%20of%20water%20treatment%20technology%22%2C%22required%22%3Atrue%7D%5D&client_id=test-client-id-1"
+)
+FORM = {"content-type": "application/x-www-form-urlencoded", "accept": "application/json"}
+
+
+def test_seed_curl_is_accepted_and_completes_with_five_rows(api_url, make_pipeline, run_worker):
+    pipeline = make_pipeline()
+    run_worker(pipeline)
+    reply = httpx.post(f"{api_url}/api/v1/datasets/generate", content=SEED_BODY, headers=FORM)
+    assert reply.status_code == 202, reply.text
+    accepted = reply.json()
+    assert accepted["status"] == "queued" and accepted["client_id"] == "test-client-id-1"
+    task_id = accepted["task_id"]
+    assert accepted["websocket_url"] == "/ws/test-client-id-1"
+    assert accepted["sse_url"] == "/sse/test-client-id-1"
+    assert accepted["status_url"] == f"/tasks/{task_id}"
+
+    follow(pipeline, task_id)
+    status = httpx.get(f"{api_url}{accepted['status_url']}").json()
+    assert status["status"] == "completed" and status["progress"] == 100
+    assert len(status["result"]["rows"]) == 5
+    assert status["result"]["schema"][0]["name"] == "technology_id"
+
+
+def test_json_body_is_accepted_and_client_id_is_generated(api_url, make_pipeline):
+    body = {"user_query": "ozonation", "rows": 2, "model_name": "M", "field_definitions": json.loads(SEED_FIELDS)}
+    reply = httpx.post(f"{api_url}/api/v1/datasets/generate", json=body)
+    assert reply.status_code == 202, reply.text
+    assert len(reply.json()["client_id"]) == 36
+    status = httpx.get(f"{api_url}/tasks/{reply.json()['task_id']}").json()
+    assert status["status"] == "queued" and status["result"] is None
+
+
+@pytest.mark.parametrize(
+    ("changes", "field"),
+    [
+        ({"field_definitions_json_str": "[{"}, "field_definitions_json_str"),
+        ({"field_definitions_json_str": '"text"'}, "field_definitions"),
+        ({"field_definitions_json_str": "[]"}, "field_definitions"),
+        ({"field_definitions_json_str": json.dumps([{"name": f"f{i}"} for i in range(51)])}, "field_definitions"),
+        ({"field_definitions_json_str": '[{"name":"a"},{"name":"a"}]'}, "field_definitions[1].name"),
+        ({"field_definitions_json_str": '[{"name":"not valid"}]'}, "field_definitions[0].name"),
+        ({"field_definitions_json_str": '[{"name":"a","type":"money"}]'}, "field_definitions[0].type"),
+        ({"rows": "0"}, "rows"),
+        ({"rows": "1000"}, "rows"),
+        ({"user_query": ""}, "user_query"),
+        ({"model_name": "not-an-identifier"}, "model_name"),
+        ({"sources": "nowhere"}, "sources"),
+    ],
+)
+def test_bad_input_is_a_400_naming_the_field_and_stores_nothing(api_url, make_pipeline, settings, changes, field):
+    pipeline = make_pipeline()
+    form = dict(
+        user_query="water treatment", rows="5", model_name="M", field_definitions_json_str=SEED_FIELDS, client_id="c1"
+    )
+    form.update(changes)
+    reply = httpx.post(f"{api_url}/api/v1/datasets/generate", content=urlencode(form), headers=FORM)
+    assert reply.status_code == 400, reply.text
+    assert reply.json()["field"] == field
+    assert field in reply.json()["detail"]
+    assert list(pipeline.client.scan_iter(f"{settings.key_prefix}*")) == []
+
+
+def test_malformed_json_body_and_unknown_content_type_are_400(api_url):
+    reply = httpx.post(
+        f"{api_url}/api/v1/datasets/generate", content=b"{oops", headers={"content-type": "application/json"}
+    )
+    assert reply.status_code == 400 and reply.json()["field"] == "body"
+    reply = httpx.post(f"{api_url}/api/v1/datasets/generate", content=b"x", headers={"content-type": "text/plain"})
+    assert reply.status_code == 400 and reply.json()["field"] == "content-type"
+
+
+def test_unknown_task_is_404_json(api_url):
+    for method, path in [("GET", "/tasks/nope"), ("GET", "/tasks/nope/revoke"), ("POST", "/tasks/nope/revoke")]:
+        reply = httpx.request(method, f"{api_url}{path}")
+        assert reply.status_code == 404
+        assert "nope" in reply.json()["detail"]
+
+
+def test_revoke_queued_then_again_then_finished_is_409(api_url, make_pipeline, run_worker):
+    pipeline = make_pipeline()
+    queued = httpx.post(f"{api_url}/api/v1/datasets/generate", content=SEED_BODY, headers=FORM).json()
+    first = httpx.get(f"{api_url}/tasks/{queued['task_id']}/revoke")
+    assert first.status_code == 200 and first.json()["status"] == "cancelled"
+    second = httpx.post(f"{api_url}/tasks/{queued['task_id']}/revoke")
+    assert second.status_code == 200 and second.json()["status"] == "cancelled"
+
+    run_worker(pipeline)
+    done = httpx.post(f"{api_url}/api/v1/datasets/generate", content=SEED_BODY, headers=FORM).json()
+    follow(pipeline, done["task_id"])
+    refused = httpx.post(f"{api_url}/tasks/{done['task_id']}/revoke")
+    assert refused.status_code == 409
+    assert "completed" in refused.json()["detail"]
+
+
+def test_health_ready_and_openapi(api_url):
+    assert httpx.get(f"{api_url}/health").json() == {"status": "ok"}
+    assert httpx.get(f"{api_url}/ready").json() == {"status": "ready"}
+    spec = httpx.get(f"{api_url}/schema/openapi.json").json()
+    assert "/api/v1/datasets/generate" in spec["paths"] and "/tasks/{task_id}" in spec["paths"]

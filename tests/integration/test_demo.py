@@ -1,0 +1,43 @@
+"""`litminer demo`, the main job, run as a user runs it: a subprocess with its own embedded Redis."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+
+def test_demo_writes_five_cited_rows_and_a_csv(tmp_path, sample_records):
+    env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL",)}
+    env["LITMINER_INDEX_DIR"] = str(tmp_path / "index")
+    result = subprocess.run(
+        [sys.executable, "-m", "services.cli", "demo", "--out", str(tmp_path)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "completed" in result.stdout and "embedded Redis" in result.stdout
+    dataset = json.loads((tmp_path / "dataset.json").read_text())
+    assert len(dataset["rows"]) == 5
+    for row in dataset["rows"]:
+        assert any(c["text_span"] in sample_records[c["source_id"]] for c in row["citations"])
+    csv_lines = (tmp_path / "dataset.csv").read_text().splitlines()
+    assert csv_lines[0] == "technology_id,technology_name,sources,evidence" and len(csv_lines) == 6
+
+
+def test_demo_rejects_a_bad_fields_file_with_exit_code_2(tmp_path):
+    fields = tmp_path / "fields.json"
+    fields.write_text('[{"name": "bad name"}]')
+    result = subprocess.run(
+        [sys.executable, "-m", "services.cli", "demo", "--fields", str(fields), "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "REDIS_URL": ""},
+    )
+    assert result.returncode == 2
+    assert "field_definitions[0].name" in result.stderr
+    assert not (tmp_path / "dataset.json").exists()

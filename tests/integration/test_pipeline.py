@@ -1,0 +1,196 @@
+"""The full chain on a real Redis broker with a real in-process Dramatiq worker."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from dramatiq_abort import Abort
+
+from contracts import CandidateRow, Document, FieldDefinition, GenerateRequest, PreparedSchema
+from pipeline.extractors.heuristic import HeuristicExtractor
+from pipeline.stages import extraction, search
+from tests.conftest import follow
+
+SEED_QUERY = "water treatment technologies used in specialty crop production"
+SEED_FIELDS = [
+    FieldDefinition(name="technology_id", type="str", description="Unique identifier for water treatment technology"),
+    FieldDefinition(name="technology_name", type="str", description="Name of water treatment technology"),
+]
+
+
+def seed_request(**changes: object) -> GenerateRequest:
+    values: dict[str, object] = {
+        "user_query": SEED_QUERY,
+        "rows": 5,
+        "model_name": "TreatmentTechnologies",
+        "field_definitions": SEED_FIELDS,
+        "client_id": "client-1",
+    }
+    values.update(changes)
+    return GenerateRequest(**values)  # type: ignore[arg-type]
+
+
+class FlakyExtractor:
+    """Fails the first ``failures`` calls, then extracts like the heuristic extractor."""
+
+    name = "heuristic"
+
+    def __init__(self, failures: int) -> None:
+        self.failures = failures
+        self.calls = 0
+        self.inner = HeuristicExtractor()
+
+    def extract(self, query: str, schema: PreparedSchema, document: Document) -> list[CandidateRow]:
+        self.calls += 1
+        if self.calls <= self.failures:
+            raise ConnectionError(f"upstream unavailable (call {self.calls})")
+        return self.inner.extract(query, schema, document)
+
+
+class SlowExtractor:
+    """Spins in short sleeps until aborted; records the interruption."""
+
+    name = "heuristic"
+
+    def __init__(self) -> None:
+        self.started = threading.Event()
+        self.interrupted = threading.Event()
+
+    def extract(self, query: str, schema: PreparedSchema, document: Document) -> list[CandidateRow]:
+        self.started.set()
+        try:
+            for _ in range(600):
+                threading.Event().wait(0.05)
+        except Abort:
+            self.interrupted.set()
+            raise
+        return []
+
+
+def test_full_chain_produces_cited_rows(make_pipeline, run_worker, sample_records):
+    pipeline = make_pipeline()
+    run_worker(pipeline)
+    job = pipeline.submit(seed_request())
+    events = follow(pipeline, job.task_id)
+
+    assert [e.seq for e in events] == list(range(1, len(events) + 1))
+    assert events[-1].status == "completed" and events[-1].progress == 100
+    started = [e.stage for e in events if e.message.startswith("Stage ")]
+    assert started == ["schema_preparation", "search", "extraction", "assembly"]
+    assert any(e.message.startswith("Extracted 10/20") for e in events)
+
+    dataset = pipeline.dataset(job.task_id)
+    assert dataset is not None and len(dataset.rows) == 5
+    names = {r.row["technology_name"] for r in dataset.rows}
+    assert len(names) == 5
+    for row in dataset.rows:
+        assert row.row["technology_id"] and row.citations
+        for citation in row.citations:
+            assert citation.text_span in sample_records[citation.source_id]
+    record = pipeline.store.load(job.task_id)
+    assert record is not None and record.status == "completed" and record.stage == "done"
+    assert record.result_url == f"/api/v1/datasets/{job.task_id}"
+
+
+def test_every_job_key_has_the_result_ttl(make_pipeline, run_worker, settings):
+    pipeline = make_pipeline()
+    run_worker(pipeline)
+    job = pipeline.submit(seed_request())
+    follow(pipeline, job.task_id)
+    keys = [k.decode() for k in pipeline.client.scan_iter(f"{settings.key_prefix}*{job.task_id}*")]
+    assert len(keys) >= 6  # record, seq, stream, schema, documents, candidates, dataset
+    for key in keys:
+        assert 0 < pipeline.client.ttl(key) <= settings.result_ttl_s, key
+
+
+def test_rerunning_stages_overwrites_instead_of_appending(make_pipeline, run_worker):
+    pipeline = make_pipeline()
+    run_worker(pipeline)
+    job = pipeline.submit(seed_request())
+    follow(pipeline, job.task_id)
+    before = pipeline.store.get_output(job.task_id, "candidates", list[CandidateRow])
+    schema = pipeline.input(job.task_id, "schema", PreparedSchema)
+    documents = search.run(SEED_QUERY, [pipeline.sources["local"]], 20)
+    again = extraction.run(SEED_QUERY, schema, documents, HeuristicExtractor())
+    pipeline.store.put_output(job.task_id, "candidates", again)
+    after = pipeline.store.get_output(job.task_id, "candidates", list[CandidateRow])
+    assert before is not None and after == before
+
+
+def test_transient_failures_retry_with_backoff_then_complete(make_pipeline, run_worker, settings):
+    flaky = FlakyExtractor(failures=2)
+    pipeline = make_pipeline(extractors={"heuristic": flaky})
+    run_worker(pipeline)
+    job = pipeline.submit(seed_request())
+    events = follow(pipeline, job.task_id)
+
+    retrying = [e for e in events if e.status == "retrying"]
+    assert [e.data["delay_ms"] for e in retrying] == [settings.retry_min_backoff_ms, settings.retry_min_backoff_ms * 2]
+    assert all(e.stage == "extraction" for e in retrying)
+    assert "upstream unavailable" in str(retrying[0].data["error"])
+    assert events[-1].status == "completed"
+
+
+def test_a_stage_that_always_fails_ends_in_error_with_its_message(make_pipeline, run_worker, settings):
+    pipeline = make_pipeline(extractors={"heuristic": FlakyExtractor(failures=10**6)})
+    run_worker(pipeline)
+    job = pipeline.submit(seed_request())
+    events = follow(pipeline, job.task_id)
+
+    assert len([e for e in events if e.status == "retrying"]) == settings.max_retries
+    assert events[-1].status == "error" and events[-1].stage == "extraction"
+    record = pipeline.store.load(job.task_id)
+    assert record is not None and record.status == "error"
+    assert record.error is not None and "upstream unavailable" in record.error
+    assert pipeline.dataset(job.task_id) is None
+
+
+def test_revoking_a_queued_job_cancels_it_without_running(make_pipeline, run_worker):
+    pipeline = make_pipeline()
+    job = pipeline.submit(seed_request())  # no worker yet: it stays queued
+    cancelled = pipeline.cancel(job.task_id)
+    assert cancelled.status == "cancelled"
+    assert pipeline.cancel(job.task_id).status == "cancelled"  # a second revoke returns the current status
+
+    worker = run_worker(pipeline)
+    pipeline.broker.join("schema_preparation")
+    worker.join()
+    record = pipeline.store.load(job.task_id)
+    assert record is not None and record.status == "cancelled" and record.stage == "queued"
+    assert pipeline.store.get_output(job.task_id, "schema", PreparedSchema) is None
+    events = follow(pipeline, job.task_id)
+    assert [e.status for e in events] == ["started", "cancelled"]
+
+
+def test_revoking_a_running_job_aborts_it_and_later_stages_never_run(make_pipeline, run_worker):
+    slow = SlowExtractor()
+    pipeline = make_pipeline(extractors={"heuristic": slow})
+    run_worker(pipeline)
+    job = pipeline.submit(seed_request())
+    assert slow.started.wait(timeout=30)
+    pipeline.cancel(job.task_id)
+    assert slow.interrupted.wait(timeout=10), "the running stage was not interrupted"
+
+    events = follow(pipeline, job.task_id)
+    assert events[-1].status == "cancelled"
+    pipeline.broker.join("extraction")
+    pipeline.broker.join("assembly")
+    record = pipeline.store.load(job.task_id)
+    assert record is not None and record.status == "cancelled" and record.stage == "extraction"
+    assert pipeline.store.get_output(job.task_id, "candidates", list[CandidateRow]) is None
+    assert pipeline.dataset(job.task_id) is None
+    assert not [e for e in pipeline.events.history(job.task_id) if b'"stage":"assembly"' in e]
+
+
+def test_cancelling_a_finished_job_is_refused(make_pipeline, run_worker):
+    from pipeline.errors import JobFinished, JobNotFound
+
+    pipeline = make_pipeline()
+    run_worker(pipeline)
+    job = pipeline.submit(seed_request())
+    follow(pipeline, job.task_id)
+    with pytest.raises(JobFinished):
+        pipeline.cancel(job.task_id)
+    with pytest.raises(JobNotFound):
+        pipeline.cancel("no-such-task")
