@@ -20,7 +20,7 @@ from pipeline.extractors.base import Extractor
 from pipeline.extractors.heuristic import HeuristicExtractor
 from pipeline.keys import Keys
 from pipeline.schema import InvalidRequest
-from pipeline.settings import Settings
+from pipeline.settings import Settings, SettingsError
 from pipeline.sources.base import Source
 from pipeline.sources.local_corpus import LocalCorpus, sample_corpus_path
 from pipeline.stages import assembly, extraction, schema_preparation, search
@@ -64,6 +64,14 @@ class Pipeline:
         self.store = JobStore(self.client, self.keys, self.events, ttl_s=settings.result_ttl_s)
         self.sources = dict(sources) if sources is not None else default_sources(settings)
         self.extractors = dict(extractors) if extractors is not None else {"heuristic": HeuristicExtractor()}
+        if settings.extractor != "auto" and settings.extractor not in self.extractors:
+            raise SettingsError(
+                f"LITMINER_EXTRACTOR={settings.extractor!r} is not available (auto, {', '.join(self.extractors)})"
+            )
+        if not any(name in self.sources for name in settings.sources):
+            raise SettingsError(
+                f"LITMINER_SOURCES={','.join(settings.sources)} names no available source ({', '.join(self.sources)})"
+            )
         stage_of = {actor_name: stage for stage, (actor_name, _) in _STAGES.items()}
         self.broker, self.abortable = build_broker(settings, self.client, self.store, stage_of)
         self.actors = {stage: self._declare(stage, name, body) for stage, (name, body) in _STAGES.items()}
