@@ -8,7 +8,7 @@ from contracts.base import Record
 from contracts.dataset import Dataset
 from contracts.requests import GenerateRequest
 
-JobStatus = Literal["queued", "started", "processing", "retrying", "completed", "error", "cancelled"]
+JobStatus = Literal["queued", "processing", "retrying", "completed", "error", "cancelled"]
 Stage = Literal["queued", "schema_preparation", "search", "extraction", "assembly", "done"]
 
 TERMINAL_STATUSES: frozenset[str] = frozenset({"completed", "error", "cancelled"})

@@ -28,10 +28,6 @@ class Keys:
         return f"{self.prefix}events:{task_id}"
 
     @property
-    def channel_pattern(self) -> str:
-        return f"{self.prefix}events:*"
-
-    @property
     def dramatiq_namespace(self) -> str:
         return f"{self.prefix}dramatiq"
 

@@ -170,6 +170,7 @@ class Pipeline:
         if job is None:
             raise JobCancelled(task_id)
         self.broker.enqueue(queued)
+        log.info("%s; next: %s", message, next_stage, extra={"task_id": task_id, "stage": job.stage})
 
     def complete(self, task_id: str, dataset: Dataset, *, message: str) -> None:
         """Store the dataset and mark the job completed."""
@@ -183,6 +184,7 @@ class Pipeline:
             result_url=f"/api/v1/datasets/{task_id}",
             data={"rows": len(dataset.rows), "requested_rows": dataset.stats.requested_rows},
         )
+        log.info(message, extra={"task_id": task_id, "stage": "assembly"})
 
     def close(self) -> None:
         """Release Redis connections."""

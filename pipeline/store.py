@@ -20,7 +20,6 @@ _decode_job = msgspec.json.Decoder(JobRecord).decode
 # Job status → the event status that announces it.
 _EVENT_STATUS: dict[JobStatus, EventStatus] = {
     "queued": "started",
-    "started": "started",
     "processing": "processing",
     "retrying": "retrying",
     "completed": "completed",
