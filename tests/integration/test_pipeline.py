@@ -144,6 +144,8 @@ def test_a_stage_that_always_fails_ends_in_error_with_its_message(make_pipeline,
     assert record is not None and record.status == "error"
     assert record.error is not None and "upstream unavailable" in record.error
     assert pipeline.dataset(job.task_id) is None
+    dead = pipeline.client.hgetall(f"{settings.key_prefix}dramatiq:extraction.XQ.msgs")
+    assert len(dead) == 1 and b"upstream unavailable" in next(iter(dead.values()))  # the dead-letter queue keeps it
 
 
 def test_revoking_a_queued_job_cancels_it_without_running(make_pipeline, run_worker):
