@@ -129,12 +129,12 @@ def api_url(settings: Settings) -> Iterator[str]:
     thread.join(timeout=10)
 
 
-def follow(pipeline: Pipeline, task_id: str, timeout: float = 30.0) -> list[Event]:
-    """All events of a task until its terminal event, read from its stream as clients do."""
+def follow(pipeline: Pipeline, task_id: str, timeout: float = 30.0, after: int = 0) -> list[Event]:
+    """Events of a task after seq ``after`` until a terminal event, read from its stream as clients do."""
     events: list[Event] = []
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        for raw in pipeline.events.history(task_id, after=events[-1].seq if events else 0, block_ms=500):
+        for raw in pipeline.events.history(task_id, after=events[-1].seq if events else after, block_ms=500):
             events.append(decode_event(raw))
             if events[-1].status in TERMINAL_STATUSES:
                 return events

@@ -8,8 +8,9 @@ import pytest
 from dramatiq_abort import Abort
 
 from contracts import CandidateRow, Document, FieldDefinition, GenerateRequest, PreparedSchema
+from pipeline.errors import JobFinished, JobNotFound
 from pipeline.extractors.heuristic import HeuristicExtractor
-from pipeline.stages import extraction, search
+from pipeline.stages import extraction
 from tests.conftest import follow
 
 SEED_QUERY = "water treatment technologies used in specialty crop production"
@@ -104,18 +105,23 @@ def test_every_job_key_has_the_result_ttl(make_pipeline, run_worker, settings):
         assert 0 < pipeline.client.ttl(key) <= settings.result_ttl_s, key
 
 
-def test_rerunning_stages_overwrites_instead_of_appending(make_pipeline, run_worker):
+def test_a_redelivered_stage_overwrites_its_output_instead_of_appending(make_pipeline, run_worker):
     pipeline = make_pipeline()
     run_worker(pipeline)
     job = pipeline.submit(seed_request())
-    follow(pipeline, job.task_id)
+    first_events = follow(pipeline, job.task_id)
     before = pipeline.store.get_output(job.task_id, "candidates", list[CandidateRow])
-    schema = pipeline.input(job.task_id, "schema", PreparedSchema)
-    documents = search.run(SEED_QUERY, [pipeline.sources["local"]], 20)
-    again = extraction.run(SEED_QUERY, schema, documents, HeuristicExtractor())
-    pipeline.store.put_output(job.task_id, "candidates", again)
-    after = pipeline.store.get_output(job.task_id, "candidates", list[CandidateRow])
-    assert before is not None and after == before
+    dataset_before = pipeline.dataset(job.task_id)
+    assert before and dataset_before
+
+    # The extraction message is delivered again while the job is (once more) in that stage.
+    pipeline.store.transition(job.task_id, status="processing", stage="extraction", reopen=True)
+    extraction.process(pipeline, job.task_id)
+    second_events = follow(pipeline, job.task_id, after=first_events[-1].seq)
+
+    assert second_events[-1].status == "completed"
+    assert pipeline.store.get_output(job.task_id, "candidates", list[CandidateRow]) == before
+    assert pipeline.dataset(job.task_id) == dataset_before
 
 
 def test_transient_failures_retry_with_backoff_then_complete(make_pipeline, run_worker, settings):
@@ -186,8 +192,6 @@ def test_revoking_a_running_job_aborts_it_and_later_stages_never_run(make_pipeli
 
 
 def test_cancelling_a_finished_job_is_refused(make_pipeline, run_worker):
-    from pipeline.errors import JobFinished, JobNotFound
-
     pipeline = make_pipeline()
     run_worker(pipeline)
     job = pipeline.submit(seed_request())
