@@ -55,10 +55,8 @@ def parse_generate_request(raw: Mapping[str, object], *, max_rows: int) -> Gener
             data["field_definitions"] = json.loads(text)
         except json.JSONDecodeError as exc:
             raise InvalidRequest("field_definitions_json_str", f"invalid JSON ({exc.msg})") from None
-    for name in ("sources",):
-        value = data.get(name)
-        if isinstance(value, str):  # form bodies carry lists as comma-separated text
-            data[name] = [s.strip() for s in value.split(",") if s.strip()]
+    if isinstance(data.get("sources"), str):  # form bodies carry lists as comma-separated text
+        data["sources"] = [s.strip() for s in str(data["sources"]).split(",") if s.strip()]
     for name in ("client_id", "extractor"):
         if data.get(name) == "":
             data[name] = None

@@ -7,7 +7,7 @@ import re
 STOP_WORDS = frozenset(
     """a an and are as at be been by can could did do does for from had has have how in into is it its
     of on or that the their there these this those to use used uses using was were what when where which
-    while who why will with within without used about among across after before between during over under
+    while who why will with within without about among across after before between during over under
     via per than then they them we our your you i me my such other others also any all each both most more
     some many much very not no nor only own same so too just should would may might must""".split()
 )

@@ -40,17 +40,16 @@ def run_demo(
 ) -> int:
     """Run one job in this process (embedded Redis unless REDIS_URL is set); 0 when it completed."""
     env = dict(os.environ if env is None else env)
+    request = parse_generate_request(  # bad input is refused before anything starts
+        {"user_query": query, "rows": rows, "model_name": model_name, "field_definitions": fields or SEED_FIELDS},
+        max_rows=Settings.from_env(env).max_rows,
+    )
     with ExitStack() as stack:
         if not env.get("REDIS_URL"):
             redis_server = stack.enter_context(EmbeddedRedis())
             env["REDIS_URL"] = redis_server.url
             print(f"embedded Redis on {redis_server.url}")
-        settings = Settings.from_env(env)
-        request = parse_generate_request(
-            {"user_query": query, "rows": rows, "model_name": model_name, "field_definitions": fields or SEED_FIELDS},
-            max_rows=settings.max_rows,
-        )
-        pipeline = Pipeline(settings)
+        pipeline = Pipeline(Settings.from_env(env))
         stack.callback(pipeline.close)
         worker = start_worker(pipeline, threads=4)
         stack.callback(worker.stop)

@@ -24,6 +24,7 @@ _PHRASE_END = frozenset(
     reduces reduce improves improve increases increase removes remove controls control affects affect
     enhances lowers shows achieves is are was were can""".split()
 )
+_ITEM_END = STOP_WORDS | _PHRASE_END
 _GENERIC = frozenset("name names value values number type types identifier id unique main primary the".split())
 _NUMBER = re.compile(r"(?<![\w.])-?\d+(?:,\d{3})*(?:\.\d+)?")
 _NEGATION = re.compile(r"\b(?:no|not|without|never|none|failed to|did not|does not|cannot|lack(?:s|ed)?)\b", re.I)
@@ -141,7 +142,7 @@ def _fill(field: FieldDefinition, passages: list[str]) -> tuple[FieldValue, str]
         match = _ENUMERATION.search(passage)
         assert match is not None
         parts = re.split(r",\s*(?:and\s+|or\s+)?|\s+(?:and|or)\s+", match.group(1))
-        items: list[object] = [_until_stop_word(p) for p in parts if _until_stop_word(p)]
+        items: list[object] = [item for part in parts if (item := _until_stop_word(part))]
         return (items, passage) if items else None
     if kind in ("list[int]", "list[float]"):
         passage = _best_passage(field, passages, _NUMBER)
@@ -170,7 +171,7 @@ def _until_stop_word(item: str) -> str:
     """An enumerated item without the clause that follows it ("Fusarium were monitored" → "Fusarium")."""
     kept: list[str] = []
     for word in item.split():
-        if kept and word.lower() in STOP_WORDS | _PHRASE_END:
+        if kept and word.lower() in _ITEM_END:
             break
         kept.append(word)
     return " ".join(kept).strip()

@@ -40,4 +40,5 @@ def test_demo_rejects_a_bad_fields_file_with_exit_code_2(tmp_path):
     )
     assert result.returncode == 2
     assert "field_definitions[0].name" in result.stderr
+    assert "embedded Redis" not in result.stdout  # refused before anything started
     assert not (tmp_path / "dataset.json").exists()
