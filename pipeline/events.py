@@ -7,6 +7,8 @@ import time
 
 import msgspec
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from contracts import Event, EventStatus, EventValue, JobRecord, Stage, encode_event
 from pipeline.keys import Keys
@@ -24,21 +26,36 @@ redis.call('EXPIRE', KEYS[2], ARGV[4])
 redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[3], '*', 'event', payload)
 redis.call('EXPIRE', KEYS[3], ARGV[4])
 redis.call('PUBLISH', ARGV[5], payload)
+redis.call('INCR', KEYS[4])
 return seq
 """
 
 _SEQ_MARK = b',"seq":0,'
 
 
-class EventBus:
-    """Publishes job events; readers replay them from the streams or follow the channel."""
+#: attempts and pause between them; with publisher_client's 2 s timeouts a publish gives up within ~7 s
+_ATTEMPTS = 3
+_PAUSE_S = 0.1
 
-    def __init__(self, client: redis.Redis, keys: Keys, *, ttl_s: int, maxlen: int) -> None:
+
+def publisher_client(redis_url: str) -> redis.Redis:
+    """A client for publishing: short timeouts and no hidden retries (``EventBus.publish`` retries)."""
+    return redis.Redis.from_url(redis_url, socket_timeout=2, socket_connect_timeout=2, retry=Retry(NoBackoff(), 0))
+
+
+class EventBus:
+    """Publishes job events; readers replay them from the streams or follow the channel.
+
+    ``publisher`` should have short socket timeouts: a stage waits for its events at most a few
+    seconds, and never fails because one could not be published. ``client`` serves (blocking) reads.
+    """
+
+    def __init__(self, client: redis.Redis, publisher: redis.Redis, keys: Keys, *, ttl_s: int, maxlen: int) -> None:
         self.client = client
         self.keys = keys
         self.ttl_s = ttl_s
         self.maxlen = maxlen
-        self._script = client.register_script(_PUBLISH)
+        self._script = publisher.register_script(_PUBLISH)
 
     def publish(
         self,
@@ -67,6 +84,7 @@ class EventBus:
             self.keys.seq(job.task_id),
             self.keys.task_stream(job.task_id),
             self.keys.client_stream(job.client_id),
+            self.keys.events_published,
         ]
         args: list[bytes | int | str] = [
             head + b',"seq":',
@@ -75,12 +93,19 @@ class EventBus:
             self.ttl_s,
             self.keys.channel(job.task_id),
         ]
-        for attempt in range(3):
+        for attempt in range(1, _ATTEMPTS + 1):
             try:
                 seq = int(self._script(keys=keys, args=args))
             except redis.RedisError as exc:
-                log.warning("event publish failed (attempt %d): %s", attempt + 1, exc, extra={"task_id": job.task_id})
-                time.sleep(0.05 * (attempt + 1))
+                log.warning(
+                    "event publish failed (attempt %d/%d): %s",
+                    attempt,
+                    _ATTEMPTS,
+                    exc,
+                    extra={"task_id": job.task_id, "stage": event.stage},
+                )
+                if attempt < _ATTEMPTS:
+                    time.sleep(_PAUSE_S * attempt)
                 continue
             return msgspec.structs.replace(event, seq=seq)
         # A stage never fails because nobody could be told about it.

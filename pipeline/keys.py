@@ -28,6 +28,16 @@ class Keys:
         return f"{self.prefix}events:{task_id}"
 
     @property
+    def channel_pattern(self) -> str:
+        """Matches the channel of every task."""
+        return f"{self.prefix}events:*"
+
+    @property
+    def events_published(self) -> str:
+        """Counter of every event published, across all processes (exposed at /metrics)."""
+        return f"{self.prefix}stats:events_published"
+
+    @property
     def dramatiq_namespace(self) -> str:
         return f"{self.prefix}dramatiq"
 

@@ -15,7 +15,7 @@ import redis
 from contracts import TERMINAL_STATUSES, Dataset, EventValue, GenerateRequest, JobRecord, Stage
 from pipeline.broker import build_broker
 from pipeline.errors import JobCancelled, JobFinished, JobNotFound, PermanentError
-from pipeline.events import EventBus
+from pipeline.events import EventBus, publisher_client
 from pipeline.extractors.base import Extractor
 from pipeline.extractors.heuristic import HeuristicExtractor
 from pipeline.keys import Keys
@@ -60,7 +60,10 @@ class Pipeline:
             settings.redis_url, socket_timeout=10, socket_connect_timeout=5, health_check_interval=30
         )
         self.keys = Keys(settings.key_prefix)
-        self.events = EventBus(self.client, self.keys, ttl_s=settings.result_ttl_s, maxlen=settings.event_stream_maxlen)
+        self.publisher = publisher_client(settings.redis_url)
+        self.events = EventBus(
+            self.client, self.publisher, self.keys, ttl_s=settings.result_ttl_s, maxlen=settings.event_stream_maxlen
+        )
         self.store = JobStore(self.client, self.keys, self.events, ttl_s=settings.result_ttl_s)
         self.sources = dict(sources) if sources is not None else default_sources(settings)
         self.extractors = dict(extractors) if extractors is not None else {"heuristic": HeuristicExtractor()}
@@ -190,3 +193,4 @@ class Pipeline:
         """Release Redis connections."""
         self.broker.close()
         self.client.close()
+        self.publisher.close()

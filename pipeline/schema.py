@@ -86,6 +86,12 @@ def _as_invalid(exc: msgspec.ValidationError) -> InvalidRequest:
     return InvalidRequest(path, message)
 
 
+def check_client_id(client_id: str) -> None:
+    """Client ids name Redis keys and URL paths: keep them short and plain."""
+    if not _CLIENT_ID.fullmatch(client_id):
+        raise InvalidRequest("client_id", "use 1-128 letters, digits, '.', '_', ':' or '-'")
+
+
 def _check_request(request: GenerateRequest, *, max_rows: int) -> None:
     if not request.user_query.strip():
         raise InvalidRequest("user_query", "must not be empty")
@@ -93,8 +99,8 @@ def _check_request(request: GenerateRequest, *, max_rows: int) -> None:
         raise InvalidRequest("rows", f"must be between 1 and {max_rows}, got {request.rows}")
     if not request.model_name.isidentifier():
         raise InvalidRequest("model_name", f"must be a Python identifier, got {request.model_name!r}")
-    if request.client_id is not None and not _CLIENT_ID.fullmatch(request.client_id):
-        raise InvalidRequest("client_id", "use 1-128 letters, digits, '.', '_', ':' or '-'")
+    if request.client_id is not None:
+        check_client_id(request.client_id)
     check_fields(request.field_definitions)
 
 

@@ -33,6 +33,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     docs_per_row: int = 4
     max_documents: int = 200
     event_stream_maxlen: int = 10_000
+    event_queue_size: int = 1_000
+    heartbeat_s: float = 15.0
+    send_timeout_s: float = 10.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -56,6 +59,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             extractor=env.get("LITMINER_EXTRACTOR", defaults.extractor),
             docs_per_row=_int(env, "LITMINER_DOCS_PER_ROW", defaults.docs_per_row),
             max_documents=_int(env, "LITMINER_MAX_DOCUMENTS", defaults.max_documents),
+            event_queue_size=_int(env, "LITMINER_EVENT_QUEUE_SIZE", defaults.event_queue_size, minimum=1),
+            heartbeat_s=_float(env, "LITMINER_HEARTBEAT_S", defaults.heartbeat_s),
+            send_timeout_s=_float(env, "LITMINER_SEND_TIMEOUT_S", defaults.send_timeout_s),
         )
 
 
@@ -71,11 +77,27 @@ def redis_url_from_env(env: Mapping[str, str]) -> str:
     return f"redis://{auth}{host}:{port}/{db}"
 
 
-def _int(env: Mapping[str, str], name: str, default: int) -> int:
+def _int(env: Mapping[str, str], name: str, default: int, *, minimum: int | None = None) -> int:
     raw = env.get(name)
     if raw is None or raw == "":
         return default
     try:
-        return int(raw)
+        value = int(raw)
     except ValueError:
         raise SettingsError(f"{name} must be an integer, got {raw!r}") from None
+    if minimum is not None and value < minimum:
+        raise SettingsError(f"{name} must be at least {minimum}, got {raw!r}")
+    return value
+
+
+def _float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a number, got {raw!r}") from None
+    if value <= 0:
+        raise SettingsError(f"{name} must be positive, got {raw!r}")
+    return value

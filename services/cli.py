@@ -52,7 +52,15 @@ def main(argv: list[str] | None = None) -> int:
 def _run(args: argparse.Namespace) -> int:
     if args.command == "api":
         configure_logging("INFO" if args.log_level == "WARNING" else args.log_level)
-        uvicorn.run(create_app(Settings.from_env()), host=args.host, port=args.port)
+        settings = Settings.from_env()
+        # WebSocket heartbeat: uvicorn pings every LITMINER_HEARTBEAT_S (SSE streams send comments instead).
+        uvicorn.run(
+            create_app(settings),
+            host=args.host,
+            port=args.port,
+            ws_ping_interval=settings.heartbeat_s,
+            ws_ping_timeout=settings.heartbeat_s,
+        )
         return 0
     if args.command == "worker":
         level = "INFO" if args.log_level == "WARNING" else args.log_level

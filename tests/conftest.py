@@ -114,19 +114,39 @@ def run_worker() -> Iterator[Callable[[Pipeline], Worker]]:
 
 
 @pytest.fixture
-def api_url(settings: Settings) -> Iterator[str]:
-    """The API served by uvicorn on a free loopback port, for real HTTP."""
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert time.monotonic() < deadline, "API did not start"
-        time.sleep(0.01)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=10)
+def serve_api() -> Iterator[Callable[[Settings], str]]:
+    """Factory: the API for some settings, served by uvicorn on a free loopback port; returns its URL."""
+    servers: list[tuple[uvicorn.Server, threading.Thread]] = []
+
+    def serve(settings: Settings) -> str:
+        port = free_port()
+        config = uvicorn.Config(
+            create_app(settings),
+            host="127.0.0.1",
+            port=port,
+            log_level="warning",
+            ws_ping_interval=settings.heartbeat_s,
+        )
+        server = uvicorn.Server(config)
+        thread = threading.Thread(target=server.run, daemon=True)
+        thread.start()
+        servers.append((server, thread))
+        deadline = time.monotonic() + 10
+        while not server.started:
+            assert time.monotonic() < deadline, "API did not start"
+            time.sleep(0.01)
+        return f"http://127.0.0.1:{port}"
+
+    yield serve
+    for server, thread in servers:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+@pytest.fixture
+def api_url(settings: Settings, serve_api: Callable[[Settings], str]) -> str:
+    """The API on the test's settings, for real HTTP."""
+    return serve_api(settings)
 
 
 def follow(pipeline: Pipeline, task_id: str, timeout: float = 30.0, after: int = 0) -> list[Event]:

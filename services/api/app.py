@@ -5,17 +5,29 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from litestar import Litestar
+from litestar import Litestar, Response, get
 from litestar.datastructures import State
-from litestar.di import Provide
+from litestar.di import NamedDependency, Provide
 from litestar.openapi import OpenAPIConfig
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from pipeline.runtime import Pipeline
 from pipeline.settings import Settings
 from services.api.datasets import DatasetController
 from services.api.errors import exception_handlers
 from services.api.health import HealthController
+from services.api.live import LiveEvents
+from services.api.metrics import Metrics
+from services.api.streams import stream_handlers
 from services.api.tasks import TaskController
+
+
+@get("/metrics", operation_id="metrics", media_type=CONTENT_TYPE_LATEST)
+async def metrics(live: NamedDependency[LiveEvents]) -> Response[bytes]:
+    """Prometheus metrics: open connections, events published / delivered / dropped."""
+    published = await live.redis.get(live.keys.events_published)
+    live.metrics.published.value = float(published or 0)
+    return Response(generate_latest(live.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
 
 def create_app(settings: Settings) -> Litestar:
@@ -24,18 +36,28 @@ def create_app(settings: Settings) -> Litestar:
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         app.state.pipeline = Pipeline(settings)
+        app.state.live = LiveEvents(settings, Metrics())
+        await app.state.live.start()
         try:
             yield
         finally:
+            await app.state.live.stop()
             app.state.pipeline.close()
 
     def provide_pipeline(state: State) -> Pipeline:
         pipeline: Pipeline = state.pipeline
         return pipeline
 
+    def provide_live(state: State) -> LiveEvents:
+        live: LiveEvents = state.live
+        return live
+
     return Litestar(
-        route_handlers=[DatasetController, TaskController, HealthController],
-        dependencies={"pipeline": Provide(provide_pipeline, sync_to_thread=False)},
+        route_handlers=[DatasetController, TaskController, HealthController, metrics, *stream_handlers],
+        dependencies={
+            "pipeline": Provide(provide_pipeline, sync_to_thread=False),
+            "live": Provide(provide_live, sync_to_thread=False),
+        },
         exception_handlers=exception_handlers,
         lifespan=[lifespan],
         openapi_config=OpenAPIConfig(title="litminer", version="0.1.0", path="/schema"),

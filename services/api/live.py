@@ -1,0 +1,345 @@
+"""Live events in the API process: one Redis pattern subscription, fanned out to WebSocket and SSE subscribers.
+
+Delivery is exactly-once and in order per task, even across a lost subscription or a reconnecting
+client, because every event is in a Redis stream before it is published (see pipeline/events.py):
+
+1. a subscriber is registered (its queue starts collecting live events) *before* it reads history;
+2. history comes from the task stream (entry ids are ``{seq}-0``) or the client stream;
+3. live events with a ``seq`` the subscriber already sent are skipped; a gap in ``seq`` is filled
+   from the task stream; after the Redis subscription is re-established every subscriber catches up
+   from its stream again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from contextlib import suppress
+from typing import Literal, cast
+
+import msgspec
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+
+from contracts import TERMINAL_STATUSES
+from pipeline.keys import Keys
+from pipeline.settings import Settings
+from services.api.metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+Protocol = Literal["websocket", "sse"]
+PROTOCOLS: tuple[Protocol, ...] = ("websocket", "sse")
+
+#: how many stream entries one catch-up read asks for
+_PAGE = 500
+
+
+class Route(msgspec.Struct):
+    """The part of an event the fan-out needs to route and order it."""
+
+    task_id: str
+    client_id: str
+    seq: int
+    status: str
+
+
+_route = msgspec.json.Decoder(Route).decode
+
+#: what XRANGE and XREVRANGE return: (entry id, fields)
+Entries = list[tuple[bytes, dict[bytes, bytes]]]
+#: a routed event: its route and the exact bytes every protocol sends
+Item = tuple[Route, bytes]
+#: queued instead of an event: "the subscription was re-established, catch up from the stream"
+_RESYNC = None
+
+
+class Subscriber:
+    """One open WebSocket or SSE connection: what it follows, its bounded queue, what it has sent."""
+
+    def __init__(self, protocol: Protocol, *, queue_size: int, task_id: str = "", client_id: str = "") -> None:
+        self.protocol = protocol
+        self.task_id = task_id  # set for /ws/tasks/{id} and /sse/tasks/{id}
+        self.client_id = client_id  # set for /ws/{client_id} and /sse/{client_id}
+        self.queue: asyncio.Queue[Item | None] = asyncio.Queue(queue_size)
+        self.last_seq: dict[str, int] = {}  # task → highest seq sent
+        self.cursor = ""  # client subscribers: client-stream entry id after which catch-up reads
+        self.finished = False  # task subscribers: the terminal event was sent
+        self.dropped = False  # its queue overflowed; it is being disconnected
+        self.pump: asyncio.Task[None] | None = None
+
+    def offer(self, item: Item | None) -> bool:
+        """Queue an item without waiting; a full queue drops the subscriber (it never slows the others)."""
+        try:
+            self.queue.put_nowait(item)
+        except asyncio.QueueFull:
+            self.dropped = True
+            if self.pump is not None:
+                self.pump.cancel()
+            return False
+        return True
+
+    def accept(self, route: Route, *, closing: bool = True) -> bool:
+        """Whether ``route`` is new to this subscriber; records it as sent."""
+        if route.seq <= self.last_seq.get(route.task_id, 0):
+            return False
+        self.last_seq[route.task_id] = route.seq
+        if self.task_id and closing:
+            self.finished = route.status in TERMINAL_STATUSES
+        return True
+
+
+class ConnectionManager:
+    """The open connections of one protocol, indexed by the task and the client they follow."""
+
+    def __init__(self, protocol: Protocol, metrics: Metrics) -> None:
+        self.protocol = protocol
+        self.metrics = metrics
+        self.by_task: dict[str, set[Subscriber]] = {}
+        self.by_client: dict[str, set[Subscriber]] = {}
+
+    def add(self, subscriber: Subscriber) -> None:
+        index, key = self._slot(subscriber)
+        index.setdefault(key, set()).add(subscriber)
+        self.metrics.connections.labels(self.protocol).inc()
+
+    def remove(self, subscriber: Subscriber) -> None:
+        index, key = self._slot(subscriber)
+        members = index.get(key)
+        if members is None or subscriber not in members:
+            return
+        members.discard(subscriber)
+        if not members:
+            del index[key]
+        self.metrics.connections.labels(self.protocol).dec()
+
+    def dispatch(self, route: Route, payload: bytes) -> None:
+        for subscriber in (*self.by_task.get(route.task_id, ()), *self.by_client.get(route.client_id, ())):
+            if not subscriber.dropped and not subscriber.offer((route, payload)):
+                self.drop(subscriber, "its event queue is full", lost=1)
+
+    def resync(self) -> None:
+        for index in (self.by_task, self.by_client):
+            for members in index.values():
+                for subscriber in list(members):
+                    if not subscriber.dropped and not subscriber.offer(_RESYNC):
+                        self.drop(subscriber, "its event queue is full")
+
+    def drop(self, subscriber: Subscriber, reason: str, *, lost: int = 0) -> None:
+        """Count and log a subscriber that stopped reading; its pump is (being) cancelled."""
+        subscriber.dropped = True
+        lost += subscriber.queue.qsize()
+        log.warning(
+            "disconnecting a %s subscriber that stopped reading: %s (%d events not sent)",
+            self.protocol,
+            reason,
+            lost,
+            extra={"task_id": subscriber.task_id or None},
+        )
+        self.metrics.dropped.labels(self.protocol).inc(lost)
+        self.metrics.slow_disconnects.labels(self.protocol).inc()
+
+    def _slot(self, subscriber: Subscriber) -> tuple[dict[str, set[Subscriber]], str]:
+        if subscriber.task_id:
+            return self.by_task, subscriber.task_id
+        return self.by_client, subscriber.client_id
+
+
+class LiveEvents:
+    """The API process's event fan-out: start it in the app's lifespan, then serve subscribers."""
+
+    def __init__(self, settings: Settings, metrics: Metrics) -> None:
+        self.settings = settings
+        self.keys = Keys(settings.key_prefix)
+        self.metrics = metrics
+        self.redis = aioredis.Redis.from_url(settings.redis_url, socket_connect_timeout=5)
+        # Errors must reach the listen loop (which resubscribes and resyncs), not be retried silently.
+        self._subscriber_redis = aioredis.Redis.from_url(
+            settings.redis_url, socket_connect_timeout=5, health_check_interval=30, retry=Retry(NoBackoff(), 0)
+        )
+        self.managers = {protocol: ConnectionManager(protocol, metrics) for protocol in PROTOCOLS}
+        self.subscribed = asyncio.Event()
+        self._listener: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Subscribe; waits (up to 5 s) for the subscription so the first subscribers miss nothing live."""
+        self._listener = asyncio.create_task(self._listen(), name="litminer-events")
+        with suppress(TimeoutError):
+            await asyncio.wait_for(self.subscribed.wait(), 5)
+
+    async def stop(self) -> None:
+        if self._listener is not None:
+            self._listener.cancel()
+            with suppress(asyncio.CancelledError):
+                await self._listener
+        await self._subscriber_redis.aclose()
+        await self.redis.aclose()
+
+    async def _listen(self) -> None:
+        delay = 0.1
+        while True:
+            pubsub = self._subscriber_redis.pubsub(ignore_subscribe_messages=True)
+            try:
+                await pubsub.psubscribe(self.keys.channel_pattern)
+                self.subscribed.set()
+                delay = 0.1
+                for manager in self.managers.values():
+                    manager.resync()  # whatever was published while we were not subscribed
+                while True:
+                    message = await pubsub.get_message(timeout=self.settings.heartbeat_s)
+                    if message is not None and message["type"] == "pmessage":
+                        self._dispatch(message["data"])
+            except (RedisError, OSError) as exc:
+                self.subscribed.clear()
+                log.warning("event subscription lost (%s); resubscribing in %.1f s", exc, delay)
+            finally:
+                with suppress(RedisError, OSError):
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+    def _dispatch(self, payload: bytes) -> None:
+        try:
+            route = _route(payload)
+        except msgspec.DecodeError:
+            log.warning("ignoring a malformed event on the events channel")
+            return
+        self.metrics.received.inc()
+        for manager in self.managers.values():
+            manager.dispatch(route, payload)
+
+    # -- serving one subscriber -----------------------------------------------------------------------
+
+    async def task_exists(self, task_id: str) -> bool:
+        return bool(await self.redis.exists(self.keys.job(task_id)))
+
+    async def serve(
+        self,
+        subscriber: Subscriber,
+        send: Callable[[Route, bytes], Awaitable[None]],
+        heartbeat: Callable[[], Awaitable[None]],
+        closed: Callable[[], Coroutine[object, object, None]],
+    ) -> None:
+        """Send ``subscriber`` its events until its feed ends, the peer leaves or it falls behind.
+
+        The subscriber must already be registered (``register``), so nothing published since is missed.
+        """
+        pump = asyncio.create_task(self._pump(subscriber, send, heartbeat))
+        subscriber.pump = pump
+        watcher = asyncio.create_task(closed())
+        try:
+            await asyncio.wait({pump, watcher}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (pump, watcher):
+                task.cancel()
+            results = await asyncio.gather(pump, watcher, return_exceptions=True)
+            self.managers[subscriber.protocol].remove(subscriber)
+        error = results[0]
+        if isinstance(error, TimeoutError):
+            self.managers[subscriber.protocol].drop(subscriber, f"a send took over {self.settings.send_timeout_s} s")
+        elif isinstance(error, Exception) and not subscriber.dropped:
+            log.warning("%s subscriber failed: %r", subscriber.protocol, error, extra={"task_id": subscriber.task_id})
+
+    def register(self, subscriber: Subscriber) -> None:
+        self.managers[subscriber.protocol].add(subscriber)
+
+    async def _pump(
+        self,
+        subscriber: Subscriber,
+        send: Callable[[Route, bytes], Awaitable[None]],
+        heartbeat: Callable[[], Awaitable[None]],
+    ) -> None:
+        timeout = self.settings.send_timeout_s
+        delivered = self.metrics.delivered.labels(subscriber.protocol)
+        async for item in self.feed(subscriber):
+            async with asyncio.timeout(timeout):
+                await (heartbeat() if item is None else send(*item))
+            if item is not None:
+                delivered.inc()
+
+    async def feed(self, subscriber: Subscriber) -> AsyncIterator[Item | None]:
+        """The subscriber's events in order (history, then live); None when a heartbeat is due."""
+        if subscriber.client_id and not subscriber.cursor:
+            subscriber.cursor = await self._client_stream_end(subscriber.client_id)
+        for item in await self._catch_up(subscriber):
+            yield item
+        while not subscriber.finished:
+            try:
+                async with asyncio.timeout(self.settings.heartbeat_s):
+                    queued = await subscriber.queue.get()
+            except TimeoutError:
+                yield None
+                continue
+            if queued is _RESYNC:
+                for item in await self._catch_up(subscriber):
+                    yield item
+                continue
+            route, payload = queued
+            last = subscriber.last_seq.get(route.task_id)
+            if last is not None and route.seq > last + 1:  # the channel lost something: fill from the stream
+                for item in await self._task_history(route.task_id, after=last, until=route.seq - 1):
+                    if subscriber.accept(item[0], closing=False):
+                        yield item
+            if subscriber.accept(route):
+                yield route, payload
+
+    async def _catch_up(self, subscriber: Subscriber) -> list[Item]:
+        """What the subscriber's stream holds that it has not been sent yet."""
+        if subscriber.task_id:
+            items = await self._task_history(subscriber.task_id, after=subscriber.last_seq.get(subscriber.task_id, 0))
+        else:
+            items = await self._client_history(subscriber)
+        fresh = [item for item in items if subscriber.accept(item[0], closing=False)]
+        if subscriber.task_id and fresh:
+            subscriber.finished = fresh[-1][0].status in TERMINAL_STATUSES
+        return fresh
+
+    async def _xrange(self, key: str, *, first: str, last: str = "+", count: int | None = None) -> Entries:
+        return cast(Entries, await self.redis.xrange(key, min=first, max=last, count=count))
+
+    async def _xrevrange(self, key: str, *, last: str, count: int) -> Entries:
+        return cast(Entries, await self.redis.xrevrange(key, max=last, count=count))
+
+    async def _task_history(self, task_id: str, *, after: int, until: int | None = None) -> list[Item]:
+        last = "+" if until is None else f"{until}-0"
+        entries = await self._xrange(self.keys.task_stream(task_id), first=f"({after}-0", last=last)
+        return [(_route(fields[b"event"]), fields[b"event"]) for _, fields in entries]
+
+    async def _client_history(self, subscriber: Subscriber) -> list[Item]:
+        key = self.keys.client_stream(subscriber.client_id)
+        items: list[Item] = []
+        while True:
+            entries = await self._xrange(key, first=f"({subscriber.cursor}", count=_PAGE)
+            items += [(_route(fields[b"event"]), fields[b"event"]) for _, fields in entries]
+            if entries:
+                subscriber.cursor = entries[-1][0].decode()
+            if len(entries) < _PAGE:
+                return items
+
+    async def _client_stream_end(self, client_id: str) -> str:
+        last = await self._xrevrange(self.keys.client_stream(client_id), last="+", count=1)
+        return last[0][0].decode() if last else "0-0"
+
+    async def resume_client(self, subscriber: Subscriber, task_id: str, seq: int) -> None:
+        """Position a client subscriber just after its event ``task_id``/``seq`` (an SSE Last-Event-ID).
+
+        When that event is no longer in the client stream (trimmed or expired), everything the stream
+        still holds is replayed.
+        """
+        subscriber.last_seq[task_id] = seq
+        subscriber.cursor = "0-0"
+        key = self.keys.client_stream(subscriber.client_id)
+        end = "+"
+        while True:
+            entries = await self._xrevrange(key, last=end, count=_PAGE)
+            for entry_id, fields in entries:
+                route = _route(fields[b"event"])
+                if route.task_id == task_id and route.seq <= seq:
+                    subscriber.cursor = entry_id.decode()
+                    return
+            if len(entries) < _PAGE:
+                return
+            end = f"({entries[-1][0].decode()}"
