@@ -14,3 +14,6 @@ api:
 
 worker:
     uv run litminer worker --processes 2 --threads 8
+
+bench:
+    uv run python -m bench all

@@ -13,6 +13,7 @@ client, because every event is in a Redis stream before it is published (see pip
 from __future__ import annotations
 
 import asyncio
+import enum
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import suppress
@@ -36,6 +37,8 @@ PROTOCOLS: tuple[Protocol, ...] = ("websocket", "sse")
 
 #: how many stream entries one catch-up read asks for
 _PAGE = 500
+#: Redis connections for catch-up reads, shared by all subscribers of the process
+_READ_CONNECTIONS = 32
 
 
 class Route(msgspec.Struct):
@@ -53,8 +56,13 @@ _route = msgspec.json.Decoder(Route).decode
 Entries = list[tuple[bytes, dict[bytes, bytes]]]
 #: a routed event: its route and the exact bytes every protocol sends
 Item = tuple[Route, bytes]
-#: queued instead of an event: "the subscription was re-established, catch up from the stream"
-_RESYNC = None
+
+
+class Marker(enum.Enum):
+    """Queued instead of an event."""
+
+    RESYNC = "resync"  # the Redis subscription was re-established: catch up from the stream
+    HEARTBEAT = "heartbeat"  # time for a keep-alive (SSE comment; WebSocket pings come from uvicorn)
 
 
 class Subscriber:
@@ -64,21 +72,19 @@ class Subscriber:
         self.protocol = protocol
         self.task_id = task_id  # set for /ws/tasks/{id} and /sse/tasks/{id}
         self.client_id = client_id  # set for /ws/{client_id} and /sse/{client_id}
-        self.queue: asyncio.Queue[Item | None] = asyncio.Queue(queue_size)
+        self.queue: asyncio.Queue[Item | Marker] = asyncio.Queue(queue_size)
         self.last_seq: dict[str, int] = {}  # task → highest seq sent
         self.cursor = ""  # client subscribers: client-stream entry id after which catch-up reads
         self.finished = False  # task subscribers: the terminal event was sent
-        self.dropped = False  # its queue overflowed; it is being disconnected
+        self.dropped = False  # it stopped reading and is being disconnected
+        self.sending_since = 0.0  # loop time when the send in progress began (0: none)
         self.pump: asyncio.Task[None] | None = None
 
-    def offer(self, item: Item | None) -> bool:
-        """Queue an item without waiting; a full queue drops the subscriber (it never slows the others)."""
+    def offer(self, item: Item | Marker) -> bool:
+        """Queue an item without waiting; False when the queue is full."""
         try:
             self.queue.put_nowait(item)
         except asyncio.QueueFull:
-            self.dropped = True
-            if self.pump is not None:
-                self.pump.cancel()
             return False
         return True
 
@@ -116,21 +122,30 @@ class ConnectionManager:
             del index[key]
         self.metrics.connections.labels(self.protocol).dec()
 
+    def subscribers(self) -> list[Subscriber]:
+        return [s for index in (self.by_task, self.by_client) for members in index.values() for s in members]
+
     def dispatch(self, route: Route, payload: bytes) -> None:
         for subscriber in (*self.by_task.get(route.task_id, ()), *self.by_client.get(route.client_id, ())):
             if not subscriber.dropped and not subscriber.offer((route, payload)):
                 self.drop(subscriber, "its event queue is full", lost=1)
 
-    def resync(self) -> None:
-        for index in (self.by_task, self.by_client):
-            for members in index.values():
-                for subscriber in list(members):
-                    if not subscriber.dropped and not subscriber.offer(_RESYNC):
-                        self.drop(subscriber, "its event queue is full")
+    def broadcast(self, marker: Marker) -> None:
+        for subscriber in self.subscribers():
+            if not subscriber.dropped and not subscriber.offer(marker):
+                self.drop(subscriber, "its event queue is full")
+
+    def expire(self, started_before: float, timeout_s: float) -> None:
+        """Drop the subscribers whose send in progress began before ``started_before``."""
+        for subscriber in self.subscribers():
+            if not subscriber.dropped and 0 < subscriber.sending_since < started_before:
+                self.drop(subscriber, f"a send took over {timeout_s} s")
 
     def drop(self, subscriber: Subscriber, reason: str, *, lost: int = 0) -> None:
-        """Count and log a subscriber that stopped reading; its pump is (being) cancelled."""
+        """Disconnect a subscriber that stopped reading (cancel its pump); count and log it."""
         subscriber.dropped = True
+        if subscriber.pump is not None:
+            subscriber.pump.cancel()
         lost += subscriber.queue.qsize()
         log.warning(
             "disconnecting a %s subscriber that stopped reading: %s (%d events not sent)",
@@ -155,26 +170,35 @@ class LiveEvents:
         self.settings = settings
         self.keys = Keys(settings.key_prefix)
         self.metrics = metrics
-        self.redis = aioredis.Redis.from_url(settings.redis_url, socket_connect_timeout=5)
+        # Catch-up reads wait for a free connection rather than fail when 1,000 clients connect at once.
+        pool = aioredis.BlockingConnectionPool.from_url(
+            settings.redis_url,
+            max_connections=_READ_CONNECTIONS,
+            timeout=settings.send_timeout_s,
+            socket_connect_timeout=5,
+        )
+        self.redis = aioredis.Redis(connection_pool=pool)
         # Errors must reach the listen loop (which resubscribes and resyncs), not be retried silently.
         self._subscriber_redis = aioredis.Redis.from_url(
             settings.redis_url, socket_connect_timeout=5, health_check_interval=30, retry=Retry(NoBackoff(), 0)
         )
         self.managers = {protocol: ConnectionManager(protocol, metrics) for protocol in PROTOCOLS}
         self.subscribed = asyncio.Event()
-        self._listener: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
         """Subscribe; waits (up to 5 s) for the subscription so the first subscribers miss nothing live."""
-        self._listener = asyncio.create_task(self._listen(), name="litminer-events")
+        self._tasks = [
+            asyncio.create_task(self._listen(), name="litminer-events"),
+            asyncio.create_task(self._tick(), name="litminer-heartbeat"),
+        ]
         with suppress(TimeoutError):
             await asyncio.wait_for(self.subscribed.wait(), 5)
 
     async def stop(self) -> None:
-        if self._listener is not None:
-            self._listener.cancel()
-            with suppress(asyncio.CancelledError):
-                await self._listener
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
         await self._subscriber_redis.aclose()
         await self.redis.aclose()
 
@@ -187,7 +211,7 @@ class LiveEvents:
                 self.subscribed.set()
                 delay = 0.1
                 for manager in self.managers.values():
-                    manager.resync()  # whatever was published while we were not subscribed
+                    manager.broadcast(Marker.RESYNC)  # whatever was published while we were not subscribed
                 while True:
                     message = await pubsub.get_message(timeout=self.settings.heartbeat_s)
                     if message is not None and message["type"] == "pmessage":
@@ -200,6 +224,24 @@ class LiveEvents:
                     await pubsub.aclose()  # type: ignore[no-untyped-call]
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)
+
+    async def _tick(self) -> None:
+        """One timer for all subscribers: heartbeats, and dropping those whose send hangs.
+
+        (A timer per event and per send would cost more than the sends themselves at 2,000 events/s.)
+        """
+        loop = asyncio.get_running_loop()
+        heartbeat_s, timeout_s = self.settings.heartbeat_s, self.settings.send_timeout_s
+        next_beat = loop.time() + heartbeat_s
+        while True:
+            await asyncio.sleep(min(1.0, heartbeat_s, timeout_s / 2))
+            now = loop.time()
+            for manager in self.managers.values():
+                manager.expire(now - timeout_s, timeout_s)
+            if now >= next_beat:
+                next_beat = now + heartbeat_s
+                for manager in self.managers.values():
+                    manager.broadcast(Marker.HEARTBEAT)
 
     def _dispatch(self, payload: bytes) -> None:
         try:
@@ -238,9 +280,7 @@ class LiveEvents:
             results = await asyncio.gather(pump, watcher, return_exceptions=True)
             self.managers[subscriber.protocol].remove(subscriber)
         error = results[0]
-        if isinstance(error, TimeoutError):
-            self.managers[subscriber.protocol].drop(subscriber, f"a send took over {self.settings.send_timeout_s} s")
-        elif isinstance(error, Exception) and not subscriber.dropped:
+        if isinstance(error, Exception) and not subscriber.dropped:
             log.warning("%s subscriber failed: %r", subscriber.protocol, error, extra={"task_id": subscriber.task_id})
 
     def register(self, subscriber: Subscriber) -> None:
@@ -252,28 +292,28 @@ class LiveEvents:
         send: Callable[[Route, bytes], Awaitable[None]],
         heartbeat: Callable[[], Awaitable[None]],
     ) -> None:
-        timeout = self.settings.send_timeout_s
+        clock = asyncio.get_running_loop().time
         delivered = self.metrics.delivered.labels(subscriber.protocol)
         async for item in self.feed(subscriber):
-            async with asyncio.timeout(timeout):
-                await (heartbeat() if item is None else send(*item))
+            subscriber.sending_since = clock()  # watched by _tick
+            await (heartbeat() if item is None else send(*item))
+            subscriber.sending_since = 0.0
             if item is not None:
                 delivered.inc()
 
     async def feed(self, subscriber: Subscriber) -> AsyncIterator[Item | None]:
         """The subscriber's events in order (history, then live); None when a heartbeat is due."""
-        if subscriber.client_id and not subscriber.cursor:
+        if subscriber.client_id and not subscriber.cursor:  # a new client subscriber: live from here on
             subscriber.cursor = await self._client_stream_end(subscriber.client_id)
-        for item in await self._catch_up(subscriber):
-            yield item
+        else:
+            for item in await self._catch_up(subscriber):
+                yield item
         while not subscriber.finished:
-            try:
-                async with asyncio.timeout(self.settings.heartbeat_s):
-                    queued = await subscriber.queue.get()
-            except TimeoutError:
+            queued = await subscriber.queue.get()
+            if queued is Marker.HEARTBEAT:
                 yield None
                 continue
-            if queued is _RESYNC:
+            if queued is Marker.RESYNC:
                 for item in await self._catch_up(subscriber):
                     yield item
                 continue

@@ -377,3 +377,12 @@ def test_the_documented_subscriber_example_follows_a_real_job(api_url, make_pipe
     lines = [json.loads(line) for line in done.stdout.splitlines()]
     assert [e["seq"] for e in lines] == list(range(1, len(lines) + 1))
     assert lines[-1]["status"] == "completed"
+
+
+def test_idle_sse_streams_get_a_heartbeat_comment(settings, serve_api):
+    api_url = serve_api(msgspec.structs.replace(settings, heartbeat_s=0.2))
+    with httpx.stream("GET", f"{api_url}/sse/idle-client", timeout=10) as reply:
+        assert reply.headers["content-type"].startswith("text/event-stream")
+        lines = reply.iter_lines()
+        assert next(lines) == "retry: 1000"
+        assert [next(lines) for _ in range(4)] == ["", ": ping", "", ": ping"]

@@ -1,0 +1,31 @@
+"""Run benchmarks: ``python -m bench [events|all] [--quick]``; prints markdown, writes bench/results/*.json."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from bench import events
+
+BENCHMARKS: dict[str, Callable[[bool], dict[str, object]]] = {"events": events.run}
+RESULTS = Path(__file__).parent / "results"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("name", nargs="?", default="all", choices=[*BENCHMARKS, "all"])
+    parser.add_argument("--quick", action="store_true", help="short runs (under a minute in all)")
+    args = parser.parse_args(argv)
+    RESULTS.mkdir(exist_ok=True)
+    for name in BENCHMARKS if args.name == "all" else [args.name]:
+        result = BENCHMARKS[name](args.quick)
+        (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+        print(f"\nwrote {RESULTS / f'{name}.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
