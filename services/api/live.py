@@ -170,6 +170,7 @@ class LiveEvents:
         self.settings = settings
         self.keys = Keys(settings.key_prefix)
         self.metrics = metrics
+        self.subscription_name = f"{settings.key_prefix}events-subscriber"  # as shown by CLIENT LIST
         # Catch-up reads wait for a free connection rather than fail when 1,000 clients connect at once.
         pool = aioredis.BlockingConnectionPool.from_url(
             settings.redis_url,
@@ -180,7 +181,11 @@ class LiveEvents:
         self.redis = aioredis.Redis(connection_pool=pool)
         # Errors must reach the listen loop (which resubscribes and resyncs), not be retried silently.
         self._subscriber_redis = aioredis.Redis.from_url(
-            settings.redis_url, socket_connect_timeout=5, health_check_interval=30, retry=Retry(NoBackoff(), 0)
+            settings.redis_url,
+            socket_connect_timeout=5,
+            health_check_interval=30,
+            retry=Retry(NoBackoff(), 0),
+            client_name=self.subscription_name,
         )
         self.managers = {protocol: ConnectionManager(protocol, metrics) for protocol in PROTOCOLS}
         self.subscribed = asyncio.Event()
@@ -218,6 +223,7 @@ class LiveEvents:
                         self._dispatch(message["data"])
             except (RedisError, OSError) as exc:
                 self.subscribed.clear()
+                self.metrics.resubscribed.inc()
                 log.warning("event subscription lost (%s); resubscribing in %.1f s", exc, delay)
             finally:
                 with suppress(RedisError, OSError):

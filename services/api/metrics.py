@@ -45,6 +45,11 @@ class Metrics:
             ["protocol"],
             registry=self.registry,
         )
+        self.resubscribed = Counter(
+            "litminer_event_resubscriptions",
+            "Times the Redis event subscription was lost and re-established.",
+            registry=self.registry,
+        )
         self.slow_disconnects = Counter(
             "litminer_slow_subscribers_disconnected",
             "Subscribers disconnected because their queue was full.",

@@ -280,14 +280,17 @@ def test_events_lost_by_the_subscription_are_recovered_from_the_stream(api_url, 
     by_task = Watcher(f"{api_url}/sse/tasks/{task_id}").start_ready()
     wait_for(lambda: len(by_task.payloads) >= 6, what="the job to get going")
     killer = redis.Redis.from_url(settings.redis_url)
-    try:
-        assert killer.client_kill_filter(_type="pubsub") >= 1  # the API's subscription drops mid-job
+    try:  # the API's subscription drops mid-job
+        name = f"{settings.key_prefix}events-subscriber"
+        ours = [c["id"] for c in killer.client_list() if c["name"] == name]
+        assert len(ours) == 1 and killer.client_kill_filter(_id=ours[0]) == 1
     finally:
         killer.close()
     for watcher in (by_task.finish(), by_client.finish()):
         assert watcher.seqs == list(range(1, len(watcher.seqs) + 1))
         assert decode_event(watcher.payloads[-1].encode()).status == "completed"
     assert by_task.payloads == by_client.payloads
+    assert metric(api_url, "litminer_event_resubscriptions_total") == 1
 
 
 def test_a_client_that_stops_reading_is_disconnected_and_others_get_everything(settings, serve_api, make_pipeline):
