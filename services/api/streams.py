@@ -135,7 +135,7 @@ async def _serve_websocket(socket: WebSocket[object, object, State], live: LiveE
 
     await live.serve(subscriber, send_event, ping, closed)
     if socket.connection_state != "disconnect":
-        code, reason = (1013, "too slow: event queue full") if subscriber.dropped else (1000, "")
+        code, reason = (1013, "too slow: stopped reading events") if subscriber.dropped else (1000, "")
         try:
             async with asyncio.timeout(live.settings.send_timeout_s):
                 await socket.close(code, reason)
