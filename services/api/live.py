@@ -88,13 +88,16 @@ class Subscriber:
             return False
         return True
 
-    def accept(self, route: Route, *, closing: bool = True) -> bool:
-        """Whether ``route`` is new to this subscriber; records it as sent."""
+    def accept(self, route: Route) -> bool:
+        """Whether ``route`` is new to this subscriber; records it as sent.
+
+        A task subscriber is finished when the last event it was sent is terminal (``feed`` checks this
+        between batches, so a reprocessed job's later events in the same history are still sent).
+        """
         if route.seq <= self.last_seq.get(route.task_id, 0):
             return False
         self.last_seq[route.task_id] = route.seq
-        if self.task_id and closing:
-            self.finished = route.status in TERMINAL_STATUSES
+        self.finished = bool(self.task_id) and route.status in TERMINAL_STATUSES
         return True
 
 
@@ -284,13 +287,16 @@ class LiveEvents:
             for task in (pump, watcher):
                 task.cancel()
             results = await asyncio.gather(pump, watcher, return_exceptions=True)
-            self.managers[subscriber.protocol].remove(subscriber)
+            self.unregister(subscriber)
         error = results[0]
         if isinstance(error, Exception) and not subscriber.dropped:
             log.warning("%s subscriber failed: %r", subscriber.protocol, error, extra={"task_id": subscriber.task_id})
 
     def register(self, subscriber: Subscriber) -> None:
         self.managers[subscriber.protocol].add(subscriber)
+
+    def unregister(self, subscriber: Subscriber) -> None:
+        self.managers[subscriber.protocol].remove(subscriber)
 
     async def _pump(
         self,
@@ -327,7 +333,7 @@ class LiveEvents:
             last = subscriber.last_seq.get(route.task_id)
             if last is not None and route.seq > last + 1:  # the channel lost something: fill from the stream
                 for item in await self._task_history(route.task_id, after=last, until=route.seq - 1):
-                    if subscriber.accept(item[0], closing=False):
+                    if subscriber.accept(item[0]):
                         yield item
             if subscriber.accept(route):
                 yield route, payload
@@ -338,10 +344,7 @@ class LiveEvents:
             items = await self._task_history(subscriber.task_id, after=subscriber.last_seq.get(subscriber.task_id, 0))
         else:
             items = await self._client_history(subscriber)
-        fresh = [item for item in items if subscriber.accept(item[0], closing=False)]
-        if subscriber.task_id and fresh:
-            subscriber.finished = fresh[-1][0].status in TERMINAL_STATUSES
-        return fresh
+        return [item for item in items if subscriber.accept(item[0])]
 
     async def _xrange(self, key: str, *, first: str, last: str = "+", count: int | None = None) -> Entries:
         return cast(Entries, await self.redis.xrange(key, min=first, max=last, count=count))
@@ -349,17 +352,21 @@ class LiveEvents:
     async def _xrevrange(self, key: str, *, last: str, count: int) -> Entries:
         return cast(Entries, await self.redis.xrevrange(key, max=last, count=count))
 
+    @staticmethod
+    def _items(entries: Entries) -> list[Item]:
+        return [(_route(fields[b"event"]), fields[b"event"]) for _, fields in entries]
+
     async def _task_history(self, task_id: str, *, after: int, until: int | None = None) -> list[Item]:
         last = "+" if until is None else f"{until}-0"
         entries = await self._xrange(self.keys.task_stream(task_id), first=f"({after}-0", last=last)
-        return [(_route(fields[b"event"]), fields[b"event"]) for _, fields in entries]
+        return self._items(entries)
 
     async def _client_history(self, subscriber: Subscriber) -> list[Item]:
         key = self.keys.client_stream(subscriber.client_id)
         items: list[Item] = []
         while True:
             entries = await self._xrange(key, first=f"({subscriber.cursor}", count=_PAGE)
-            items += [(_route(fields[b"event"]), fields[b"event"]) for _, fields in entries]
+            items += self._items(entries)
             if entries:
                 subscriber.cursor = entries[-1][0].decode()
             if len(entries) < _PAGE:
@@ -381,8 +388,7 @@ class LiveEvents:
         end = "+"
         while True:
             entries = await self._xrevrange(key, last=end, count=_PAGE)
-            for entry_id, fields in entries:
-                route = _route(fields[b"event"])
+            for (route, _), (entry_id, _) in zip(self._items(entries), entries, strict=True):
                 if route.task_id == task_id and route.seq <= seq:
                     subscriber.cursor = entry_id.decode()
                     return

@@ -53,7 +53,7 @@ def _sse(live: LiveEvents, subscriber: Subscriber) -> ASGIApp:
             await send({"type": "http.response.start", "status": 200, "headers": _SSE_HEADERS})
             await send({"type": "http.response.body", "body": _RETRY, "more_body": True})
         except BaseException:
-            live.managers["sse"].remove(subscriber)
+            live.unregister(subscriber)
             raise
         await live.serve(subscriber, send_event, ping, closed)
         if not subscriber.dropped:
@@ -117,7 +117,7 @@ async def _serve_websocket(socket: WebSocket[object, object, State], live: LiveE
     try:
         await socket.accept()
     except BaseException:
-        live.managers["websocket"].remove(subscriber)
+        live.unregister(subscriber)
         raise
 
     async def send_event(_: Route, payload: bytes) -> None:
