@@ -2,7 +2,7 @@
 
 from contracts.base import EventValue, FieldValue
 from contracts.dataset import Citation, CitationMetadata, Dataset, DatasetRow, DatasetStats
-from contracts.documents import CandidateRow, Document
+from contracts.documents import CandidateRow, Document, Provenance
 from contracts.events import Event, EventStatus, decode_event, encode_event
 from contracts.fields import FIELD_TYPES, FieldDefinition, FieldType, PreparedSchema
 from contracts.jobs import STAGES, TERMINAL_STATUSES, JobRecord, JobStatus, Stage, TaskAccepted, TaskStatus
@@ -30,6 +30,7 @@ __all__ = [
     "JobRecord",
     "JobStatus",
     "PreparedSchema",
+    "Provenance",
     "Stage",
     "TaskAccepted",
     "TaskStatus",

@@ -6,8 +6,21 @@ from contracts.base import FieldValue, Record
 from contracts.dataset import Citation
 
 
+class Provenance(Record, frozen=True, kw_only=True):
+    """Where a document was found: the source, its id there and its rank in that source's answer."""
+
+    source: str
+    id: str
+    rank: int
+    query: str = ""
+
+
 class Document(Record, frozen=True, kw_only=True):
-    """One paper or record, with the text the extractor reads."""
+    """One paper or record, with the text the extractor reads.
+
+    ``source`` and ``id`` name the source that found it first; ``provenance`` lists every source that
+    returned it (the search stage merges duplicates across sources).
+    """
 
     id: str
     title: str
@@ -18,9 +31,12 @@ class Document(Record, frozen=True, kw_only=True):
     doi: str | None = None
     url: str | None = None
     venue: str | None = None
+    pdf_url: str | None = None
+    open_access: bool | None = None
     source: str
     rank: int = 0
     score: float = 0.0
+    provenance: list[Provenance] = []
 
 
 class CandidateRow(Record, frozen=True, kw_only=True):

@@ -27,6 +27,18 @@ class Keys:
     def channel(self, task_id: str) -> str:
         return f"{self.prefix}events:{task_id}"
 
+    def search_cache(self, source: str, digest: str) -> str:
+        """A cached answer of an online source (the response body)."""
+        return f"{self.prefix}search:cache:{source}:{digest}"
+
+    def source_rate(self, source: str) -> str:
+        """When the next request to a source may start (ms, Redis clock), shared by every worker."""
+        return f"{self.prefix}search:rate:{source}"
+
+    def source_leases(self, source: str) -> str:
+        """Requests to a source in flight (sorted set of lease → expiry), shared by every worker."""
+        return f"{self.prefix}search:leases:{source}"
+
     @property
     def channel_pattern(self) -> str:
         """Matches the channel of every task."""

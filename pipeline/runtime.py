@@ -6,7 +6,6 @@ import logging
 import time
 import uuid
 from collections.abc import Callable, Mapping
-from pathlib import Path
 from typing import TypeVar
 
 import dramatiq
@@ -22,7 +21,7 @@ from pipeline.keys import Keys
 from pipeline.schema import InvalidRequest
 from pipeline.settings import Settings, SettingsError
 from pipeline.sources.base import Source
-from pipeline.sources.local_corpus import LocalCorpus, sample_corpus_path
+from pipeline.sources.registry import available_sources
 from pipeline.stages import assembly, extraction, schema_preparation, search
 from pipeline.store import JobStore
 
@@ -37,12 +36,6 @@ _STAGES: dict[Stage, tuple[str, Callable[[Pipeline, str], None]]] = {
     "extraction": ("extract", extraction.process),
     "assembly": ("assemble", assembly.process),
 }
-
-
-def default_sources(settings: Settings) -> dict[str, Source]:
-    """The sources this installation can search, by name."""
-    corpus = Path(settings.corpus) if settings.corpus else sample_corpus_path()
-    return {"local": LocalCorpus(corpus, Path(settings.index_dir))}
 
 
 class Pipeline:
@@ -65,15 +58,16 @@ class Pipeline:
             self.client, self.publisher, self.keys, ttl_s=settings.result_ttl_s, maxlen=settings.event_stream_maxlen
         )
         self.store = JobStore(self.client, self.keys, self.events, ttl_s=settings.result_ttl_s)
-        self.sources = dict(sources) if sources is not None else default_sources(settings)
+        self.sources = dict(sources) if sources is not None else available_sources(settings)
         self.extractors = dict(extractors) if extractors is not None else {"heuristic": HeuristicExtractor()}
         if settings.extractor != "auto" and settings.extractor not in self.extractors:
             raise SettingsError(
                 f"LITMINER_EXTRACTOR={settings.extractor!r} is not available (auto, {', '.join(self.extractors)})"
             )
-        if not any(name in self.sources for name in settings.sources):
+        unknown = [name for name in settings.default_sources() if name not in self.sources]
+        if unknown:
             raise SettingsError(
-                f"LITMINER_SOURCES={','.join(settings.sources)} names no available source ({', '.join(self.sources)})"
+                f"LITMINER_SOURCES names unknown sources {', '.join(unknown)} (available: {', '.join(self.sources)})"
             )
         stage_of = {actor_name: stage for stage, (actor_name, _) in _STAGES.items()}
         self.broker, self.abortable = build_broker(settings, self.client, self.store, stage_of)

@@ -28,11 +28,24 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     stage_time_limit_ms: int = 600_000
     corpus: str | None = None
     index_dir: str = str(Path.home() / ".cache" / "litminer")
-    sources: tuple[str, ...] = ("local",)
+    #: default sources; empty means the keyless online sources, plus OpenAlex with a key, plus local with a corpus
+    sources: tuple[str, ...] = ()
     extractor: str = "auto"
     docs_per_row: int = 4
     max_documents: int = 200
     event_stream_maxlen: int = 10_000
+    contact_email: str | None = None
+    openalex_api_key: str | None = None
+    semantic_scholar_api_key: str | None = None
+    openalex_url: str = "https://api.openalex.org"
+    europepmc_url: str = "https://www.ebi.ac.uk/europepmc/webservices/rest"
+    crossref_url: str = "https://api.crossref.org"
+    arxiv_url: str = "https://export.arxiv.org/api"
+    semantic_scholar_url: str = "https://api.semanticscholar.org/graph/v1"
+    search_cache_ttl_s: int = 24 * 3600
+    http_timeout_s: float = 20.0
+    http_retries: int = 3
+    http_backoff_ms: int = 1_000
     event_queue_size: int = 1_000
     heartbeat_s: float = 15.0
     send_timeout_s: float = 10.0
@@ -55,14 +68,39 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             stage_time_limit_ms=_int(env, "LITMINER_STAGE_TIME_LIMIT_MS", defaults.stage_time_limit_ms),
             corpus=env.get("LITMINER_CORPUS") or None,
             index_dir=env.get("LITMINER_INDEX_DIR", defaults.index_dir),
-            sources=sources or defaults.sources,
+            sources=sources,
             extractor=env.get("LITMINER_EXTRACTOR", defaults.extractor),
             docs_per_row=_int(env, "LITMINER_DOCS_PER_ROW", defaults.docs_per_row),
             max_documents=_int(env, "LITMINER_MAX_DOCUMENTS", defaults.max_documents),
+            contact_email=env.get("LITMINER_CONTACT_EMAIL") or None,
+            openalex_api_key=env.get("OPENALEX_API_KEY") or None,
+            semantic_scholar_api_key=env.get("SEMANTIC_SCHOLAR_API_KEY") or None,
+            openalex_url=env.get("LITMINER_OPENALEX_URL", defaults.openalex_url),
+            europepmc_url=env.get("LITMINER_EUROPEPMC_URL", defaults.europepmc_url),
+            crossref_url=env.get("LITMINER_CROSSREF_URL", defaults.crossref_url),
+            arxiv_url=env.get("LITMINER_ARXIV_URL", defaults.arxiv_url),
+            semantic_scholar_url=env.get("LITMINER_SEMANTIC_SCHOLAR_URL", defaults.semantic_scholar_url),
+            search_cache_ttl_s=_int(env, "LITMINER_SEARCH_CACHE_TTL", defaults.search_cache_ttl_s, minimum=1),
+            http_timeout_s=_float(env, "LITMINER_HTTP_TIMEOUT_S", defaults.http_timeout_s),
+            http_retries=_int(env, "LITMINER_HTTP_RETRIES", defaults.http_retries, minimum=0),
+            http_backoff_ms=_int(env, "LITMINER_HTTP_BACKOFF_MS", defaults.http_backoff_ms, minimum=0),
             event_queue_size=_int(env, "LITMINER_EVENT_QUEUE_SIZE", defaults.event_queue_size, minimum=1),
             heartbeat_s=_float(env, "LITMINER_HEARTBEAT_S", defaults.heartbeat_s),
             send_timeout_s=_float(env, "LITMINER_SEND_TIMEOUT_S", defaults.send_timeout_s),
         )
+
+    def default_sources(self) -> tuple[str, ...]:
+        """``LITMINER_SOURCES``, or: Europe PMC, Crossref, arXiv, OpenAlex when keyed, local when a corpus is set."""
+        if self.sources:
+            return self.sources
+        keyless = ("europepmc", "crossref", "arxiv")
+        return keyless + (("openalex",) if self.openalex_api_key else ()) + (("local",) if self.corpus else ())
+
+    def __repr__(self) -> str:
+        """Settings without API keys or the Redis password, safe to log."""
+        hidden = {"openalex_api_key", "semantic_scholar_api_key", "redis_url"}
+        shown = (f"{n}={getattr(self, n)!r}" for n in self.__struct_fields__ if n not in hidden)
+        return f"Settings({', '.join(shown)})"
 
 
 def redis_url_from_env(env: Mapping[str, str]) -> str:

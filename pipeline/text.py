@@ -65,3 +65,39 @@ def normalise_key(value: str) -> str:
 def slug(value: str) -> str:
     """A stable identifier made from a value."""
     return "-".join(normalise_key(value).split()) or "item"
+
+
+_QUOTED = re.compile(r'"([^"]+)"')
+_CLAUSE = re.compile(r"[,;:.!?()\[\]]")
+
+
+def noun_phrases(text: str) -> list[str]:
+    """Maximal runs of content words, lower-cased ("water treatment technologies", "specialty crop production")."""
+    phrases: list[str] = []
+    for clause in _CLAUSE.split(text.lower()):
+        run: list[str] = []
+        for word in [*words(clause), ""]:
+            if word and word not in STOP_WORDS and len(word) > 1:
+                run.append(word)
+            elif run:
+                phrases.append(" ".join(run))
+                run = []
+    return list(dict.fromkeys(phrases))
+
+
+def plan_queries(question: str, limit: int = 4) -> list[str]:
+    """1–``limit`` search queries for a question, narrowest first.
+
+    The noun phrases as quoted phrases (with any phrase the user quoted), then every keyword, then the
+    leading noun phrase alone: what the rows are about, without its context.
+    """
+    quoted = [" ".join(q.lower().split()) for q in _QUOTED.findall(question)]
+    phrases = list(dict.fromkeys(quoted + noun_phrases(_QUOTED.sub(",", question))))
+    if not phrases:
+        return []
+    queries = [
+        " ".join(f'"{p}"' if " " in p else p for p in phrases),
+        " ".join(keywords(question.replace('"', " "))),
+        phrases[0],
+    ]
+    return list(dict.fromkeys(q for q in queries if q))[:limit]

@@ -37,6 +37,11 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--fields", type=Path, default=None, help="JSON file with field definitions")
     demo.add_argument("--model-name", default="TreatmentTechnologies")
     demo.add_argument("--out", type=Path, default=Path("."), help="folder for dataset.json and dataset.csv")
+    demo.add_argument(
+        "--sources",
+        default="local",
+        help="comma list: local (default), openalex, europepmc, crossref, arxiv, semanticscholar",
+    )
     return parser
 
 
@@ -81,7 +86,12 @@ def _run(args: argparse.Namespace) -> int:
         except (OSError, json.JSONDecodeError) as exc:
             raise InvalidRequest("--fields", f"cannot read {args.fields}: {exc}") from None
     return run_demo(
-        query=args.query or SEED_QUERY, rows=args.rows, fields=fields, model_name=args.model_name, out_dir=args.out
+        query=args.query or SEED_QUERY,
+        rows=args.rows,
+        fields=fields,
+        model_name=args.model_name,
+        out_dir=args.out,
+        sources=[s.strip() for s in args.sources.split(",") if s.strip()],
     )
 
 

@@ -36,14 +36,22 @@ def run_demo(
     fields: list[dict[str, object]] | None = None,
     model_name: str = "TreatmentTechnologies",
     out_dir: Path = Path("."),
+    sources: list[str] | None = None,
     env: Mapping[str, str] | None = None,
 ) -> int:
-    """Run one job in this process (embedded Redis unless REDIS_URL is set); 0 when it completed."""
+    """Run one job in this process (embedded Redis unless REDIS_URL is set); 0 when it completed.
+
+    ``sources`` defaults to the bundled local corpus, so the demo needs no network.
+    """
     env = dict(os.environ if env is None else env)
-    request = parse_generate_request(  # bad input is refused before anything starts
-        {"user_query": query, "rows": rows, "model_name": model_name, "field_definitions": fields or SEED_FIELDS},
-        max_rows=Settings.from_env(env).max_rows,
-    )
+    body = {
+        "user_query": query,
+        "rows": rows,
+        "model_name": model_name,
+        "field_definitions": fields or SEED_FIELDS,
+        "sources": sources or ["local"],
+    }
+    request = parse_generate_request(body, max_rows=Settings.from_env(env).max_rows)  # refused before anything starts
     with ExitStack() as stack:
         if not env.get("REDIS_URL"):
             redis_server = stack.enter_context(EmbeddedRedis())
@@ -51,6 +59,7 @@ def run_demo(
             print(f"embedded Redis on {redis_server.url}")
         pipeline = Pipeline(Settings.from_env(env))
         stack.callback(pipeline.close)
+        pipeline.validate_choices(request)
         worker = start_worker(pipeline, threads=4)
         stack.callback(worker.stop)
         job = pipeline.submit(request)

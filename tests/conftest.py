@@ -9,6 +9,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import msgspec
 import pytest
 import redis
 import uvicorn
@@ -20,6 +21,7 @@ from pipeline.settings import Settings
 from services.api.app import create_app
 from services.embedded_redis import EmbeddedRedis, free_port
 from services.worker import start_worker
+from tests.fixtures.scholarly import ScholarlyAPI
 
 
 def _answers(url: str) -> bool:
@@ -80,6 +82,34 @@ def settings(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Settin
         max_retries=3,
         stage_time_limit_ms=60_000,
         index_dir=str(tmp_path_factory.getbasetemp() / "index"),
+        sources=("local",),
+    )
+
+
+@pytest.fixture
+def scholarly() -> Iterator[ScholarlyAPI]:
+    """Stand-ins for OpenAlex, Europe PMC, Crossref, arXiv and Semantic Scholar on a loopback port."""
+    with ScholarlyAPI() as api:
+        yield api
+
+
+@pytest.fixture
+def online_settings(settings: Settings, scholarly: ScholarlyAPI) -> Settings:
+    """The test's settings with every online source pointed at the stand-in server, short timeouts."""
+    return msgspec.structs.replace(
+        settings,
+        sources=("openalex", "europepmc", "crossref", "arxiv"),
+        openalex_url=scholarly.url("openalex"),
+        europepmc_url=scholarly.url("europepmc"),
+        crossref_url=scholarly.url("crossref"),
+        arxiv_url=scholarly.url("arxiv"),
+        semantic_scholar_url=scholarly.url("semanticscholar"),
+        openalex_api_key="test-openalex-key",
+        semantic_scholar_api_key="test-s2-key",
+        contact_email="team@litminer.test",
+        http_timeout_s=0.5,
+        http_retries=2,
+        http_backoff_ms=20,
     )
 
 
@@ -88,8 +118,8 @@ def make_pipeline(settings: Settings) -> Iterator[Callable[..., Pipeline]]:
     """Factory of pipelines on the test's settings; closed at teardown."""
     made: list[Pipeline] = []
 
-    def make(**overrides: object) -> Pipeline:
-        pipeline = Pipeline(settings, **overrides)  # type: ignore[arg-type]
+    def make(*, settings_: Settings | None = None, **overrides: object) -> Pipeline:
+        pipeline = Pipeline(settings_ or settings, **overrides)  # type: ignore[arg-type]
         made.append(pipeline)
         return pipeline
 
@@ -166,7 +196,7 @@ def sample_records() -> dict[str, str]:
     """Title and abstract text of every sample corpus record, by id."""
     import json
 
-    from pipeline.sources.local_corpus import sample_corpus_path
+    from pipeline.sources.local import sample_corpus_path
 
     records = {}
     for line in Path(sample_corpus_path()).read_text(encoding="utf-8").splitlines():

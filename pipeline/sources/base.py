@@ -1,10 +1,31 @@
-"""The Source interface: something that answers a query with ranked documents."""
+"""The Source interface: something that answers a query with pages of ranked documents."""
 
 from __future__ import annotations
 
-from typing import Protocol
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+import msgspec
 
 from contracts import Document
+
+if TYPE_CHECKING:
+    from pipeline.sources.http import SourceHttp
+
+
+class Page(msgspec.Struct, frozen=True, kw_only=True):
+    """One answer of a source: documents best first, whether another page exists, and warnings."""
+
+    documents: list[Document]
+    more: bool = False
+    warnings: list[str] = []
+
+
+class Limits(msgspec.Struct, frozen=True, kw_only=True):
+    """How hard a source may be asked, across every worker: requests per second and at once."""
+
+    per_second: float
+    concurrent: int
 
 
 class Source(Protocol):
@@ -12,10 +33,21 @@ class Source(Protocol):
 
     name: str
 
-    def search(self, query: str, limit: int) -> list[Document]:
-        """Up to ``limit`` documents for ``query``, best first."""
+    def pages(self, query: str, size: int, http: SourceHttp) -> AsyncIterator[Page]:
+        """Pages of about ``size`` documents for ``query``, best first, until the source has no more."""
+        ...
+
+
+@runtime_checkable
+class FullTextSource(Protocol):
+    """A source that can fetch a document's full text after the search stage has chosen it."""
+
+    name: str
+
+    async def full_text(self, document: Document, http: SourceHttp) -> str | None:
+        """The document's full text, or None when the source has none for it."""
         ...
 
 
 class SourceError(RuntimeError):
-    """A source failed; transient unless stated otherwise."""
+    """A source failed (after its retries); the message says why, without secrets."""

@@ -1,78 +1,176 @@
-"""Stage 2: the user's question → ranked, de-duplicated documents from the chosen sources."""
+"""Stage 2: the user's question → planned queries → pages from every source → merged, ranked documents."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from itertools import zip_longest
+import asyncio
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import TYPE_CHECKING
 
 import msgspec
 
-from contracts import Document
+from contracts import Document, EventValue
 from pipeline.errors import PermanentError
 from pipeline.middleware import STAGE_START
-from pipeline.sources.base import Source
-from pipeline.text import normalise_key
+from pipeline.sources.base import FullTextSource, Page, Source, SourceError
+from pipeline.sources.http import SourceHttp
+from pipeline.sources.merge import DocumentPool, has_text, rank
+from pipeline.text import plan_queries
 
 if TYPE_CHECKING:
     from pipeline.runtime import Pipeline
 
 _START, _END = STAGE_START["search"], STAGE_START["extraction"]
 
+#: ``report(message, data, fraction_done)``: a progress event from inside the search
+Report = Callable[[str, dict[str, EventValue], float], None]
 
-def run(
-    query: str,
+
+class SearchResult(msgspec.Struct, frozen=True, kw_only=True):
+    """The documents kept, and what happened on the way."""
+
+    documents: list[Document]
+    found: dict[str, int]
+    duplicates: int
+    without_text: int
+    failures: dict[str, str]
+
+
+async def search(
+    question: str,
+    queries: Sequence[str],
     sources: Sequence[Source],
-    limit: int,
-    on_progress: Callable[[int, int, int], None] = lambda done, total, found: None,
-) -> list[Document]:
-    """Documents from every source, interleaved by rank, duplicates (same DOI or title) dropped.
+    target: int,
+    *,
+    http: SourceHttp,
+    report: Report = lambda message, data, done: None,
+) -> SearchResult:
+    """Ask every source, one planned query after another, page by page, until ``target`` documents with
+    text are in hand (or every source is out of answers); then rank and keep ``target`` of them.
 
-    ``on_progress(sources_done, sources, documents_found)`` is called after each source.
+    A source that fails is reported and left out; when every source fails, ``SourceError`` lists why.
     """
-    per_source: list[list[Document]] = []
-    for source in sources:
-        per_source.append(source.search(query, limit))
-        on_progress(len(per_source), len(sources), sum(map(len, per_source)))
-    documents: list[Document] = []
-    seen: set[str] = set()
-    for batch in zip_longest(*per_source):
-        for document in batch:
-            if document is None:
-                continue
-            identity = {normalise_key(document.title)} | ({document.doi.lower()} if document.doi else set())
-            if identity & seen:
-                continue
-            seen |= identity
-            documents.append(msgspec.structs.replace(document, rank=len(documents) + 1))
-            if len(documents) == limit:
-                return documents
+    pool = DocumentPool()
+    found = dict.fromkeys((s.name for s in sources), 0)
+    failures: dict[str, str] = {}
+    warned: set[str] = set()
+    for query in queries:
+        streams = {s.name: s.pages(query, target, http) for s in sources if s.name not in failures}
+        while streams and pool.usable < target:
+            names = list(streams)
+            answers = await asyncio.gather(*(_next(streams[n]) for n in names), return_exceptions=True)
+            for name, answer in zip(names, answers, strict=True):
+                if isinstance(answer, SourceError):
+                    failures[name] = str(answer)
+                    del streams[name]
+                    others = [s.name for s in sources if s.name not in failures]
+                    rest = f"; continuing with {', '.join(others)}" if others else ""
+                    report(f"Source {name} failed: {answer}{rest}", {"source": name, "error": str(answer)}, 0)
+                    continue
+                if isinstance(answer, BaseException):
+                    raise answer
+                if answer is None or not answer.more:
+                    streams.pop(name)
+                if answer is None:
+                    continue
+                for warning in answer.warnings:
+                    if warning not in warned:
+                        warned.add(warning)
+                        report(f"{name}: {warning}", {"source": name, "warning": warning}, pool.usable / target)
+                for document in answer.documents:
+                    pool.add(document)
+                found[name] += len(answer.documents)
+                report(
+                    f"{name}: {len(answer.documents)} documents for {query!r} ({pool.usable}/{target} with text)",
+                    {"source": name, "query": query, "documents": len(answer.documents), "usable": pool.usable},
+                    pool.usable / target,
+                )
+        if pool.usable >= target:
+            break
+    if failures and len(failures) == len(sources):
+        raise SourceError("every source failed: " + "; ".join(failures.values()))
+    with_text = [d for d in pool.documents if has_text(d)]
+    kept = await _add_full_text(rank(with_text, question, target), sources, http, report)
+    return SearchResult(
+        documents=kept,
+        found=found,
+        duplicates=pool.duplicates,
+        without_text=len(pool.documents) - len(with_text),
+        failures=failures,
+    )
+
+
+async def _next(pages: AsyncIterator[Page]) -> Page | None:
+    return await anext(pages, None)
+
+
+async def _add_full_text(
+    documents: list[Document], sources: Sequence[Source], http: SourceHttp, report: Report
+) -> list[Document]:
+    """Fetch full text, where a source offers it, for the documents kept."""
+    fetchers = [s for s in sources if isinstance(s, FullTextSource)]
+    jobs = [(i, f) for i, d in enumerate(documents) for f in fetchers if any(p.source == f.name for p in d.provenance)]
+    if not jobs:
+        return documents
+    texts = await asyncio.gather(*(f.full_text(documents[i], http) for i, f in jobs), return_exceptions=True)
+    documents = list(documents)
+    failed = 0
+    for (i, _), text in zip(jobs, texts, strict=True):
+        if isinstance(text, SourceError):
+            failed += 1
+        elif isinstance(text, BaseException):
+            raise text
+        elif text:
+            documents[i] = msgspec.structs.replace(documents[i], full_text=text)
+    added = sum(1 for d in documents if d.full_text)
+    note = f" ({failed} could not be fetched)" if failed else ""
+    report(f"Full text for {added} of {len(documents)} documents{note}", {"full_text": added, "failed": failed}, 1.0)
     return documents
 
 
 def process(pipeline: Pipeline, task_id: str) -> None:
-    """Actor body: search, store the documents, hand off to extraction."""
+    """Actor body: plan queries, search, store the documents, hand off to extraction."""
     request = pipeline.job(task_id).request
-    names = request.sources or [n for n in pipeline.settings.sources if n in pipeline.sources]
+    names = request.sources or list(pipeline.settings.default_sources())
     unknown = [n for n in names if n not in pipeline.sources]
     if unknown or not names:
         raise PermanentError(f"no usable source among {names} (available: {', '.join(pipeline.sources)})")
-    limit = min(request.rows * pipeline.settings.docs_per_row, pipeline.settings.max_documents)
+    target = min(request.rows * pipeline.settings.docs_per_row, pipeline.settings.max_documents)
+    queries = plan_queries(request.user_query)
+    pipeline.report(
+        task_id,
+        progress=_START,
+        message=f"Searching {', '.join(names)} for up to {target} documents with {len(queries)} queries",
+        data={"sources": ",".join(names), "queries": " | ".join(queries), "target": target},
+    )
 
-    def progress(done: int, total: int, found: int) -> None:
-        pipeline.report(
-            task_id,
-            progress=_START + (_END - _START) * done // total,
-            message=f"Searched {done}/{total} sources: {found} documents",
-            data={"sources_done": done, "sources_total": total, "documents": found},
-        )
+    def report(message: str, data: dict[str, EventValue], done: float) -> None:
+        progress = _START + int((_END - _START - 1) * min(done, 1.0))
+        pipeline.report(task_id, progress=progress, message=message, data=data)
 
-    documents = run(request.user_query, [pipeline.sources[n] for n in names], limit, progress)
-    pipeline.store.put_output(task_id, "documents", documents)
+    async def run() -> SearchResult:
+        async with SourceHttp.open(pipeline.settings) as http:
+            chosen = [pipeline.sources[n] for n in names]
+            return await search(request.user_query, queries, chosen, target, http=http, report=report)
+
+    result = asyncio.run(run())
+    pipeline.store.put_output(task_id, "documents", result.documents)
+    found = sum(result.found.values())
+    data: dict[str, EventValue] = {
+        "documents": len(result.documents),
+        "found": found,
+        "duplicates": result.duplicates,
+        "without_text": result.without_text,
+        "sources": ",".join(names),
+        **{f"found_{name}": count for name, count in result.found.items()},
+        **{f"failed_{name}": reason for name, reason in result.failures.items()},
+    }
     pipeline.hand_off(
         task_id,
         "extraction",
         progress=_END,
-        message=f"Found {len(documents)} documents",
-        data={"documents": len(documents), "sources": ",".join(names)},
+        message=(
+            f"Kept {len(result.documents)} documents ({found} found, {result.duplicates} duplicates merged, "
+            f"{result.without_text} without abstract or full text)"
+        ),
+        data=data,
     )

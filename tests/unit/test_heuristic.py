@@ -71,3 +71,19 @@ def test_no_row_when_the_title_names_nothing():
     schema = prepare_schema("Tech", fields(("technology_name", "str", "")))
     empty = Document(id="x", title="Of the and for", abstract="Nothing.", source="local")
     assert HeuristicExtractor().extract("q", schema, empty) == []
+
+
+def test_query_plan_quotes_noun_phrases_then_keywords_then_the_head_phrase():
+    from pipeline.text import plan_queries
+
+    assert plan_queries("water treatment technologies used in specialty crop production") == [
+        '"water treatment technologies" "specialty crop production"',
+        "water treatment technologies specialty crop production",
+        "water treatment technologies",
+    ]
+    assert plan_queries('Which "constructed wetlands" are used for dairy runoff?') == [
+        '"constructed wetlands" "dairy runoff"',
+        "constructed wetlands dairy runoff",
+        "constructed wetlands",
+    ]
+    assert plan_queries("ozonation") == ["ozonation"] and plan_queries("the of and") == []

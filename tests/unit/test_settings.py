@@ -29,3 +29,31 @@ def test_retry_settings_come_from_the_environment():
 def test_a_non_integer_is_an_error_naming_the_variable():
     with pytest.raises(SettingsError, match="LITMINER_MAX_ROWS"):
         Settings.from_env({"LITMINER_MAX_ROWS": "lots"})
+
+
+def test_default_sources_are_the_keyless_apis_plus_openalex_with_a_key_plus_local_with_a_corpus():
+    assert Settings.from_env({}).default_sources() == ("europepmc", "crossref", "arxiv")
+    keyed = Settings.from_env({"OPENALEX_API_KEY": "k", "LITMINER_CORPUS": "/papers"})
+    assert keyed.default_sources() == ("europepmc", "crossref", "arxiv", "openalex", "local")
+    assert Settings.from_env({"LITMINER_SOURCES": " local , arxiv "}).default_sources() == ("local", "arxiv")
+
+
+def test_api_keys_and_the_redis_password_stay_out_of_the_repr():
+    env = {"OPENALEX_API_KEY": "oa-secret", "SEMANTIC_SCHOLAR_API_KEY": "s2-secret", "REDIS_PASSWORD": "pw-secret"}
+    shown = repr(Settings.from_env(env))
+    assert "secret" not in shown and "contact_email" in shown
+
+
+def test_online_source_settings_come_from_the_environment():
+    env = {
+        "LITMINER_CONTACT_EMAIL": "me@uni.example",
+        "LITMINER_OPENALEX_URL": "http://127.0.0.1:9/oa",
+        "LITMINER_SEARCH_CACHE_TTL": "60",
+        "LITMINER_HTTP_TIMEOUT_S": "2.5",
+        "LITMINER_HTTP_RETRIES": "0",
+    }
+    settings = Settings.from_env(env)
+    assert settings.contact_email == "me@uni.example" and settings.openalex_url == "http://127.0.0.1:9/oa"
+    assert (settings.search_cache_ttl_s, settings.http_timeout_s, settings.http_retries) == (60, 2.5, 0)
+    with pytest.raises(SettingsError, match="LITMINER_HTTP_RETRIES"):
+        Settings.from_env({"LITMINER_HTTP_RETRIES": "-1"})

@@ -1,0 +1,206 @@
+"""HTTP for online sources: one async client, a Redis response cache, shared rate limits and retries.
+
+Rate and concurrency limits live in Redis, so they hold across every worker process and machine: a
+source's published limits are never exceeded however many jobs search at once. Each attempt of a
+retried request goes through the limits again (which is why retries are done here rather than in
+an httpx transport), and a ``Retry-After`` pushes back every worker's next request to that source.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import hashlib
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
+from typing import TypeVar
+
+import httpx
+import redis.asyncio as aioredis
+
+from pipeline.keys import Keys
+from pipeline.settings import Settings
+from pipeline.sources.base import Limits, SourceError
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+#: statuses worth another attempt: rate limited, or the server's trouble
+RETRYABLE = frozenset({429, 500, 502, 503, 504})
+
+# Reserve the next request slot of a source: returns how many ms to wait before sending.
+# ARGV: interval between requests (ms), earliest start from now (ms; a Retry-After).
+_RESERVE = """
+redis.replicate_commands()
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local slot = math.max(now + tonumber(ARGV[2]), tonumber(redis.call('GET', KEYS[1]) or '0'))
+local after = slot + tonumber(ARGV[1])
+redis.call('SET', KEYS[1], after, 'PX', after - now + 1000)
+return slot - now
+"""
+
+# Take one of a source's concurrent-request leases; expired leases (a crashed worker's) are freed.
+# ARGV: limit, lease id, lease length (ms). Returns 1 when taken.
+_LEASE = """
+redis.replicate_commands()
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+if redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[1]) then
+  redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), ARGV[2])
+  redis.call('PEXPIRE', KEYS[1], ARGV[3])
+  return 1
+end
+return 0
+"""
+
+
+class SourceHttp:
+    """What an online source uses to ask its API: ``get`` returns a parsed, cached, polite answer."""
+
+    def __init__(
+        self,
+        client: httpx.AsyncClient,
+        redis: aioredis.Redis,
+        keys: Keys,
+        *,
+        retries: int,
+        backoff_s: float,
+        cache_ttl_s: int,
+        max_wait_s: float = 60.0,
+    ) -> None:
+        self.client = client
+        self.redis = redis
+        self.keys = keys
+        self.retries = retries
+        self.backoff_s = backoff_s
+        self.cache_ttl_s = cache_ttl_s
+        self.max_wait_s = max_wait_s
+        self._reserve = redis.register_script(_RESERVE)
+        self._lease = redis.register_script(_LEASE)
+        timeout = client.timeout.read or 30.0
+        self._lease_ms = int((timeout + 10) * 1000)
+
+    @classmethod
+    @asynccontextmanager
+    async def open(cls, settings: Settings) -> AsyncIterator[SourceHttp]:
+        """A client for one search run (an event loop's lifetime)."""
+        agent = "litminer/0.1" + (f" (mailto:{settings.contact_email})" if settings.contact_email else "")
+        timeout = httpx.Timeout(settings.http_timeout_s, connect=min(settings.http_timeout_s, 10.0))
+        async with httpx.AsyncClient(timeout=timeout, headers={"User-Agent": agent}, follow_redirects=True) as client:
+            redis = aioredis.Redis.from_url(settings.redis_url, socket_timeout=10, socket_connect_timeout=5)
+            try:
+                yield cls(
+                    client,
+                    redis,
+                    Keys(settings.key_prefix),
+                    retries=settings.http_retries,
+                    backoff_s=settings.http_backoff_ms / 1000,
+                    cache_ttl_s=settings.search_cache_ttl_s,
+                )
+            finally:
+                await redis.aclose()
+
+    async def get(
+        self,
+        source: str,
+        limits: Limits,
+        url: str,
+        *,
+        parse: Callable[[bytes], T],
+        params: Mapping[str, str | int] | None = None,
+        secrets: Mapping[str, str] | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> T:
+        """GET ``url`` and parse the body; answers that parse are cached for the cache TTL.
+
+        ``secrets`` are query parameters (API keys) left out of the cache key, logs and messages.
+        ``parse`` raises ``ValueError`` or ``SyntaxError`` (XML) for a body it cannot read.
+        """
+        params = dict(params or {})
+        digest = hashlib.sha256(f"{url}?{sorted(params.items())}".encode()).hexdigest()[:32]
+        key = self.keys.search_cache(source, digest)
+        cached = await self.redis.get(key)
+        if isinstance(cached, bytes):
+            try:
+                return parse(cached)
+            except (ValueError, SyntaxError):
+                log.warning("%s: unreadable cached answer for %s; asking again", source, url)
+        body = await self._fetch(source, limits, url, {**params, **(secrets or {})}, headers or {})
+        try:
+            value = parse(body)
+        except (ValueError, SyntaxError) as exc:
+            raise SourceError(f"{source}: malformed response from {url}: {_short(str(exc))}") from None
+        await self.redis.set(key, body, ex=self.cache_ttl_s)
+        return value
+
+    async def _fetch(
+        self, source: str, limits: Limits, url: str, params: Mapping[str, str | int], headers: Mapping[str, str]
+    ) -> bytes:
+        reason, not_before = "", 0.0
+        for attempt in range(self.retries + 1):
+            async with self._slot(source, limits, not_before):
+                try:
+                    response = await self.client.get(url, params=params, headers=headers)
+                except httpx.TimeoutException:
+                    reason, retry_after = f"no answer within {self.client.timeout.read:g} s", None
+                except httpx.TransportError as exc:
+                    reason, retry_after = f"connection failed ({type(exc).__name__})", None
+                else:
+                    if response.status_code == 200:
+                        return response.content
+                    reason = f"HTTP {response.status_code}"
+                    if response.status_code not in RETRYABLE:
+                        raise SourceError(f"{source}: {reason} from {url}: {_short(response.text)}")
+                    retry_after = _retry_after(response)
+            if attempt == self.retries:
+                break
+            not_before = retry_after if retry_after is not None else self.backoff_s * 2**attempt
+            if not_before > self.max_wait_s:
+                raise SourceError(f"{source}: {reason} from {url}, asked to wait {not_before:.0f} s; giving up")
+            log.warning("%s: %s from %s; attempt %d in %.2f s", source, reason, url, attempt + 2, not_before)
+        raise SourceError(f"{source}: {reason} from {url} after {self.retries + 1} attempts")
+
+    @asynccontextmanager
+    async def _slot(self, source: str, limits: Limits, not_before_s: float) -> AsyncIterator[None]:
+        """Hold one of the source's concurrent leases and wait for its next rate-limit slot."""
+        lease, pause = uuid.uuid4().hex, 0.02
+        leases = self.keys.source_leases(source)
+        while not await self._lease(keys=[leases], args=[limits.concurrent, lease, self._lease_ms]):
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 0.5)
+        try:
+            interval_ms = int(1000 / limits.per_second)
+            wait_ms = await self._reserve(
+                keys=[self.keys.source_rate(source)], args=[interval_ms, int(not_before_s * 1000)]
+            )
+            if wait_ms > 0:
+                await asyncio.sleep(wait_ms / 1000)
+            yield
+        finally:
+            await self.redis.zrem(leases, lease)
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    """Seconds asked by a ``Retry-After`` header (delta seconds or an HTTP date), if any."""
+    value = response.headers.get("Retry-After")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        return max(0.0, email.utils.parsedate_to_datetime(value).timestamp() - time.time())
+    except (TypeError, ValueError):
+        return None
+
+
+def _short(text: str, limit: int = 200) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"

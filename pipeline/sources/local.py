@@ -1,0 +1,432 @@
+"""A local library — BibTeX, CSV, JSONL, Markdown/text and PDF files — indexed in SQLite FTS5, ranked by BM25."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import hashlib
+import os
+import re
+import sqlite3
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
+from importlib import resources
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import msgspec
+import pypdf
+from bibtexparser.entrypoint import parse_string
+from bibtexparser.middlewares import LatexDecodingMiddleware, SeparateCoAuthors
+
+from contracts import Document, Provenance
+from pipeline.sources.base import Page, SourceError
+from pipeline.sources.markup import normalise_doi
+from pipeline.text import head_terms, keywords
+
+if TYPE_CHECKING:
+    from pipeline.sources.http import SourceHttp
+
+SAMPLE_CORPUS = "sample_corpus.jsonl"
+SUFFIXES = frozenset({".bib", ".csv", ".jsonl", ".md", ".pdf", ".txt"})
+ABSTRACT_CHARS = 2000
+MISSING = (-1, -1)
+
+_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS files (path TEXT PRIMARY KEY, size INTEGER, mtime_ns INTEGER, warning TEXT)",
+    "CREATE TABLE IF NOT EXISTS attachments (file TEXT, path TEXT, size INTEGER, mtime_ns INTEGER)",
+    "CREATE INDEX IF NOT EXISTS attachments_file ON attachments (file)",
+    "CREATE INDEX IF NOT EXISTS attachments_path ON attachments (path)",
+    "CREATE TABLE IF NOT EXISTS records (rowid INTEGER PRIMARY KEY, file TEXT, json BLOB)",
+    "CREATE INDEX IF NOT EXISTS records_file ON records (file)",
+    "CREATE VIRTUAL TABLE IF NOT EXISTS docs USING fts5(title, abstract, full_text, tokenize='porter unicode61')",
+)
+_SECTION = re.compile(r"(\d+(\.\d+)*\.?\s+)?(introduction|keywords?|key words|index terms)\b", re.IGNORECASE)
+_ABSTRACT = re.compile(r"abstract(?:\s*[:.—–-]\s*(.*))?", re.IGNORECASE)
+
+
+class LibraryRecord(msgspec.Struct, kw_only=True, frozen=True):
+    """One paper in the library, whichever file it came from; a JSONL corpus line has this shape."""
+
+    id: str
+    title: str
+    abstract: str = ""
+    full_text: str | None = None
+    authors: list[str] = []
+    year: int | None = None
+    doi: str | None = None
+    url: str | None = None
+    venue: str | None = None
+
+
+_decode_record = msgspec.json.Decoder(LibraryRecord).decode
+_encode = msgspec.json.encode
+
+
+def sample_corpus_path() -> Path:
+    """The synthetic sample corpus shipped inside the package."""
+    return Path(str(resources.files("pipeline.sources") / "data" / SAMPLE_CORPUS))
+
+
+class LocalLibrary:
+    """Searches a folder of paper files (or one JSONL corpus); the index follows the files incrementally.
+
+    The index keeps each file's size and mtime, so a refresh re-reads only new and changed files. A PDF
+    that a BibTeX entry attaches is read as that entry's full text, not as a paper of its own. Files
+    that cannot be read, or that lie outside ``root`` (via ``..`` or a symlink), are never indexed; their
+    warning is kept and reported by every search until the file changes.
+    """
+
+    name = "local"
+
+    def __init__(self, root: Path, index_dir: Path) -> None:
+        self.root = root
+        self.index_dir = index_dir
+        self.reindexed: list[str] = []  # files the last refresh() read, relative to the root
+
+    def search(self, query: str, limit: int) -> list[Document]:
+        """Documents matching the query's words, best first (the index is refreshed first)."""
+        self.refresh()
+        return self._ranked(query, limit)
+
+    async def pages(self, query: str, size: int, http: SourceHttp) -> AsyncIterator[Page]:
+        """One page: the best ``size`` documents and the warnings about unreadable files."""
+        warnings, documents = await asyncio.to_thread(lambda: (self.refresh(), self._ranked(query, size)))
+        yield Page(documents=documents, more=False, warnings=warnings)
+
+    def refresh(self) -> list[str]:
+        """Brings the index up to date with the files under the root; returns every current warning."""
+        root = self._resolved_root()
+        base = root.parent if root.is_file() else root
+        self.reindexed = []
+        with self._connect(root) as db:
+            walked = set(_walk(root))
+            stored = {path for (path,) in db.execute("SELECT path FROM files")}
+            for rel in sorted(stored - walked):
+                with _transaction(db):
+                    _forget(db, rel)
+            # BibTeX files first: a PDF that an entry attaches is read with that entry, not on its own.
+            for rel in sorted(walked, key=lambda rel: (not rel.lower().endswith(".bib"), rel)):
+                if db.execute("SELECT 1 FROM attachments WHERE path = ?", (rel,)).fetchone():
+                    if rel in stored:
+                        with _transaction(db):
+                            _forget(db, rel)
+                elif _stale(db, base, rel):
+                    self._reindex(db, root, base, rel)
+            notes = db.execute("SELECT warning FROM files WHERE warning IS NOT NULL").fetchall()
+        return sorted(warning for (text,) in notes for warning in text.split("\n"))
+
+    def index_path(self) -> Path:
+        """The index file of this root (one per resolved root, shared by every worker)."""
+        return self._index_path(self._resolved_root())
+
+    def _ranked(self, query: str, limit: int) -> list[Document]:
+        """BM25 over title (4×), abstract and full text (½×), the query's leading noun phrase counted twice."""
+        terms = keywords(query)
+        if not terms:
+            return []
+        head = [t for t in head_terms(query) if t in terms] or terms
+        scores: dict[int, float] = {}
+        with self._connect(self._resolved_root()) as db, _transaction(db, "BEGIN"):
+            for group, weight in ((terms, 1.0), (head, 2.0)):
+                match = " OR ".join('"' + t.replace('"', "") + '"' for t in group)
+                for rowid, score in db.execute(
+                    "SELECT rowid, bm25(docs, 4.0, 1.0, 0.5) FROM docs WHERE docs MATCH ? ORDER BY 2 LIMIT ?",
+                    (match, max(limit * 5, 100)),
+                ):
+                    scores[rowid] = scores.get(rowid, 0.0) - weight * score
+            best = sorted(scores.items(), key=lambda item: -item[1])[:limit]
+            rows = {
+                rowid: (raw, text)
+                for rowid, raw, text in db.execute(
+                    "SELECT records.rowid, json, full_text FROM records JOIN docs ON docs.rowid = records.rowid"
+                    f" WHERE records.rowid IN ({','.join('?' * len(best))})",
+                    [rowid for rowid, _ in best],
+                )
+            }
+        documents = []
+        for rank, (rowid, score) in enumerate(best, start=1):
+            raw, text = rows[rowid]
+            record = msgspec.structs.replace(_decode_record(raw), full_text=text or None)
+            fields = msgspec.structs.asdict(record) | {"doi": normalise_doi(record.doi) or record.doi}
+            provenance = [Provenance(source=self.name, id=record.id, rank=rank, query=query)]
+            documents.append(Document(**fields, source=self.name, rank=rank, score=score, provenance=provenance))
+        return documents
+
+    def _reindex(self, db: sqlite3.Connection, root: Path, base: Path, rel: str) -> None:
+        stat = _stat(base / rel)
+        reading = _Reading(root, base, rel)
+        records = reading.records()  # slow for PDFs, so outside the write lock, and re-checked inside it
+        with _transaction(db):
+            if not _stale(db, base, rel):
+                return  # another worker indexed the same version meanwhile
+            _forget(db, rel)
+            warning = "\n".join(" ".join(w.split()) for w in reading.warnings) or None
+            db.execute("INSERT INTO files VALUES (?, ?, ?, ?)", (rel, *stat, warning))
+            db.executemany(
+                "INSERT INTO attachments VALUES (?, ?, ?, ?)", [(rel, p, *s) for p, s in reading.attachments.items()]
+            )
+            for record in records:
+                stored = _encode(msgspec.structs.replace(record, full_text=None))
+                rowid = db.execute("INSERT INTO records (file, json) VALUES (?, ?)", (rel, stored)).lastrowid
+                db.execute(
+                    "INSERT INTO docs (rowid, title, abstract, full_text) VALUES (?, ?, ?, ?)",
+                    (rowid, record.title, record.abstract, record.full_text or ""),
+                )
+        self.reindexed.append(rel)
+
+    def _resolved_root(self) -> Path:
+        try:
+            return self.root.resolve(strict=True)
+        except (OSError, RuntimeError) as exc:
+            raise SourceError(f"local library {self.root} does not exist or is not readable: {exc}") from exc
+
+    def _index_path(self, root: Path) -> Path:
+        return self.index_dir / f"library-{hashlib.sha256(f'v1:{root}'.encode()).hexdigest()[:16]}.sqlite"
+
+    @contextmanager
+    def _connect(self, root: Path) -> Iterator[sqlite3.Connection]:
+        self.index_dir.mkdir(parents=True, exist_ok=True)
+        db = sqlite3.connect(self._index_path(root), timeout=60, isolation_level=None)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            with _transaction(db):
+                for statement in _SCHEMA:
+                    db.execute(statement)
+            yield db
+        finally:
+            db.close()
+
+
+@contextmanager
+def _transaction(db: sqlite3.Connection, begin: str = "BEGIN IMMEDIATE") -> Iterator[None]:
+    """A transaction; ``BEGIN IMMEDIATE`` takes the write lock at once, so writers in other workers queue."""
+    db.execute(begin)
+    try:
+        yield
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
+
+
+def _walk(root: Path) -> Iterator[str]:
+    """Paths (relative, posix) of the library's files, skipping hidden ones; symlinked folders are not entered."""
+    if root.is_file():
+        yield root.name
+        return
+    for folder, dirs, files in os.walk(root, followlinks=False):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        for name in files:
+            if not name.startswith(".") and Path(name).suffix.lower() in SUFFIXES:
+                yield (Path(folder) / name).relative_to(root).as_posix()
+
+
+def _stat(path: Path) -> tuple[int, int]:
+    try:
+        stat = path.stat()
+    except OSError:
+        return MISSING
+    return stat.st_size, stat.st_mtime_ns
+
+
+def _stale(db: sqlite3.Connection, base: Path, rel: str) -> bool:
+    """Whether the file, or a PDF it attaches, differs from what the index holds."""
+    row = db.execute("SELECT size, mtime_ns FROM files WHERE path = ?", (rel,)).fetchone()
+    if row is None or tuple(row) != _stat(base / rel):
+        return True
+    attached = db.execute("SELECT path, size, mtime_ns FROM attachments WHERE file = ?", (rel,)).fetchall()
+    return any(_stat(base / path) != (size, mtime) for path, size, mtime in attached)
+
+
+def _forget(db: sqlite3.Connection, rel: str) -> None:
+    db.execute("DELETE FROM docs WHERE rowid IN (SELECT rowid FROM records WHERE file = ?)", (rel,))
+    for table, column in (("records", "file"), ("attachments", "file"), ("files", "path")):
+        db.execute(f"DELETE FROM {table} WHERE {column} = ?", (rel,))
+
+
+class _Reading:
+    """Reads one file of the library: its records, warnings about it, and the PDFs its entries attach."""
+
+    def __init__(self, root: Path, base: Path, rel: str) -> None:
+        self.root, self.base, self.rel, self.path = root, base, rel, base / rel
+        self.warnings: list[str] = []
+        self.attachments: dict[str, tuple[int, int]] = {}
+
+    def records(self) -> list[LibraryRecord]:
+        suffix = self.path.suffix.lower()
+        try:
+            if not _inside(self.path.resolve(), self.root):
+                self.warnings.append(f"{self.rel} links to a file outside the library; ignored")
+                return []
+            if suffix == ".bib":
+                return self._bibtex()
+            if suffix == ".csv":
+                return _csv(self.path, self.rel)
+            if suffix in (".md", ".txt"):
+                return [_text_record(self.rel, self.path.read_text(encoding="utf-8"))]
+            if suffix == ".pdf":
+                title, text = _pdf(self.path)
+                if not text.strip():
+                    self.warnings.append(f"{self.rel}: no text could be extracted (a scanned PDF?)")
+                return [_pdf_record(self.rel, title, text)]
+            return self._jsonl()
+        except Exception as exc:  # whatever a parser raises on a broken file, the rest of the library is searched
+            self.warnings.append(f"{self.rel}: {_reason(exc)}; skipped")
+            return []
+
+    def _jsonl(self) -> list[LibraryRecord]:
+        records = []
+        for number, line in enumerate(self.path.read_bytes().splitlines(), start=1):
+            if line.strip() and not line.startswith(b"#"):
+                try:
+                    records.append(_decode_record(line))
+                except msgspec.DecodeError as exc:
+                    self.warnings.append(f"{self.rel}:{number}: not a library record ({exc}); skipped")
+        return records
+
+    def _bibtex(self) -> list[LibraryRecord]:
+        library = parse_string(self.path.read_text(encoding="utf-8"))
+        for block in library.failed_blocks:
+            reason = getattr(block.error, "abort_reason", "") or _reason(block.error)
+            self.warnings.append(f"{self.rel}:{(block.start_line or 0) + 1}: not valid BibTeX ({reason}); skipped")
+        files = {e.key: str(f.value) for e in library.entries for f in e.fields if f.key.lower() == "file"}
+        # Braced groups survive decoding so that "{Smith and Sons}" stays one author; braces go afterwards.
+        library = SeparateCoAuthors().transform(LatexDecodingMiddleware(keep_braced_groups=True).transform(library))
+        records = []
+        for entry in library.entries:
+            fields = {field.key.lower(): field.value for field in entry.fields}
+            title = _clean(fields.get("title"))
+            if not title:
+                continue
+            texts = [text for raw in _pdf_paths(files.get(entry.key, "")) if (text := self._attached(entry.key, raw))]
+            names = fields.get("author", [])
+            records.append(
+                LibraryRecord(
+                    id=entry.key,
+                    title=title,
+                    abstract=_clean(fields.get("abstract")),
+                    full_text="\n\n".join(texts) or None,
+                    authors=[a for name in (names if isinstance(names, list) else [names]) if (a := _clean(name))],
+                    year=_year(_clean(fields.get("year") or fields.get("date"))),
+                    doi=_clean(fields.get("doi")) or None,
+                    url=_clean(fields.get("url")) or None,
+                    venue=_clean(fields.get("journal") or fields.get("journaltitle") or fields.get("booktitle"))
+                    or None,
+                )
+            )
+        return records
+
+    def _attached(self, key: str, raw: str) -> str | None:
+        """Text of a PDF that entry ``key`` attaches, if it lies inside the library and can be read."""
+        about = f"{self.rel}: entry {key} attaches {raw}"
+        try:
+            path = (self.path.parent / raw).resolve()
+            if not _inside(path, self.root):
+                self.warnings.append(f"{about}, which is outside the library; ignored")
+                return None
+            self.attachments[path.relative_to(self.base).as_posix()] = _stat(path)
+            return _pdf(path)[1]
+        except Exception as exc:  # as in records(): a broken attachment costs only its own text
+            self.warnings.append(f"{about}: {_reason(exc)}; ignored")
+            return None
+
+
+def _inside(path: Path, root: Path) -> bool:
+    return path == root or root in path.parents
+
+
+def _csv(path: Path, rel: str) -> list[LibraryRecord]:
+    with path.open(encoding="utf-8-sig", newline="") as handle:
+        rows = [
+            {(k or "").strip().lower(): v.strip() for k, v in row.items() if isinstance(v, str)}
+            for row in csv.DictReader(handle, strict=True)
+        ]
+    if rows and "title" not in rows[0]:
+        raise ValueError("no title column")
+    return [
+        LibraryRecord(
+            id=row.get("id") or f"{rel}#{number}",
+            title=row["title"],
+            abstract=row.get("abstract", ""),
+            authors=[a.strip() for a in row.get("authors", "").split(";") if a.strip()],
+            year=_year(row.get("year", "")),
+            doi=row.get("doi") or None,
+            url=row.get("url") or None,
+            venue=row.get("venue") or None,
+        )
+        for number, row in enumerate(rows, start=1)
+        if row.get("title")
+    ]
+
+
+def _pdf(path: Path) -> tuple[str, str]:
+    """The PDF's metadata title (or "") and the text of all its pages."""
+    try:
+        reader = pypdf.PdfReader(path)
+        if reader.is_encrypted and not reader.decrypt(""):
+            raise ValueError("an encrypted PDF that needs a password")
+        text = "\n".join(page.extract_text() or "" for page in reader.pages).replace("\x00", "")
+    except pypdf.errors.PyPdfError as exc:
+        raise ValueError(f"not a readable PDF ({_reason(exc)})") from exc
+    return _clean(reader.metadata.title if reader.metadata else None), text
+
+
+def _pdf_paths(value: str) -> list[str]:
+    """PDF paths in a Zotero/Mendeley ``file`` field: ``description:path:mime`` items separated by ``;``."""
+    paths = []
+    for item in re.split(r"(?<!\\);", value):
+        parts = [re.sub(r"\\(.)", r"\1", p) for p in re.split(r"(?<!\\):", item.strip())]
+        path = ":".join(parts[1:-1]) if len(parts) >= 3 else parts[0]
+        if path.lower().endswith(".pdf") or parts[-1].lower() in ("pdf", "application/pdf"):
+            paths.append(path)
+    return paths
+
+
+def _text_record(rel: str, text: str) -> LibraryRecord:
+    """A text file's record: title from the first Markdown heading (else the first line), then a paragraph."""
+    lines = [line.strip() for line in text.splitlines()]
+    first = next((i for i, line in enumerate(lines) if re.match(r"#{1,6}\s", line)), None)
+    if first is None:
+        first = next((i for i, line in enumerate(lines) if line), len(lines))
+    title = lines[first].lstrip("#").strip() if first < len(lines) else ""
+    return LibraryRecord(id=rel, title=title or Path(rel).stem, abstract=_paragraph(lines[first + 1 :]), full_text=text)
+
+
+def _pdf_record(rel: str, title: str, text: str) -> LibraryRecord:
+    """A PDF's record: title from its metadata (else its first line); abstract after a line "Abstract"."""
+    lines = [line.strip() for line in text.splitlines()]
+    title = title or next((line for line in lines if line), "")
+    abstract = ""
+    for i, line in enumerate(lines):
+        if found := _ABSTRACT.fullmatch(line):
+            abstract = _paragraph([found.group(1) or "", *lines[i + 1 :]])
+            break
+    return LibraryRecord(id=rel, title=title[:500] or Path(rel).stem, abstract=abstract, full_text=text)
+
+
+def _paragraph(lines: list[str]) -> str:
+    """The first paragraph of ``lines``: skips blank lines and headings, stops at the next one or a section."""
+    paragraph: list[str] = []
+    for line in lines:
+        if not line or line.startswith("#") or _SECTION.match(line):
+            if paragraph:
+                break
+            continue
+        paragraph.append(line)
+    return " ".join(paragraph)[:ABSTRACT_CHARS]
+
+
+def _clean(value: object) -> str:
+    return " ".join(value.replace("{", "").replace("}", "").split()) if isinstance(value, str) else ""
+
+
+def _year(value: str) -> int | None:
+    found = re.search(r"\b\d{4}\b", value)
+    return int(found.group()) if found else None
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, UnicodeDecodeError):
+        return "not UTF-8 text"
+    return " ".join(str(exc).split())[:300] or type(exc).__name__

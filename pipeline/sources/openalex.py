@@ -1,0 +1,135 @@
+"""OpenAlex ``/works`` search: https://docs.openalex.org (an API key is required since February 2026)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import msgspec
+
+from contracts import Document, Provenance
+from pipeline.sources.base import Limits, Page
+from pipeline.sources.http import SourceHttp
+from pipeline.sources.markup import normalise_doi, plain
+
+
+class _Author(msgspec.Struct):
+    display_name: str | None = None
+
+
+class _Authorship(msgspec.Struct):
+    author: _Author = msgspec.field(default_factory=_Author)
+
+
+class _Venue(msgspec.Struct):
+    display_name: str | None = None
+
+
+class _Location(msgspec.Struct):
+    landing_page_url: str | None = None
+    pdf_url: str | None = None
+    source: _Venue | None = None
+
+
+class _OpenAccess(msgspec.Struct):
+    is_oa: bool | None = None
+
+
+class _Work(msgspec.Struct):
+    id: str
+    doi: str | None = None
+    title: str | None = None
+    display_name: str | None = None
+    publication_year: int | None = None
+    authorships: list[_Authorship] = []
+    abstract_inverted_index: dict[str, list[int]] | None = None
+    primary_location: _Location | None = None
+    best_oa_location: _Location | None = None
+    open_access: _OpenAccess | None = None
+    relevance_score: float | None = None
+
+
+class _Meta(msgspec.Struct):
+    count: int | None = None
+    next_cursor: str | None = None
+
+
+class _Works(msgspec.Struct):
+    meta: _Meta
+    results: list[_Work]
+
+
+_decode = msgspec.json.Decoder(_Works).decode
+
+_FIELDS = (
+    "id,doi,title,display_name,publication_year,authorships,abstract_inverted_index,"
+    "primary_location,best_oa_location,open_access,relevance_score"
+)
+
+
+def abstract_from_index(index: dict[str, list[int]] | None) -> str:
+    """The abstract OpenAlex ships as an inverted index (word → positions), as running text."""
+    if not index:
+        return ""
+    placed = sorted((position, word) for word, positions in index.items() for position in positions)
+    return " ".join(word for _, word in placed)
+
+
+class OpenAlex:
+    """Works matching a full-text search, relevance-ordered, 200 per page at most."""
+
+    name = "openalex"
+    limits = Limits(per_second=10, concurrent=5)  # the API allows 100/s; search costs credits
+    max_page = 200
+
+    def __init__(self, base_url: str, *, api_key: str | None, email: str | None) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.api_key = api_key
+        self.email = email
+
+    async def pages(self, query: str, size: int, http: SourceHttp) -> AsyncIterator[Page]:
+        cursor: str | None = "*"
+        rank = 0
+        while cursor:
+            params: dict[str, str | int] = {
+                "search": query,
+                "per-page": min(size, self.max_page),
+                "cursor": cursor,
+                "select": _FIELDS,
+            }
+            if self.email:
+                params["mailto"] = self.email
+            answer = await http.get(
+                self.name,
+                self.limits,
+                f"{self.base_url}/works",
+                params=params,
+                secrets={"api_key": self.api_key} if self.api_key else None,
+                parse=_decode,
+            )
+            documents = []
+            for work in answer.results:
+                rank += 1
+                documents.append(self._document(work, rank, query))
+            cursor = answer.meta.next_cursor if answer.results else None
+            yield Page(documents=documents, more=cursor is not None)
+
+    def _document(self, work: _Work, rank: int, query: str) -> Document:
+        work_id = work.id.rsplit("/", 1)[-1]
+        primary, best = work.primary_location, work.best_oa_location
+        venue = primary.source.display_name if primary and primary.source else None
+        return Document(
+            id=work_id,
+            title=plain(work.title or work.display_name),
+            abstract=abstract_from_index(work.abstract_inverted_index),
+            authors=[a.author.display_name for a in work.authorships if a.author.display_name],
+            year=work.publication_year,
+            doi=normalise_doi(work.doi),
+            url=(primary.landing_page_url if primary else None) or work.doi or work.id,
+            venue=venue,
+            pdf_url=best.pdf_url if best else None,
+            open_access=work.open_access.is_oa if work.open_access else None,
+            source=self.name,
+            rank=rank,
+            score=work.relevance_score or 0.0,
+            provenance=[Provenance(source=self.name, id=work_id, rank=rank, query=query)],
+        )

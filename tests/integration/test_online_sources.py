@@ -1,0 +1,248 @@
+"""Online sources against a real HTTP stand-in speaking each API's wire format; real Redis for cache and limits."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import msgspec
+import pytest
+
+from contracts import Document
+from pipeline.settings import Settings
+from pipeline.sources.base import Page, Source, SourceError
+from pipeline.sources.http import SourceHttp
+from pipeline.sources.registry import available_sources
+from pipeline.stages.search import SearchResult, search
+from tests.fixtures.scholarly import Reply
+
+
+def pages(settings: Settings, name: str, query: str, size: int) -> list[Page]:
+    source = available_sources(settings)[name]
+
+    async def run() -> list[Page]:
+        async with SourceHttp.open(settings) as http:
+            return [page async for page in source.pages(query, size, http)]
+
+    return asyncio.run(run())
+
+
+def documents(result: list[Page]) -> list[Document]:
+    return [d for page in result for d in page.documents]
+
+
+def test_openalex_rebuilds_inverted_index_abstracts_keeps_oa_pdf_and_pages_with_the_cursor(online_settings, scholarly):
+    result = pages(online_settings, "openalex", "irrigation", 3)
+    assert [len(p.documents) for p in result] == [3, 1] and [p.more for p in result] == [True, False]
+    first = documents(result)[0]
+    assert first.title == "Reverse osmosis for treating irrigation water in specialty crop production"
+    assert first.abstract.startswith("Reverse osmosis (RO) removed 97% of dissolved salts")
+    assert first.doi == "10.1000/ro.2021.1"  # OpenAlex writes https://doi.org/10.1000/RO.2021.1
+    assert first.pdf_url == "https://oa.example/ro.pdf" and first.open_access is True
+    assert (
+        first.authors == ["Ana Ruiz", "Ben Osei"]
+        and first.year == 2021
+        and first.venue == "Agricultural Water Management"
+    )
+    assert [d.rank for d in documents(result)] == [1, 2, 3, 4]
+    calls = scholarly.calls("/openalex/works")
+    assert [c.params["cursor"] for c in calls] == ["*", "c3"]
+    assert all(c.params["api_key"] == "test-openalex-key" and c.params["per-page"] == "3" for c in calls)
+    assert "mailto:team@litminer.test" in calls[0].headers["User-Agent"]
+
+
+def test_europepmc_strips_markup_and_fetches_jats_full_text_for_open_access(online_settings, scholarly):
+    source = available_sources(online_settings)["europepmc"]
+    found = documents(pages(online_settings, "europepmc", "irrigation", 10))
+    ro = next(d for d in found if d.doi == "10.1000/ro.2021.1")
+    assert ro.id == "PMC900001" and ro.open_access is True
+    assert ro.title == "Reverse osmosis for treating irrigation water in specialty crop production"
+    assert ro.abstract.startswith("Background Reverse osmosis (RO) removed 97%")  # <h4>Background</h4> flattened
+    assert ro.authors == ["Ana Ruiz", "Ben Osei"] and ro.year == 2021
+
+    async def full_text() -> str | None:
+        async with SourceHttp.open(online_settings) as http:
+            return await source.full_text(ro, http)  # type: ignore[attr-defined, no-any-return]
+
+    text = asyncio.run(full_text()) or ""
+    assert "Methods" in text and "operated at 12 bar" in text and "Someone 2001" not in text
+    closed = next(d for d in found if not d.open_access)
+    assert asyncio.run(_full_text(online_settings, source, closed)) is None
+
+
+async def _full_text(settings: Settings, source: Source, document: Document) -> str | None:
+    async with SourceHttp.open(settings) as http:
+        return await source.full_text(document, http)  # type: ignore[attr-defined, no-any-return]
+
+
+def test_crossref_uses_the_polite_pool_and_reads_jats_abstracts(online_settings, scholarly):
+    found = documents(pages(online_settings, "crossref", "irrigation", 20))
+    by_doi = {d.doi: d for d in found}
+    wetland = by_doi["10.1000/cw.2019.7"]
+    assert (
+        wetland.abstract
+        == "Constructed wetlands reduced nitrate in greenhouse runoff by 80% before reuse for irrigation."
+    )
+    assert wetland.authors == ["Chen Li"] and wetland.year == 2019 and wetland.venue == "Ecological Engineering"
+    assert by_doi["10.1000/note.2017.9"].abstract == ""  # Crossref has no abstract for it
+    call = scholarly.calls("/crossref/works")[0]
+    assert call.params["mailto"] == "team@litminer.test" and call.params["cursor"] == "*"
+
+
+def test_arxiv_reads_the_atom_feed_and_pages_with_start(online_settings, scholarly):
+    found = documents(pages(online_settings, "arxiv", '"irrigation waters"', 2))
+    assert len(found) == 3
+    ozone = next(d for d in found if "Ozonation" in d.title)
+    assert ozone.id.startswith("arXiv:2101.") and ozone.url and ozone.url.startswith("http://arxiv.org/abs/")
+    assert ozone.pdf_url and ozone.pdf_url.startswith("http://arxiv.org/pdf/") and ozone.doi is None
+    assert ozone.abstract == "Ozonation controlled Phytophthora in recycled nursery irrigation water."
+    calls = scholarly.calls("/arxiv/query")
+    assert [c.params["start"] for c in calls] == ["0", "2"]
+    assert calls[0].params["search_query"] == 'all:"irrigation waters"'
+
+
+def test_semantic_scholar_sends_the_key_header_and_follows_next(online_settings, scholarly):
+    found = documents(pages(online_settings, "semanticscholar", "irrigation", 1))
+    assert {d.doi for d in found} == {"10.1000/ro.2021.1", "10.1000/uv.2022.3", "10.1000/cl.2023.5"}
+    calls = scholarly.calls("/s2/paper/search")
+    assert [c.params["offset"] for c in calls] == ["0", "1", "2"]
+    assert all(c.headers["x-api-key"] == "test-s2-key" for c in calls)
+
+
+@pytest.mark.parametrize(
+    ("reply", "calls"),
+    [
+        (Reply(status=429, headers={"Retry-After": "1"}), 2),
+        (Reply(status=500), 2),
+        (Reply(status=503, body=b"upstream busy"), 2),
+        (Reply(delay_s=1.5), 2),  # longer than the 0.5 s timeout
+    ],
+    ids=["429-retry-after", "500", "503", "timeout"],
+)
+def test_transient_failures_are_retried(online_settings, scholarly, reply, calls):
+    scholarly.script("/openalex/works", reply)
+    found = documents(pages(online_settings, "openalex", "irrigation", 10))
+    assert len(found) == 4
+    assert len(scholarly.calls("/openalex/works")) == calls
+
+
+@pytest.mark.parametrize(
+    ("reply", "message", "calls"),
+    [
+        (Reply(body=b'{"meta": {"count": 1}, "results": [{"id": 7}]}'), "malformed response", 1),
+        (Reply(body=b"<html>maintenance</html>"), "malformed response", 1),
+        (Reply(status=403, body=b'{"error": "Invalid API key"}'), "HTTP 403", 1),
+        (Reply(status=429, headers={"Retry-After": "3600"}), "asked to wait 3600 s", 1),
+    ],
+    ids=["wrong-shape", "not-json", "forbidden", "long-retry-after"],
+)
+def test_permanent_failures_fail_the_source_at_once(online_settings, scholarly, reply, message, calls):
+    scholarly.script("/openalex/works", reply)
+    with pytest.raises(SourceError, match=message) as failure:
+        pages(online_settings, "openalex", "irrigation", 10)
+    assert "test-openalex-key" not in str(failure.value)
+    assert len(scholarly.calls("/openalex/works")) == calls
+
+
+def test_failures_past_the_retries_fail_the_source(online_settings, scholarly):
+    scholarly.script("/crossref/works", Reply(status=500), Reply(status=502), Reply(status=500))
+    with pytest.raises(SourceError, match=r"crossref: HTTP 500 .* after 3 attempts"):
+        pages(online_settings, "crossref", "irrigation", 10)
+
+
+def test_empty_results_are_one_empty_page(online_settings):
+    for name in ("openalex", "europepmc", "crossref", "arxiv", "semanticscholar"):
+        assert pages(online_settings, name, "quantum chromodynamics", 10) == [Page(documents=[], more=False)], name
+
+
+def test_answers_are_cached_in_redis(online_settings, scholarly):
+    first = pages(online_settings, "openalex", "irrigation", 3)
+    asked = len(scholarly.calls("/openalex/works"))
+    again = pages(online_settings, "openalex", "irrigation", 3)
+    assert again == first and len(scholarly.calls("/openalex/works")) == asked == 2
+    pages(online_settings, "openalex", "ozone", 3)  # another question is asked again
+    assert len(scholarly.calls("/openalex/works")) == 3
+
+
+def test_rate_slots_and_concurrency_leases_are_shared_through_redis(online_settings):
+    async def run() -> tuple[list[int], list[int]]:
+        async with SourceHttp.open(online_settings) as http:
+            rate = http.keys.source_rate("slow")
+            waits = [await http._reserve(keys=[rate], args=[3000, 0]) for _ in range(3)]
+            leases = http.keys.source_leases("slow")
+            taken = [await http._lease(keys=[leases], args=[2, f"l{i}", 60_000]) for i in range(3)]
+            return waits, taken
+
+    waits, taken = asyncio.run(run())
+    assert waits[0] == 0 and 2500 < waits[1] <= 3000 and 5500 < waits[2] <= 6000
+    assert taken == [1, 1, 0]
+
+
+def run_search(settings: Settings, names: list[str], target: int, question: str) -> tuple[SearchResult, list[str]]:
+    sources = [available_sources(settings)[n] for n in names]
+    messages: list[str] = []
+
+    async def run() -> SearchResult:
+        async with SourceHttp.open(settings) as http:
+            return await search(
+                question,
+                [question],
+                sources,
+                target,
+                http=http,
+                report=lambda message, data, done: messages.append(message),
+            )
+
+    return asyncio.run(run()), messages
+
+
+def test_search_merges_the_same_paper_from_several_sources(online_settings, scholarly):
+    result, messages = run_search(online_settings, ["openalex", "crossref", "arxiv"], 50, "irrigation water treatment")
+    by_title = {d.title: d for d in result.documents}
+    ro = by_title["Reverse osmosis for treating irrigation water in specialty crop production"]
+    assert sorted(p.source for p in ro.provenance) == ["arxiv", "crossref", "openalex"]
+    sand = next(d for d in result.documents if d.title.startswith("Slow sand filtration"))
+    # Crossref has the DOI but no abstract; the arXiv preprint has the abstract, no DOI and a slightly different title
+    assert sand.doi == "10.1000/ssf.2018.2" and sand.abstract.startswith("Slow sand filtration removed pathogens")
+    assert sorted(p.source for p in sand.provenance) == ["arxiv", "crossref"]
+    assert len({d.title for d in result.documents}) == len(result.documents)
+    assert result.found == {"openalex": 4, "crossref": 4, "arxiv": 3} and result.duplicates == 4
+    assert result.without_text == 1  # Crossref's costs note has neither abstract nor full text
+    assert [d.rank for d in result.documents] == list(range(1, len(result.documents) + 1))
+    assert any(m.startswith("openalex: 4 documents") for m in messages)
+
+
+def test_a_failing_source_is_reported_and_the_others_carry_on(online_settings, scholarly):
+    scholarly.script("/crossref/works", *[Reply(status=500)] * 3)
+    result, messages = run_search(online_settings, ["openalex", "crossref"], 50, "irrigation water")
+    assert "crossref" in result.failures and result.found["openalex"] == 4 and result.documents
+    assert any(
+        m.startswith("Source crossref failed: crossref: HTTP 500") and "continuing with openalex" in m for m in messages
+    )
+
+
+def test_every_source_failing_fails_the_search_with_each_reason(online_settings, scholarly):
+    scholarly.script("/crossref/works", *[Reply(status=500)] * 3)
+    scholarly.script("/openalex/works", Reply(body=b"{}"))
+    with pytest.raises(SourceError) as failure:
+        run_search(online_settings, ["openalex", "crossref"], 50, "irrigation water")
+    assert "openalex: malformed response" in str(failure.value) and "crossref: HTTP 500" in str(failure.value)
+
+
+def test_search_stops_fetching_once_it_has_enough(online_settings, scholarly):
+    result, _ = run_search(online_settings, ["openalex"], 2, "irrigation")
+    assert len(result.documents) == 2
+    assert len(scholarly.calls("/openalex/works")) == 1  # the second page was never asked for
+
+
+def test_full_text_is_added_for_open_access_europepmc_documents(online_settings):
+    result, messages = run_search(online_settings, ["europepmc"], 10, "reverse osmosis irrigation")
+    ro = next(d for d in result.documents if d.doi == "10.1000/ro.2021.1")
+    assert ro.full_text and "12 bar" in ro.full_text
+    assert "Full text for 1 of" in " ".join(messages)
+
+
+def test_documents_survive_a_round_trip_through_json(online_settings):
+    result, _ = run_search(online_settings, ["openalex", "arxiv"], 10, "irrigation water")
+    assert msgspec.json.decode(msgspec.json.encode(result.documents), type=list[Document]) == result.documents
+    assert json.loads(msgspec.json.encode(result.documents))[0]["provenance"]

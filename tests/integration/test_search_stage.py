@@ -1,0 +1,98 @@
+"""The search stage inside real jobs: online stand-ins, a real worker, events through Redis."""
+
+from __future__ import annotations
+
+from contracts import Document, GenerateRequest
+from tests.conftest import follow
+from tests.fixtures.scholarly import Reply
+from tests.integration.test_pipeline import SEED_FIELDS
+
+QUESTION = "irrigation water treatment technologies"
+
+
+def request(**changes: object) -> GenerateRequest:
+    values: dict[str, object] = {
+        "user_query": QUESTION,
+        "rows": 3,
+        "model_name": "Treatments",
+        "field_definitions": SEED_FIELDS,
+        "client_id": "search-client",
+    }
+    values.update(changes)
+    return GenerateRequest(**values)  # type: ignore[arg-type]
+
+
+def test_a_job_searches_the_online_sources_and_reports_each_one(online_settings, make_pipeline, run_worker, scholarly):
+    pipeline = make_pipeline(settings_=online_settings)
+    run_worker(pipeline)
+    job = pipeline.submit(request())
+    events = follow(pipeline, job.task_id)
+    assert events[-1].status == "completed", events[-1].message
+    search = [e for e in events if e.stage == "search"]
+    plan = next(e for e in search if e.message.startswith("Searching "))
+    assert plan.data["sources"] == "openalex,europepmc,crossref,arxiv" and plan.data["target"] == 12
+    assert plan.data["queries"] == '"irrigation water treatment technologies" | irrigation water treatment technologies'
+    assert any(e.message.startswith("openalex: ") for e in search)
+    handed = next(e for e in events if e.stage == "search" and e.message.startswith("Kept "))
+    assert handed.data["found_openalex"] and handed.data["duplicates"] and handed.data["without_text"] == 1
+    documents = pipeline.input(job.task_id, "documents", list[Document])
+    assert len(documents) == handed.data["documents"] and all(d.abstract or d.full_text for d in documents)
+    assert len({d.title for d in documents}) == len(documents)
+
+
+def test_a_request_may_narrow_the_sources_and_a_failing_one_does_not_fail_the_job(
+    online_settings, make_pipeline, run_worker, scholarly
+):
+    scholarly.script("/crossref/works", *[Reply(status=500)] * 3)
+    pipeline = make_pipeline(settings_=online_settings)
+    run_worker(pipeline)
+    job = pipeline.submit(request(sources=["crossref", "openalex"]))
+    events = follow(pipeline, job.task_id)
+    assert events[-1].status == "completed"
+    failed = [e for e in events if e.message.startswith("Source crossref failed")]
+    assert len(failed) == 1 and failed[0].data["source"] == "crossref" and "HTTP 500" in str(failed[0].data["error"])
+    assert scholarly.calls("/europepmc/search") == [] and scholarly.calls("/arxiv/query") == []
+
+
+def test_every_source_failing_ends_the_job_as_error_with_each_reason(
+    online_settings, make_pipeline, run_worker, scholarly
+):
+    scholarly.script("/crossref/works", *[Reply(status=404, body=b"Resource not found.")] * 8)
+    scholarly.script("/arxiv/query", *[Reply(body=b"<html>down</html>")] * 8)
+    pipeline = make_pipeline(settings_=online_settings)
+    run_worker(pipeline)
+    job = pipeline.submit(request(sources=["crossref", "arxiv"]))
+    events = follow(pipeline, job.task_id)
+    assert events[-1].status == "error"
+    assert "crossref: HTTP 404" in events[-1].message and "arxiv: malformed response" in events[-1].message
+
+
+def test_a_retried_job_reads_the_cache_instead_of_asking_again(online_settings, make_pipeline, run_worker, scholarly):
+    pipeline = make_pipeline(settings_=online_settings)
+    run_worker(pipeline)
+    first = follow(pipeline, pipeline.submit(request(sources=["openalex"])).task_id)
+    asked = len(scholarly.calls("/openalex/works"))
+    second = follow(pipeline, pipeline.submit(request(sources=["openalex"])).task_id)
+    assert first[-1].status == second[-1].status == "completed"
+    assert asked >= 1 and len(scholarly.calls("/openalex/works")) == asked
+
+
+def test_seed_question_on_the_sample_corpus_puts_treatment_technologies_first(settings):
+    import asyncio
+
+    from pipeline.sources.http import SourceHttp
+    from pipeline.sources.registry import available_sources
+    from pipeline.stages.search import search
+    from pipeline.text import plan_queries
+
+    question = "water treatment technologies used in specialty crop production"
+    local = available_sources(settings)["local"]
+
+    async def run() -> list[Document]:
+        async with SourceHttp.open(settings) as http:
+            return (await search(question, plan_queries(question), [local], 20, http=http)).documents
+
+    documents = asyncio.run(run())
+    assert len(documents) == 20 and [d.rank for d in documents] == list(range(1, 21))
+    top = " ".join(d.title.lower() for d in documents[:5])
+    assert sum(word in top for word in ("treatment", "osmosis", "wetlands", "chlorination", "filtration")) >= 3
