@@ -83,8 +83,9 @@ class SourceHttp:
         self.max_wait_s = max_wait_s
         self._reserve = redis.register_script(_RESERVE)
         self._lease = redis.register_script(_LEASE)
-        timeout = client.timeout.read or 30.0
-        self._lease_ms = int((timeout + 10) * 1000)
+        # a lease outlives the longest a holder may wait for its slot plus its request, yet frees itself
+        # when a worker dies holding it
+        self._lease_ms = int(((client.timeout.read or 30.0) + max_wait_s + 10) * 1000)
 
     @classmethod
     @asynccontextmanager

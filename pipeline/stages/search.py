@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 import msgspec
 
 from contracts import Document, EventValue
+from pipeline.aio import run_interruptibly
 from pipeline.errors import PermanentError
 from pipeline.middleware import STAGE_START
 from pipeline.sources.base import FullTextSource, Page, Source, SourceError
@@ -64,7 +65,11 @@ async def search(
                     del streams[name]
                     others = [s.name for s in sources if s.name not in failures]
                     rest = f"; continuing with {', '.join(others)}" if others else ""
-                    report(f"Source {name} failed: {answer}{rest}", {"source": name, "error": str(answer)}, 0)
+                    report(
+                        f"Source {name} failed: {answer}{rest}",
+                        {"source": name, "error": str(answer)},
+                        pool.usable / target,
+                    )
                     continue
                 if isinstance(answer, BaseException):
                     raise answer
@@ -152,7 +157,7 @@ def process(pipeline: Pipeline, task_id: str) -> None:
             chosen = [pipeline.sources[n] for n in names]
             return await search(request.user_query, queries, chosen, target, http=http, report=report)
 
-    result = asyncio.run(run())
+    result = run_interruptibly(run())
     pipeline.store.put_output(task_id, "documents", result.documents)
     found = sum(result.found.values())
     data: dict[str, EventValue] = {

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -41,4 +42,42 @@ def test_demo_rejects_a_bad_fields_file_with_exit_code_2(tmp_path):
     assert result.returncode == 2
     assert "field_definitions[0].name" in result.stderr
     assert "embedded Redis" not in result.stdout  # refused before anything started
+    assert not (tmp_path / "dataset.json").exists()
+
+
+def test_demo_searches_openalex_when_asked(tmp_path, scholarly):
+    env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL",)}
+    env |= {
+        "LITMINER_INDEX_DIR": str(tmp_path / "index"),
+        "LITMINER_OPENALEX_URL": scholarly.url("openalex"),
+        "OPENALEX_API_KEY": "demo-key",
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", "services.cli", "demo", "--sources", "openalex", "--rows", "2", "--out", str(tmp_path)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert re.search(r"openalex: \d+ documents for '\"water treatment technologies\" ", result.stdout), result.stdout
+    calls = scholarly.calls("/openalex/works")
+    assert calls and all(c.params["api_key"] == "demo-key" for c in calls)
+    dataset = json.loads((tmp_path / "dataset.json").read_text())
+    assert dataset["rows"] and all(
+        c["metadata"]["source"] == "openalex" for r in dataset["rows"] for c in r["citations"]
+    )
+    assert "demo-key" not in result.stdout + result.stderr
+
+
+def test_demo_rejects_an_unknown_source_with_exit_code_2(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "services.cli", "demo", "--sources", "nowhere", "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "REDIS_URL": "", "LITMINER_INDEX_DIR": str(tmp_path / "index")},
+    )
+    assert result.returncode == 2
+    assert "sources: unknown source 'nowhere'" in result.stderr
     assert not (tmp_path / "dataset.json").exists()

@@ -96,3 +96,30 @@ def test_seed_question_on_the_sample_corpus_puts_treatment_technologies_first(se
     assert len(documents) == 20 and [d.rank for d in documents] == list(range(1, 21))
     top = " ".join(d.title.lower() for d in documents[:5])
     assert sum(word in top for word in ("treatment", "osmosis", "wetlands", "chlorination", "filtration")) >= 3
+
+
+def test_cancelling_a_job_while_it_waits_on_a_slow_source_frees_the_worker(
+    online_settings, make_pipeline, run_worker, scholarly
+):
+    import time
+
+    import msgspec
+
+    from tests.integration.test_live_events import wait_for
+
+    settings = msgspec.structs.replace(online_settings, http_timeout_s=90.0)
+    scholarly.script("/openalex/works", Reply(delay_s=60.0))  # longer than the second job may take
+    pipeline = make_pipeline(settings_=settings)
+    run_worker(pipeline, threads=1)
+    job = pipeline.submit(request(sources=["openalex"]))
+    wait_for(lambda: scholarly.calls("/openalex/works"), what="the search to reach OpenAlex")
+    cancelled_at = time.monotonic()
+    pipeline.cancel(job.task_id)
+    # the only worker thread must be interrupted inside the search's event loop, not after the 60 s answer
+    second = pipeline.submit(request(sources=["openalex"]))
+    events = follow(pipeline, second.task_id, timeout=30)
+    assert events[-1].status == "completed"
+    print(f"second job done {time.monotonic() - cancelled_at:.2f} s after the cancel")
+    assert pipeline.store.get_output(job.task_id, "documents", list[Document]) is None
+    record = pipeline.store.load(job.task_id)
+    assert record is not None and record.status == "cancelled" and record.stage == "search"
