@@ -73,10 +73,8 @@ async def search(
                     continue
                 if isinstance(answer, BaseException):
                     raise answer
-                if answer is None or not answer.more:
-                    streams.pop(name)
-                if answer is None:
-                    continue
+                if not answer.more:
+                    del streams[name]
                 for warning in answer.warnings:
                     if warning not in warned:
                         warned.add(warning)
@@ -104,8 +102,9 @@ async def search(
     )
 
 
-async def _next(pages: AsyncIterator[Page]) -> Page | None:
-    return await anext(pages, None)
+async def _next(pages: AsyncIterator[Page]) -> Page:
+    """The next page; an empty last page once the source has no more."""
+    return await anext(pages, Page(documents=[]))
 
 
 async def _add_full_text(

@@ -10,7 +10,7 @@ import pytest
 
 from contracts import Document
 from pipeline.settings import Settings
-from pipeline.sources.base import Page, Source, SourceError
+from pipeline.sources.base import FullTextSource, Page, SourceError
 from pipeline.sources.http import SourceHttp
 from pipeline.sources.registry import available_sources
 from pipeline.stages.search import SearchResult, search
@@ -53,6 +53,7 @@ def test_openalex_rebuilds_inverted_index_abstracts_keeps_oa_pdf_and_pages_with_
 
 def test_europepmc_strips_markup_and_fetches_jats_full_text_for_open_access(online_settings, scholarly):
     source = available_sources(online_settings)["europepmc"]
+    assert isinstance(source, FullTextSource)
     found = documents(pages(online_settings, "europepmc", "irrigation", 10))
     ro = next(d for d in found if d.doi == "10.1000/ro.2021.1")
     assert ro.id == "PMC900001" and ro.open_access is True
@@ -60,19 +61,15 @@ def test_europepmc_strips_markup_and_fetches_jats_full_text_for_open_access(onli
     assert ro.abstract.startswith("Background Reverse osmosis (RO) removed 97%")  # <h4>Background</h4> flattened
     assert ro.authors == ["Ana Ruiz", "Ben Osei"] and ro.year == 2021
 
-    async def full_text() -> str | None:
-        async with SourceHttp.open(online_settings) as http:
-            return await source.full_text(ro, http)  # type: ignore[attr-defined, no-any-return]
-
-    text = asyncio.run(full_text()) or ""
+    text = asyncio.run(_full_text(online_settings, source, ro)) or ""
     assert "Methods" in text and "operated at 12 bar" in text and "Someone 2001" not in text
     closed = next(d for d in found if not d.open_access)
     assert asyncio.run(_full_text(online_settings, source, closed)) is None
 
 
-async def _full_text(settings: Settings, source: Source, document: Document) -> str | None:
+async def _full_text(settings: Settings, source: FullTextSource, document: Document) -> str | None:
     async with SourceHttp.open(settings) as http:
-        return await source.full_text(document, http)  # type: ignore[attr-defined, no-any-return]
+        return await source.full_text(document, http)
 
 
 def test_crossref_uses_the_polite_pool_and_reads_jats_abstracts(online_settings, scholarly):
