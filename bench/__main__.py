@@ -1,4 +1,4 @@
-"""Run benchmarks: ``python -m bench [events|all] [--quick]``; prints markdown, writes bench/results/*.json."""
+"""Run benchmarks: ``python -m bench [events|library|all] [--quick]``; prints markdown, writes bench/results/*.json."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from bench import events
+from bench import events, library
 
-BENCHMARKS: dict[str, Callable[[bool], dict[str, object]]] = {"events": events.run}
+BENCHMARKS: dict[str, Callable[[bool], dict[str, object]]] = {"events": events.run, "library": library.run}
 RESULTS = Path(__file__).parent / "results"
 
 
