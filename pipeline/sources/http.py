@@ -132,7 +132,9 @@ class SourceHttp:
                 return parse(cached)
             except (ValueError, SyntaxError):
                 log.warning("%s: unreadable cached answer for %s; asking again", source, url)
+        started = time.monotonic()
         body = await self._fetch(source, limits, url, {**params, **(secrets or {})}, headers or {})
+        log.info("%s: GET %s %s: %d bytes in %.2f s", source, url, params, len(body), time.monotonic() - started)
         try:
             value = parse(body)
         except (ValueError, SyntaxError) as exc:

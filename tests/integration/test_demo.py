@@ -52,8 +52,9 @@ def test_demo_searches_openalex_when_asked(tmp_path, scholarly):
         "LITMINER_OPENALEX_URL": scholarly.url("openalex"),
         "OPENALEX_API_KEY": "demo-key",
     }
+    command = ["--log-level", "INFO", "demo", "--sources", "openalex", "--rows", "2", "--out", str(tmp_path)]
     result = subprocess.run(
-        [sys.executable, "-m", "services.cli", "demo", "--sources", "openalex", "--rows", "2", "--out", str(tmp_path)],
+        [sys.executable, "-m", "services.cli", *command],
         env=env,
         capture_output=True,
         text=True,
@@ -67,6 +68,7 @@ def test_demo_searches_openalex_when_asked(tmp_path, scholarly):
     assert dataset["rows"] and all(
         c["metadata"]["source"] == "openalex" for r in dataset["rows"] for c in r["citations"]
     )
+    assert "/works" in result.stderr  # requests are logged at INFO, without the API key
     assert "demo-key" not in result.stdout + result.stderr
 
 
