@@ -5,21 +5,13 @@ from __future__ import annotations
 from contracts import Document, GenerateRequest
 from tests.conftest import follow
 from tests.fixtures.scholarly import Reply
-from tests.integration.test_pipeline import SEED_FIELDS
+from tests.integration.test_pipeline import seed_request
 
 QUESTION = "irrigation water treatment technologies"
 
 
 def request(**changes: object) -> GenerateRequest:
-    values: dict[str, object] = {
-        "user_query": QUESTION,
-        "rows": 3,
-        "model_name": "Treatments",
-        "field_definitions": SEED_FIELDS,
-        "client_id": "search-client",
-    }
-    values.update(changes)
-    return GenerateRequest(**values)  # type: ignore[arg-type]
+    return seed_request(**{"user_query": QUESTION, "rows": 3, **changes})
 
 
 def test_a_job_searches_the_online_sources_and_reports_each_one(online_settings, make_pipeline, run_worker, scholarly):
