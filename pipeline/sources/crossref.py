@@ -76,10 +76,8 @@ class Crossref:
             if self.email:
                 params["mailto"] = self.email
             answer = await http.get(self.name, self.limits, f"{self.base_url}/works", params=params, parse=_decode)
-            documents = []
-            for item in answer.message.items:
-                rank += 1
-                documents.append(self._document(item, rank, query))
+            documents = [self._document(x, rank + i, query) for i, x in enumerate(answer.message.items, start=1)]
+            rank += len(documents)
             following = answer.message.next_cursor
             full = len(documents) >= min(size, self.max_page)
             cursor = following if full and following else None

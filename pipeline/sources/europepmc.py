@@ -80,10 +80,8 @@ class EuropePMC:
             if self.email:
                 params["email"] = self.email
             answer = await http.get(self.name, self.limits, f"{self.base_url}/search", params=params, parse=_decode)
-            documents = []
-            for result in answer.result_list.result:
-                rank += 1
-                documents.append(self._document(result, rank, query))
+            documents = [self._document(x, rank + i, query) for i, x in enumerate(answer.result_list.result, start=1)]
+            rank += len(documents)
             following = answer.next_cursor_mark
             cursor = following if documents and following and following != cursor else None
             yield Page(documents=documents, more=cursor is not None)

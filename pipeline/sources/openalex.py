@@ -106,10 +106,8 @@ class OpenAlex:
                 secrets={"api_key": self.api_key} if self.api_key else None,
                 parse=_decode,
             )
-            documents = []
-            for work in answer.results:
-                rank += 1
-                documents.append(self._document(work, rank, query))
+            documents = [self._document(x, rank + i, query) for i, x in enumerate(answer.results, start=1)]
+            rank += len(documents)
             cursor = answer.meta.next_cursor if answer.results else None
             yield Page(documents=documents, more=cursor is not None)
 
