@@ -8,9 +8,13 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from bench import events, library
+from bench import events, extract, library
 
-BENCHMARKS: dict[str, Callable[[bool], dict[str, object]]] = {"events": events.run, "library": library.run}
+BENCHMARKS: dict[str, Callable[[bool], dict[str, object]]] = {
+    "events": events.run,
+    "library": library.run,
+    "extract": extract.run,
+}
 RESULTS = Path(__file__).parent / "results"
 
 

@@ -1,8 +1,8 @@
 """msgspec Structs shared by the API, the pipeline and clients. No I/O here."""
 
 from contracts.base import EventValue, FieldValue
-from contracts.dataset import Citation, CitationMetadata, Dataset, DatasetRow, DatasetStats
-from contracts.documents import CandidateRow, Document, Provenance
+from contracts.dataset import Citation, CitationMetadata, Dataset, DatasetRow, DatasetStats, ExtractionStats
+from contracts.documents import CandidateRow, Document, ExtractedRow, ExtractionReply, Provenance
 from contracts.events import Event, EventStatus, decode_event, encode_event
 from contracts.fields import FIELD_TYPES, FieldDefinition, FieldType, PreparedSchema
 from contracts.jobs import STAGES, TERMINAL_STATUSES, JobRecord, JobStatus, Stage, TaskAccepted, TaskStatus
@@ -22,6 +22,9 @@ __all__ = [
     "Event",
     "EventStatus",
     "EventValue",
+    "ExtractedRow",
+    "ExtractionReply",
+    "ExtractionStats",
     "ExtractorName",
     "FieldDefinition",
     "FieldType",

@@ -31,6 +31,32 @@ class DatasetRow(Record, frozen=True, kw_only=True):
 
     row: dict[str, FieldValue]
     citations: list[Citation]
+    flags: dict[str, str] = {}
+
+
+class ExtractionStats(Record, frozen=True, kw_only=True):
+    """What extraction did: who served it, what it cost, and how much of what it said held up."""
+
+    extractor: str = ""
+    provider: str | None = None
+    base_url: str | None = None
+    model: str | None = None
+    response_format: str | None = None
+    documents: int = 0
+    documents_extracted: int = 0
+    documents_cached: int = 0
+    documents_failed: int = 0
+    documents_skipped: int = 0
+    batches: int = 0
+    llm_calls: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    values_verified: int = 0
+    values_repaired: int = 0
+    values_rejected: int = 0
+    values_unconvertible: int = 0
+    rows_dropped: int = 0
+    budget_exhausted: bool = False
 
 
 class DatasetStats(Record, frozen=True, kw_only=True):
@@ -44,6 +70,7 @@ class DatasetStats(Record, frozen=True, kw_only=True):
     rows_merged: int = 0
     sources: list[str] = []
     extractor: str = ""
+    extraction: ExtractionStats | None = None
     shortfall: str | None = None
 
 

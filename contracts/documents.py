@@ -39,10 +39,30 @@ class Document(Record, frozen=True, kw_only=True):
     provenance: list[Provenance] = []
 
 
+class ExtractedRow(Record, frozen=True, kw_only=True):
+    """One row as an extractor states it, before the grounding check: values and one quote per value.
+
+    This is the fixed reply shape asked of the LLM (``{"rows": [{"values": …, "evidence": …}]}``).
+    """
+
+    values: dict[str, FieldValue] = {}
+    evidence: dict[str, str | None] = {}
+
+
+class ExtractionReply(Record, frozen=True, kw_only=True):
+    """What an extractor returns for one document (or one chunk of it)."""
+
+    rows: list[ExtractedRow] = []
+
+
 class CandidateRow(Record, frozen=True, kw_only=True):
-    """A row extracted from one document, before assembly merges rows across documents."""
+    """A grounded row from one document, before assembly merges rows across documents.
+
+    ``flags`` names fields whose stated value could not be converted to the column type (field → why).
+    """
 
     values: dict[str, FieldValue]
     citations: list[Citation]
     source_id: str
     rank: int
+    flags: dict[str, str] = {}

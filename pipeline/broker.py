@@ -25,7 +25,7 @@ from pipeline.store import JobStore
 
 
 def build_broker(
-    settings: Settings, client: redis.Redis, store: JobStore, stages: dict[str, Stage]
+    settings: Settings, client: redis.Redis, store: JobStore, stages: dict[str, Stage], *, parts: set[str]
 ) -> tuple[RedisBroker, Abortable]:
     """A Redis broker whose middleware retries with exact backoff, aborts, and reports job status."""
     keys = Keys(settings.key_prefix)
@@ -47,7 +47,7 @@ def build_broker(
         AsyncIO(),
         abortable,
         # JobEvents before StageRetries: "after" hooks run in reverse, so it sees the retry decision.
-        JobEvents(store, stages),
+        JobEvents(store, stages, parts=parts),
         retries,
     ]
     broker = RedisBroker(client=client, namespace=keys.dramatiq_namespace, middleware=middleware)  # type: ignore[no-untyped-call]

@@ -27,6 +27,14 @@ class Keys:
     def channel(self, task_id: str) -> str:
         return f"{self.prefix}events:{task_id}"
 
+    def extraction(self, task_id: str, run_id: str, name: str) -> str:
+        """Shared state of one extraction run: finished batches, the hand-off owner, counters."""
+        return f"{self.prefix}job:{task_id}:extraction:{run_id}:{name}"
+
+    def extraction_cache(self, digest: str) -> str:
+        """A cached extraction of one document (by extractor, prompt, question, schema and text)."""
+        return f"{self.prefix}extraction:cache:{digest}"
+
     def search_cache(self, source: str, digest: str) -> str:
         """A cached answer of an online source (the response body)."""
         return f"{self.prefix}search:cache:{source}:{digest}"

@@ -82,9 +82,10 @@ class JobEvents(Middleware):
     so this one then sees whether the message was failed or scheduled for retry.
     """
 
-    def __init__(self, store: JobStore, stages: dict[str, Stage]) -> None:
+    def __init__(self, store: JobStore, stages: dict[str, Stage], *, parts: set[str]) -> None:
         self.store = store
         self.stages = stages  # actor name → stage
+        self.parts = parts  # actors doing a batch of a stage (numbered by their last argument): they keep its progress
 
     def before_process_message(self, broker: dramatiq.Broker, message: Any) -> None:
         stage = self.stages.get(message.actor_name)
@@ -92,12 +93,14 @@ class JobEvents(Middleware):
             return
         task_id = message.args[0]
         attempt = int(message.options.get("retries", 0)) + 1
+        part = message.actor_name in self.parts
+        what = f"{stage.capitalize()} batch {message.args[-1] + 1}" if part else f"Stage {stage}"
         started = self.store.transition(
             task_id,
             status="processing",
             stage=stage,
-            progress=STAGE_START[stage],
-            message=f"Stage {stage} started" + (f" (attempt {attempt})" if attempt > 1 else ""),
+            progress=None if part else STAGE_START[stage],
+            message=f"{what} started" + (f" (attempt {attempt})" if attempt > 1 else ""),
             data={"attempt": attempt},
         )
         if started is None:  # cancelled, finished or expired: nothing to do

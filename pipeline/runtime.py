@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from typing import TypeVar
 
 import dramatiq
 import redis
+from dramatiq.asyncio import EventLoopThread
+from dramatiq.middleware import CurrentMessage
 
 from contracts import TERMINAL_STATUSES, Dataset, EventValue, GenerateRequest, JobRecord, Stage
 from pipeline.broker import build_broker
@@ -17,6 +20,7 @@ from pipeline.errors import JobCancelled, JobFinished, JobNotFound, PermanentErr
 from pipeline.events import EventBus, publisher_client
 from pipeline.extractors.base import Extractor
 from pipeline.extractors.heuristic import HeuristicExtractor
+from pipeline.extractors.llm import OpenAIExtractor
 from pipeline.keys import Keys
 from pipeline.schema import InvalidRequest
 from pipeline.settings import Settings, SettingsError
@@ -36,6 +40,8 @@ _STAGES: dict[Stage, tuple[str, Callable[[Pipeline, str], None]]] = {
     "extraction": ("extract", extraction.process),
     "assembly": ("assemble", assembly.process),
 }
+#: the actor that extracts one batch of a job's documents (several run at once, on any workers)
+_BATCH_ACTOR = "extract_batch"
 
 
 class Pipeline:
@@ -59,7 +65,7 @@ class Pipeline:
         )
         self.store = JobStore(self.client, self.keys, self.events, ttl_s=settings.result_ttl_s)
         self.sources = dict(sources) if sources is not None else available_sources(settings)
-        self.extractors = dict(extractors) if extractors is not None else {"heuristic": HeuristicExtractor()}
+        self.extractors = dict(extractors) if extractors is not None else default_extractors(settings)
         if settings.extractor != "auto" and settings.extractor not in self.extractors:
             raise SettingsError(
                 f"LITMINER_EXTRACTOR={settings.extractor!r} is not available (auto, {', '.join(self.extractors)})"
@@ -69,9 +75,14 @@ class Pipeline:
             raise SettingsError(
                 f"LITMINER_SOURCES names unknown sources {', '.join(unknown)} (available: {', '.join(self.sources)})"
             )
-        stage_of = {actor_name: stage for stage, (actor_name, _) in _STAGES.items()}
-        self.broker, self.abortable = build_broker(settings, self.client, self.store, stage_of)
+        stage_of: dict[str, Stage] = {actor_name: stage for stage, (actor_name, _) in _STAGES.items()}
+        self.broker, self.abortable = build_broker(
+            settings, self.client, self.store, stage_of | {_BATCH_ACTOR: "extraction"}, parts={_BATCH_ACTOR}
+        )
         self.actors = {stage: self._declare(stage, name, body) for stage, (name, body) in _STAGES.items()}
+        self.batch_actor = self._declare_batch()
+        self._loop: EventLoopThread | None = None
+        self._loop_lock = threading.Lock()
 
     def _declare(self, stage: Stage, name: str, body: Callable[[Pipeline, str], None]) -> dramatiq.Actor[[str], None]:
         def run_stage(task_id: str) -> None:
@@ -82,6 +93,34 @@ class Pipeline:
             broker=self.broker, actor_name=name, queue_name=str(stage), time_limit=self.settings.stage_time_limit_ms
         )
         return declare(run_stage)
+
+    def _declare_batch(self) -> dramatiq.Actor[[str, str, int], None]:
+        def extract_batch(task_id: str, run_id: str, index: int) -> None:
+            message = CurrentMessage.get_current_message()
+            extraction.process_batch(self, task_id, run_id, index, message.message_id if message else "")
+
+        declare = dramatiq.actor(
+            broker=self.broker,
+            actor_name=_BATCH_ACTOR,
+            queue_name="extraction",
+            time_limit=self.settings.stage_time_limit_ms,
+        )
+        return declare(extract_batch)
+
+    def run_async(self, coroutine: Coroutine[object, object, T]) -> T:
+        """Run ``coroutine`` on this process's event loop and wait for it.
+
+        One loop per process, shared by every worker thread, so the LLM concurrency limit and the
+        HTTP connection pool hold process-wide. Dramatiq's loop thread polls for interrupts, so an
+        abort or time limit still lands in the waiting thread and cancels the coroutine.
+        """
+        with self._loop_lock:
+            if self._loop is None:
+                self._loop = EventLoopThread(log)
+                self._loop.daemon = True
+                self._loop.start(timeout=5)
+        result: T = self._loop.run_coroutine(coroutine)
+        return result
 
     # -- used by the API, the CLI and the demo --------------------------------------------------------
 
@@ -126,8 +165,12 @@ class Pipeline:
         cancelled = self.store.transition(task_id, status="cancelled", message=f"Cancelled during {job.stage}")
         if cancelled is None:  # it finished between the load and the transition
             return self.cancel(task_id)
-        if cancelled.message_id:
-            self.abortable.abort(cancelled.message_id)
+        running = [cancelled.message_id] if cancelled.message_id else []
+        if cancelled.stage == "extraction":
+            run = self.store.get_output(task_id, "extraction_run", extraction.ExtractionRun)
+            running += run.message_ids if run else []
+        for message_id in running:
+            self.abortable.abort(message_id)
         log.info("job cancelled", extra={"task_id": task_id, "stage": cancelled.stage})
         return cancelled
 
@@ -151,7 +194,9 @@ class Pipeline:
             raise PermanentError(f"job {task_id} has no {name}; re-run the stage that produces it")
         return value
 
-    def report(self, task_id: str, *, progress: int, message: str, data: dict[str, EventValue] | None = None) -> None:
+    def report(
+        self, task_id: str, *, message: str, progress: int | None = None, data: dict[str, EventValue] | None = None
+    ) -> None:
         """Progress inside a stage; stops the stage when the job was cancelled meanwhile."""
         if self.store.transition(task_id, status="processing", progress=progress, message=message, data=data) is None:
             raise JobCancelled(task_id)
@@ -184,7 +229,20 @@ class Pipeline:
         log.info(message, extra={"task_id": task_id, "stage": "assembly"})
 
     def close(self) -> None:
-        """Release Redis connections."""
+        """Release the LLM connections, the event loop and Redis connections."""
+        if self._loop is not None:
+            for extractor in self.extractors.values():
+                self._loop.run_coroutine(extractor.close())
+            self._loop.stop()  # type: ignore[no-untyped-call]
+            self._loop = None
         self.broker.close()
         self.client.close()
         self.publisher.close()
+
+
+def default_extractors(settings: Settings) -> dict[str, Extractor]:
+    """The heuristic extractor, plus the LLM when an OpenAI key or base URL is configured."""
+    extractors: dict[str, Extractor] = {"heuristic": HeuristicExtractor()}
+    if settings.llm_configured:
+        extractors["openai"] = OpenAIExtractor(settings)
+    return extractors

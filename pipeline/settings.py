@@ -46,6 +46,16 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     http_timeout_s: float = 20.0
     http_retries: int = 3
     http_backoff_ms: int = 1_000
+    openai_api_key: str | None = None
+    openai_base_url: str | None = None
+    llm_model: str = "gpt-4o-mini"
+    llm_concurrency: int = 8
+    llm_timeout_s: float = 120.0
+    llm_retries: int = 3
+    llm_chunk_tokens: int = 6_000
+    extract_batch_size: int = 4
+    max_tokens_per_job: int = 0
+    grounding_threshold: float = 92.0
     event_queue_size: int = 1_000
     heartbeat_s: float = 15.0
     send_timeout_s: float = 10.0
@@ -84,6 +94,16 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             http_timeout_s=_float(env, "LITMINER_HTTP_TIMEOUT_S", defaults.http_timeout_s),
             http_retries=_int(env, "LITMINER_HTTP_RETRIES", defaults.http_retries, minimum=0),
             http_backoff_ms=_int(env, "LITMINER_HTTP_BACKOFF_MS", defaults.http_backoff_ms, minimum=0),
+            openai_api_key=env.get("OPENAI_API_KEY") or None,
+            openai_base_url=env.get("OPENAI_BASE_URL") or None,
+            llm_model=env.get("LITMINER_LLM_MODEL") or defaults.llm_model,
+            llm_concurrency=_int(env, "LITMINER_LLM_CONCURRENCY", defaults.llm_concurrency, minimum=1),
+            llm_timeout_s=_float(env, "LITMINER_LLM_TIMEOUT_S", defaults.llm_timeout_s),
+            llm_retries=_int(env, "LITMINER_LLM_RETRIES", defaults.llm_retries, minimum=0),
+            llm_chunk_tokens=_int(env, "LITMINER_LLM_CHUNK_TOKENS", defaults.llm_chunk_tokens, minimum=500),
+            extract_batch_size=_int(env, "LITMINER_EXTRACT_BATCH", defaults.extract_batch_size, minimum=1),
+            max_tokens_per_job=_int(env, "LITMINER_MAX_TOKENS_PER_JOB", defaults.max_tokens_per_job, minimum=0),
+            grounding_threshold=_float(env, "LITMINER_GROUNDING_THRESHOLD", defaults.grounding_threshold, maximum=100),
             event_queue_size=_int(env, "LITMINER_EVENT_QUEUE_SIZE", defaults.event_queue_size, minimum=1),
             heartbeat_s=_float(env, "LITMINER_HEARTBEAT_S", defaults.heartbeat_s),
             send_timeout_s=_float(env, "LITMINER_SEND_TIMEOUT_S", defaults.send_timeout_s),
@@ -96,9 +116,14 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         keyless = ("europepmc", "crossref", "arxiv")
         return keyless + (("openalex",) if self.openalex_api_key else ()) + (("local",) if self.corpus else ())
 
+    @property
+    def llm_configured(self) -> bool:
+        """An OpenAI-compatible endpoint is configured (a key, a base URL, or both)."""
+        return bool(self.openai_api_key or self.openai_base_url)
+
     def __repr__(self) -> str:
         """Settings without API keys or the Redis password, safe to log."""
-        hidden = {"openalex_api_key", "semantic_scholar_api_key", "redis_url"}
+        hidden = {"openalex_api_key", "semantic_scholar_api_key", "openai_api_key", "redis_url"}
         shown = (f"{n}={getattr(self, n)!r}" for n in self.__struct_fields__ if n not in hidden)
         return f"Settings({', '.join(shown)})"
 
@@ -128,7 +153,7 @@ def _int(env: Mapping[str, str], name: str, default: int, *, minimum: int | None
     return value
 
 
-def _float(env: Mapping[str, str], name: str, default: float) -> float:
+def _float(env: Mapping[str, str], name: str, default: float, *, maximum: float | None = None) -> float:
     raw = env.get(name)
     if raw is None or raw == "":
         return default
@@ -138,4 +163,6 @@ def _float(env: Mapping[str, str], name: str, default: float) -> float:
         raise SettingsError(f"{name} must be a number, got {raw!r}") from None
     if value <= 0:
         raise SettingsError(f"{name} must be positive, got {raw!r}")
+    if maximum is not None and value > maximum:
+        raise SettingsError(f"{name} must be at most {maximum:g}, got {raw!r}")
     return value

@@ -21,6 +21,9 @@ def start_worker(pipeline: Pipeline, *, threads: int = 8) -> Worker:
     """Start a Dramatiq worker for all stage queues of ``pipeline`` in this process."""
     dramatiq.set_broker(pipeline.broker)
     worker = Worker(pipeline.broker, worker_threads=threads, worker_timeout=100)
+    # Hold no more messages than there are threads (Dramatiq's default is twice as many), so the
+    # batches of one big job spread over all workers instead of queueing behind one worker's threads.
+    worker.queue_prefetch = threads
     worker.start()
     return worker
 

@@ -21,6 +21,7 @@ from pipeline.settings import Settings
 from services.api.app import create_app
 from services.embedded_redis import EmbeddedRedis, free_port
 from services.worker import start_worker
+from tests.fixtures.llm import FakeLLM
 from tests.fixtures.scholarly import ScholarlyAPI
 
 
@@ -91,6 +92,21 @@ def scholarly() -> Iterator[ScholarlyAPI]:
     """Stand-ins for OpenAlex, Europe PMC, Crossref, arXiv and Semantic Scholar on a loopback port."""
     with ScholarlyAPI() as api:
         yield api
+
+
+@pytest.fixture
+def llm() -> Iterator[FakeLLM]:
+    """A stand-in for the OpenAI Chat Completions API on a loopback port."""
+    with FakeLLM() as server:
+        yield server
+
+
+@pytest.fixture
+def llm_settings(settings: Settings, llm: FakeLLM) -> Settings:
+    """The test's settings with the LLM extractor pointed at the stand-in (so ``auto`` picks it)."""
+    return msgspec.structs.replace(
+        settings, openai_api_key="test-openai-key", openai_base_url=llm.url, llm_model="fake-model", llm_timeout_s=5
+    )
 
 
 @pytest.fixture

@@ -1,24 +1,69 @@
-"""The Extractor interface: reads one document and returns candidate rows with quoted evidence."""
+"""The Extractor interface: reads one document and states rows, each value with a quote to check."""
 
 from __future__ import annotations
 
 from typing import Protocol
 
-from contracts import CandidateRow, Citation, CitationMetadata, Document, PreparedSchema
+import msgspec
+
+from contracts import Citation, CitationMetadata, Document, ExtractedRow, PreparedSchema
+from pipeline.errors import PermanentError
+
+
+class Extraction(msgspec.Struct, kw_only=True, frozen=True):
+    """What an extractor made of one document, and what it cost. Cached, so it is a Struct."""
+
+    rows: list[ExtractedRow] = []
+    calls: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    #: why the document was given up (a malformed reply twice…); such results are never cached
+    failure: str | None = None
+    response_format: str | None = None
+
+
+class ExtractorInfo(msgspec.Struct, kw_only=True, frozen=True):
+    """Who serves an extractor: recorded in the job's stats and its first extraction event."""
+
+    name: str
+    provider: str | None = None
+    base_url: str | None = None
+    model: str | None = None
+
+    @property
+    def identity(self) -> str:
+        """What an extraction result depends on besides the inputs (part of the cache key)."""
+        return f"{self.name}|{self.base_url}|{self.model}"
 
 
 class Extractor(Protocol):
     """Turns a document into zero or more rows that fit the schema."""
 
     name: str
+    #: bumped whenever prompts or parsing change what the extractor returns (part of the cache key)
+    version: str
+    #: results are worth caching in Redis (they cost calls and tokens)
+    cached: bool
 
-    def extract(self, query: str, schema: PreparedSchema, document: Document) -> list[CandidateRow]:
-        """Rows stated by ``document``; every filled value cites a verbatim passage of it."""
+    def info(self) -> ExtractorInfo:
+        """Who serves this extractor."""
+        ...
+
+    async def extract(self, query: str, schema: PreparedSchema, document: Document) -> Extraction:
+        """Rows stated by ``document``, each filled value with a quote from it (checked afterwards)."""
+        ...
+
+    async def close(self) -> None:
+        """Release connections."""
         ...
 
 
 class ExtractionError(RuntimeError):
-    """Extraction failed; transient unless stated otherwise."""
+    """Extraction failed for now; the batch is retried with backoff (cached documents are kept)."""
+
+
+class ExtractorRefused(PermanentError):
+    """The extractor's endpoint refused us (bad key, no access): retrying cannot help."""
 
 
 def cite(document: Document, field: str, text_span: str) -> Citation:

@@ -6,8 +6,8 @@ import datetime
 import re
 import zlib
 
-from contracts import CandidateRow, Citation, Document, FieldDefinition, FieldValue, PreparedSchema
-from pipeline.extractors.base import cite
+from contracts import Document, ExtractedRow, FieldDefinition, FieldValue, PreparedSchema
+from pipeline.extractors.base import Extraction, ExtractorInfo
 from pipeline.text import STOP_WORDS, keywords, normalise_key, sentences, slug
 
 # Lead-ins stripped from a title before taking its head noun phrase ("Evaluation of X for Y" → "X").
@@ -37,40 +37,40 @@ class HeuristicExtractor:
     """One row per document: the title's head noun phrase as the key, other fields from cue sentences."""
 
     name = "heuristic"
+    version = "2"
+    cached = False  # a few milliseconds of CPU: cheaper than a Redis round trip
 
-    def extract(self, query: str, schema: PreparedSchema, document: Document) -> list[CandidateRow]:
-        """A candidate row from ``document``, or none when it states nothing for the key field."""
+    def info(self) -> ExtractorInfo:
+        """Runs here, with no model behind it."""
+        return ExtractorInfo(name=self.name)
+
+    async def extract(self, query: str, schema: PreparedSchema, document: Document) -> Extraction:
+        """The rows of ``document`` (at most one); CPU work of a few milliseconds, so it runs inline."""
+        return Extraction(rows=self.rows(query, schema, document))
+
+    async def close(self) -> None:
+        """Nothing to release."""
+
+    def rows(self, query: str, schema: PreparedSchema, document: Document) -> list[ExtractedRow]:
+        """A row from ``document`` quoting the sentence behind each value, or none when it names no key."""
         passages = [document.title, *sentences(document.abstract)]
         if document.full_text:
             passages += sentences(document.full_text)
         values: dict[str, FieldValue] = {}
-        citations: list[Citation] = []
-        key_value: str | None = None
-        key_passage = ""
+        evidence: dict[str, str | None] = {}
         if schema.key_field is not None:
             found = _key_phrase(document.title, passages)
             if found is None:
                 return []
-            key_value, key_passage = found
-            values[schema.key_field] = key_value
-            citations.append(cite(document, schema.key_field, key_passage))
+            values[schema.key_field], evidence[schema.key_field] = found
+        generated = set(schema.identifier_fields) if schema.key_field else set()  # made from the key in assembly
         for field in schema.fields:
-            if field.name == schema.key_field:
-                continue
-            if field.name in schema.identifier_fields:
-                if key_value is not None:
-                    values[field.name] = make_identifier(field, key_value)
-                    citations.append(cite(document, field.name, key_passage))
+            if field.name == schema.key_field or field.name in generated:
                 continue
             filled = _fill(field, passages[1:] or passages)
             if filled is not None:
-                values[field.name], passage = filled
-                citations.append(cite(document, field.name, passage))
-        if not citations:
-            return []
-        for field in schema.fields:
-            values.setdefault(field.name, None)
-        return [CandidateRow(values=values, citations=citations, source_id=document.id, rank=document.rank)]
+                values[field.name], evidence[field.name] = filled
+        return [ExtractedRow(values=values, evidence=evidence)] if values else []
 
 
 def make_identifier(field: FieldDefinition, key_value: str) -> FieldValue:

@@ -13,13 +13,13 @@ from contracts import (
     DatasetRow,
     DatasetStats,
     Document,
+    ExtractionStats,
     FieldValue,
     GenerateRequest,
     PreparedSchema,
 )
 from pipeline.extractors.heuristic import make_identifier
 from pipeline.schema import row_type_for
-from pipeline.stages.extraction import choose_extractor
 from pipeline.text import normalise_key
 
 if TYPE_CHECKING:
@@ -49,7 +49,7 @@ def run(
     *,
     documents: int = 0,
     sources: list[str] | None = None,
-    extractor: str = "",
+    extraction: ExtractionStats | None = None,
 ) -> Dataset:
     """Merge, rank and cut candidate rows to the requested count; never pad."""
     generated = set(schema.identifier_fields) if schema.key_field else set()  # made from the key below
@@ -70,7 +70,8 @@ def run(
     for group in ranked[: request.rows]:
         values = _merged_values(schema, group)
         msgspec.convert(values, row_type, strict=False)  # every row fits the schema, or assembly fails loudly
-        rows.append(DatasetRow(row=values, citations=_merged_citations(group)))
+        flags = {name: why for m in reversed(group.members) for name, why in m.flags.items() if values[name] is None}
+        rows.append(DatasetRow(row=values, citations=_merged_citations(group), flags=flags))
     shortfall = None
     if len(rows) < request.rows:
         shortfall = (
@@ -86,7 +87,8 @@ def run(
         rows_dropped_missing_required=len(candidates) - len(complete),
         rows_merged=len(complete) - len(groups),
         sources=sources or [],
-        extractor=extractor,
+        extractor=extraction.extractor if extraction else "",
+        extraction=extraction,
         shortfall=shortfall,
     )
     return Dataset(
@@ -149,7 +151,7 @@ def process(pipeline: Pipeline, task_id: str) -> None:
         candidates,
         documents=len(documents),
         sources=sorted({d.source for d in documents}),
-        extractor=choose_extractor(pipeline, job.request.extractor).name,
+        extraction=pipeline.store.get_output(task_id, "extraction_stats", ExtractionStats),
     )
     done = f"Dataset ready: {len(dataset.rows)} rows"
     if dataset.stats.shortfall:

@@ -20,7 +20,6 @@ from websockets.sync.client import connect as ws_connect
 
 from contracts import (
     TERMINAL_STATUSES,
-    CandidateRow,
     Document,
     FieldDefinition,
     GenerateRequest,
@@ -29,6 +28,7 @@ from contracts import (
     decode_event,
 )
 from pipeline.events import EventBus, publisher_client
+from pipeline.extractors.base import Extraction
 from pipeline.extractors.heuristic import HeuristicExtractor
 from services.embedded_redis import free_port
 from tests.conftest import follow
@@ -40,18 +40,18 @@ FIELDS = [
 QUERY = "water treatment technologies used in specialty crop production"
 
 
-class PacedExtractor:
-    """The heuristic extractor, slowed down so a job is still running while the test acts."""
+class PacedExtractor(HeuristicExtractor):
+    """The heuristic extractor, slowed down so a job is still running while the test acts.
 
-    name = "heuristic"
+    It sleeps without awaiting, holding the event loop: documents are then read one at a time.
+    """
 
     def __init__(self, delay_s: float) -> None:
         self.delay_s = delay_s
-        self.inner = HeuristicExtractor()
 
-    def extract(self, query: str, schema: PreparedSchema, document: Document) -> list[CandidateRow]:
-        time.sleep(self.delay_s)
-        return self.inner.extract(query, schema, document)
+    async def extract(self, query: str, schema: PreparedSchema, document: Document) -> Extraction:
+        time.sleep(self.delay_s)  # noqa: ASYNC251 - blocking on purpose, see above
+        return await super().extract(query, schema, document)
 
 
 class Watcher(threading.Thread):

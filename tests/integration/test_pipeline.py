@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 
 import pytest
-from dramatiq_abort import Abort
 
 from contracts import CandidateRow, Document, FieldDefinition, GenerateRequest, PreparedSchema
 from pipeline.errors import JobFinished, JobNotFound
+from pipeline.extractors.base import Extraction
 from pipeline.extractors.heuristic import HeuristicExtractor
 from pipeline.stages import extraction
 from tests.conftest import follow
@@ -32,41 +33,39 @@ def seed_request(**changes: object) -> GenerateRequest:
     return GenerateRequest(**values)  # type: ignore[arg-type]
 
 
-class FlakyExtractor:
-    """Fails the first ``failures`` calls, then extracts like the heuristic extractor."""
+class FlakyExtractor(HeuristicExtractor):
+    """Fails on the first document it sees the first ``failures`` times, then extracts like the heuristic one.
 
-    name = "heuristic"
+    Other documents succeed (and are cached), so a retried batch shows that finished work is kept.
+    """
 
     def __init__(self, failures: int) -> None:
         self.failures = failures
-        self.calls = 0
-        self.inner = HeuristicExtractor()
+        self.calls: dict[str, int] = {}
 
-    def extract(self, query: str, schema: PreparedSchema, document: Document) -> list[CandidateRow]:
-        self.calls += 1
-        if self.calls <= self.failures:
-            raise ConnectionError(f"upstream unavailable (call {self.calls})")
-        return self.inner.extract(query, schema, document)
+    async def extract(self, query: str, schema: PreparedSchema, document: Document) -> Extraction:
+        self.calls[document.id] = self.calls.get(document.id, 0) + 1
+        first = next(iter(self.calls))
+        if document.id == first and self.calls[document.id] <= self.failures:
+            raise ConnectionError(f"upstream unavailable (call {self.calls[document.id]})")
+        return await super().extract(query, schema, document)
 
 
-class SlowExtractor:
-    """Spins in short sleeps until aborted; records the interruption."""
-
-    name = "heuristic"
+class SlowExtractor(HeuristicExtractor):
+    """Waits in short sleeps until cancelled (an abort cancels the batch's coroutine); records that."""
 
     def __init__(self) -> None:
         self.started = threading.Event()
         self.interrupted = threading.Event()
 
-    def extract(self, query: str, schema: PreparedSchema, document: Document) -> list[CandidateRow]:
+    async def extract(self, query: str, schema: PreparedSchema, document: Document) -> Extraction:
         self.started.set()
         try:
-            for _ in range(600):
-                threading.Event().wait(0.05)
-        except Abort:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
             self.interrupted.set()
             raise
-        return []
+        return Extraction()
 
 
 def test_full_chain_produces_cited_rows(make_pipeline, run_worker, sample_records):

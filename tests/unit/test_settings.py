@@ -57,3 +57,29 @@ def test_online_source_settings_come_from_the_environment():
     assert (settings.search_cache_ttl_s, settings.http_timeout_s, settings.http_retries) == (60, 2.5, 0)
     with pytest.raises(SettingsError, match="LITMINER_HTTP_RETRIES"):
         Settings.from_env({"LITMINER_HTTP_RETRIES": "-1"})
+
+
+def test_llm_settings_come_from_the_environment_and_the_key_is_never_shown():
+    env = {
+        "OPENAI_API_KEY": "sk-secret",
+        "OPENAI_BASE_URL": "http://127.0.0.1:11434/v1",
+        "LITMINER_LLM_MODEL": "llama3",
+    }
+    settings = Settings.from_env(env | {"LITMINER_LLM_CONCURRENCY": "16", "LITMINER_MAX_TOKENS_PER_JOB": "50000"})
+    assert (settings.openai_base_url, settings.llm_model, settings.llm_concurrency) == (
+        env["OPENAI_BASE_URL"],
+        "llama3",
+        16,
+    )
+    assert settings.max_tokens_per_job == 50_000 and settings.llm_configured
+    assert "sk-secret" not in repr(settings) and "llama3" in repr(settings)
+    assert not Settings.from_env({}).llm_configured
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("LITMINER_LLM_CONCURRENCY", "0"), ("LITMINER_GROUNDING_THRESHOLD", "120"), ("LITMINER_EXTRACT_BATCH", "0")],
+)
+def test_llm_settings_out_of_range_are_errors_naming_the_variable(name, value):
+    with pytest.raises(SettingsError, match=name):
+        Settings.from_env({name: value})

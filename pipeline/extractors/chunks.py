@@ -1,0 +1,45 @@
+"""Splitting long texts into overlapping chunks by tokens (tiktoken when installed, else a word estimate)."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from functools import lru_cache
+from typing import Protocol, cast
+
+log = logging.getLogger(__name__)
+
+#: English prose averages about three words per four tokens in OpenAI's tokenisers
+_WORDS_PER_TOKEN = 0.75
+
+
+class _Encoding(Protocol):
+    def encode(self, text: str) -> list[int]: ...
+    def decode(self, tokens: list[int]) -> str: ...
+
+
+@lru_cache(maxsize=1)
+def _encoding() -> _Encoding | None:
+    """tiktoken's o200k_base, or None when tiktoken or its (downloaded) vocabulary is unavailable."""
+    try:
+        tiktoken = importlib.import_module("tiktoken")
+        return cast(_Encoding, tiktoken.get_encoding("o200k_base"))
+    except Exception as exc:  # not installed, or no network to fetch the vocabulary: estimate instead
+        log.info("token counts are estimated from words (tiktoken unavailable: %s)", exc)
+        return None
+
+
+def split(text: str, max_tokens: int, overlap: int) -> list[str]:
+    """``text`` in chunks of at most ``max_tokens`` tokens, each repeating the last ``overlap`` of the previous."""
+    step = max(1, max_tokens - overlap)
+    encoding = _encoding()
+    if encoding is not None:
+        tokens = encoding.encode(text)
+        if len(tokens) <= max_tokens:
+            return [text]
+        return [encoding.decode(tokens[i : i + max_tokens]) for i in range(0, len(tokens) - overlap, step)]
+    words = text.split(" ")
+    size, stride = int(max_tokens * _WORDS_PER_TOKEN), max(1, int(step * _WORDS_PER_TOKEN))
+    if len(words) <= size:
+        return [text]
+    return [" ".join(words[i : i + size]) for i in range(0, len(words) - (size - stride), stride)]

@@ -1,0 +1,195 @@
+"""LLM extraction through the ``openai`` client: OpenAI or any OpenAI-compatible server (vLLM, Ollama, llama.cpp)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from urllib.parse import urlsplit
+
+import msgspec
+import openai
+from openai.types.chat import ChatCompletion, ChatCompletionMessageParam
+
+from contracts import Document, ExtractedRow, ExtractionReply, PreparedSchema
+from pipeline.extractors import prompts
+from pipeline.extractors.base import Extraction, ExtractionError, ExtractorInfo, ExtractorRefused
+from pipeline.extractors.chunks import split
+from pipeline.settings import Settings
+
+log = logging.getLogger(__name__)
+
+OPENAI_URL = "https://api.openai.com/v1"
+#: tokens of a chunk repeated at the start of the next, so a fact on the boundary is seen whole once
+_OVERLAP_TOKENS = 200
+_decode_reply = msgspec.json.Decoder(ExtractionReply).decode
+
+
+class _Malformed(ValueError):
+    """The reply was not the JSON asked for."""
+
+
+class _Rejected(ValueError):
+    """The server refused this request (context too long…): the document is skipped, the job goes on."""
+
+
+class OpenAIExtractor:
+    """Asks a chat model for rows with a quote per value; one call per chunk of the document.
+
+    The concurrency limit holds for the whole process: every batch a worker runs shares one event
+    loop (see ``Pipeline.run_async``), one connection pool and this semaphore.
+    """
+
+    name = "openai"
+    version = prompts.PROMPT_VERSION
+    cached = True
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.base_url = (settings.openai_base_url or OPENAI_URL).rstrip("/")
+        self.provider = "openai" if urlsplit(self.base_url).hostname == "api.openai.com" else "openai-compatible"
+        self.json_schema = True  # until the server says it does not support it
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._client: openai.AsyncOpenAI | None = None
+        self._slots: asyncio.Semaphore | None = None
+
+    def info(self) -> ExtractorInfo:
+        """Provider, base URL and model: always the configured endpoint, never another."""
+        return ExtractorInfo(
+            name=self.name, provider=self.provider, base_url=self.base_url, model=self.settings.llm_model
+        )
+
+    async def extract(self, query: str, schema: PreparedSchema, document: Document) -> Extraction:
+        """Rows from every chunk of the document; a chunk answered badly twice gives up the document."""
+        chunks: list[str | None] = [None]
+        if document.full_text:
+            chunks = list(split(document.full_text, self.settings.llm_chunk_tokens, _OVERLAP_TOKENS))
+        rows: list[ExtractedRow] = []
+        total = Extraction()
+        for chunk in chunks:
+            part = await self._extract_chunk(query, schema, document, chunk)
+            total = Extraction(
+                calls=total.calls + part.calls,
+                prompt_tokens=total.prompt_tokens + part.prompt_tokens,
+                completion_tokens=total.completion_tokens + part.completion_tokens,
+                failure=total.failure or part.failure,
+                response_format=part.response_format,
+            )
+            if part.failure:
+                break
+            rows += [row for row in part.rows if row not in rows]  # overlapping chunks restate rows
+        return msgspec.structs.replace(total, rows=[] if total.failure else rows)
+
+    async def close(self) -> None:
+        """Close the HTTP connection pool."""
+        if self._client is not None:
+            await self._client.close()
+            self._client = None
+
+    async def _extract_chunk(
+        self, query: str, schema: PreparedSchema, document: Document, chunk: str | None
+    ) -> Extraction:
+        messages = prompts.messages(query, schema, document, chunk)
+        calls = prompt_tokens = completion_tokens = 0
+        failure = ""
+        for _attempt in range(2):  # a malformed reply is asked again once
+            try:
+                completion = await self._complete(schema, messages)
+            except _Rejected as exc:
+                failure = str(exc)
+                break
+            calls += 1
+            if completion.usage is not None:
+                prompt_tokens += completion.usage.prompt_tokens
+                completion_tokens += completion.usage.completion_tokens
+            try:
+                rows = _parse(completion).rows
+            except _Malformed as exc:
+                log.warning("malformed reply for %s: %s", document.id, exc)
+                failure = f"malformed reply twice ({exc})"
+                continue
+            return Extraction(
+                rows=rows,
+                calls=calls,
+                prompt_tokens=prompt_tokens,
+                completion_tokens=completion_tokens,
+                response_format=self._format_name,
+            )
+        return Extraction(
+            calls=calls,
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
+            failure=failure,
+            response_format=self._format_name,
+        )
+
+    @property
+    def _format_name(self) -> str:
+        return "json_schema" if self.json_schema else "json_object"
+
+    async def _complete(self, schema: PreparedSchema, messages: list[ChatCompletionMessageParam]) -> ChatCompletion:
+        client, slots = self._connection()
+        async with slots:
+            while True:
+                try:
+                    return await client.chat.completions.create(
+                        model=self.settings.llm_model,
+                        messages=messages,
+                        response_format=prompts.response_format(schema, json_schema=self.json_schema),
+                        temperature=0,
+                    )
+                except (openai.BadRequestError, openai.UnprocessableEntityError) as exc:
+                    if self.json_schema and _about_response_format(exc):
+                        log.warning("%s rejects json_schema; using JSON mode plus validation", self.base_url)
+                        self.json_schema = False
+                        continue
+                    raise _Rejected(f"rejected by the server (HTTP {exc.status_code}): {_error_message(exc)}") from exc
+                except (openai.AuthenticationError, openai.PermissionDeniedError, openai.NotFoundError) as exc:
+                    raise ExtractorRefused(
+                        f"{self.provider} at {self.base_url} refused model {self.settings.llm_model!r} "
+                        f"(HTTP {exc.status_code}): {_error_message(exc)}"
+                    ) from exc
+                except openai.APIError as exc:  # timeouts, connection errors, 429 and 5xx after the client's retries
+                    raise ExtractionError(f"{self.provider} at {self.base_url} failed: {exc}") from exc
+
+    def _connection(self) -> tuple[openai.AsyncOpenAI, asyncio.Semaphore]:
+        """The client and semaphore of the running loop (made again if a new loop runs us)."""
+        loop = asyncio.get_running_loop()
+        if self._client is None or self._slots is None or self._loop is not loop:
+            self._loop = loop
+            self._client = openai.AsyncOpenAI(
+                api_key=self.settings.openai_api_key or "unused",  # local servers often need none
+                base_url=self.base_url,  # explicit: the client would otherwise read OPENAI_BASE_URL itself
+                timeout=self.settings.llm_timeout_s,
+                max_retries=self.settings.llm_retries,  # 429, 5xx, timeouts; honours Retry-After
+            )
+            self._slots = asyncio.Semaphore(self.settings.llm_concurrency)
+        return self._client, self._slots
+
+
+def _parse(completion: ChatCompletion) -> ExtractionReply:
+    if not completion.choices:
+        raise _Malformed("no choices")
+    choice = completion.choices[0]
+    content = choice.message.content
+    if not content:
+        raise _Malformed(choice.message.refusal or f"empty content (finish_reason {choice.finish_reason})")
+    text = content.strip().removeprefix("```json").removeprefix("```").removesuffix("```")
+    try:
+        return _decode_reply(text)
+    except msgspec.DecodeError as exc:  # also covers ValidationError
+        reason = "cut off at the token limit" if choice.finish_reason == "length" else str(exc)
+        raise _Malformed(reason) from None
+
+
+def _about_response_format(exc: openai.APIStatusError) -> bool:
+    text = _error_message(exc).lower()
+    return "response_format" in text or "json_schema" in text
+
+
+def _error_message(exc: openai.APIStatusError) -> str:
+    body = exc.body
+    if isinstance(body, dict):
+        message = body.get("message") or body.get("error")
+        if isinstance(message, str):
+            return message
+    return exc.message
