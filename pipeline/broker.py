@@ -6,7 +6,6 @@ import redis
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.middleware import (
     AgeLimit,
-    AsyncIO,
     Callbacks,
     CurrentMessage,
     Pipelines,
@@ -44,7 +43,6 @@ def build_broker(
         Callbacks(),
         Pipelines(),
         CurrentMessage(),
-        AsyncIO(),
         abortable,
         # JobEvents before StageRetries: "after" hooks run in reverse, so it sees the retry decision.
         JobEvents(store, stages, parts=parts),
