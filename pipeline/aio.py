@@ -1,4 +1,4 @@
-"""Running async code (httpx, the OpenAI client) inside a synchronous Dramatiq actor."""
+"""Running async code (the search stage's HTTP clients) inside a synchronous Dramatiq actor."""
 
 from __future__ import annotations
 
