@@ -89,8 +89,9 @@ class OpenAIExtractor:
         self, query: str, schema: PreparedSchema, document: Document, chunk: str | None
     ) -> Extraction:
         messages = prompts.messages(query, schema, document, chunk)
+        rows: list[ExtractedRow] = []
         calls = prompt_tokens = completion_tokens = 0
-        failure = ""
+        failure: str | None = None
         for _attempt in range(2):  # a malformed reply is asked again once
             try:
                 completion = await self._complete(schema, messages)
@@ -102,19 +103,13 @@ class OpenAIExtractor:
                 prompt_tokens += completion.usage.prompt_tokens
                 completion_tokens += completion.usage.completion_tokens
             try:
-                rows = _parse(completion).rows
+                rows, failure = _parse(completion).rows, None
+                break
             except _Malformed as exc:
                 log.warning("malformed reply for %s: %s", document.id, exc)
                 failure = f"malformed reply twice ({exc})"
-                continue
-            return Extraction(
-                rows=rows,
-                calls=calls,
-                prompt_tokens=prompt_tokens,
-                completion_tokens=completion_tokens,
-                response_format=self._format_name,
-            )
         return Extraction(
+            rows=rows,
             calls=calls,
             prompt_tokens=prompt_tokens,
             completion_tokens=completion_tokens,

@@ -6,8 +6,9 @@ import json
 
 import msgspec
 
-from contracts import Document, FieldDefinition, GenerateRequest, decode_event
+from contracts import Document, Event, FieldDefinition, GenerateRequest, JobRecord, decode_event
 from pipeline.runtime import Pipeline
+from pipeline.settings import Settings
 from pipeline.stages import extraction
 from pipeline.text import sentences
 from tests.conftest import follow
@@ -41,6 +42,16 @@ def reader(call: Call) -> Reply:
     )
 
 
+def run_job(
+    make_pipeline, run_worker, settings: Settings, **changes: object
+) -> tuple[Pipeline, JobRecord, list[Event]]:
+    """A pipeline on ``settings`` with a worker, one job of ``request(**changes)`` run to its end, its events."""
+    pipeline = make_pipeline(settings_=settings)
+    run_worker(pipeline)
+    job = pipeline.submit(request(**changes))
+    return pipeline, job, follow(pipeline, job.task_id)
+
+
 def stored_documents(pipeline: Pipeline, task_id: str) -> list[Document]:
     documents = pipeline.store.get_output(task_id, "documents", list[Document])
     assert documents is not None
@@ -69,10 +80,7 @@ def test_llm_rows_are_grounded_cited_and_say_who_served_them(make_pipeline, run_
         return reader(call)
 
     llm.responder = model
-    pipeline = make_pipeline(settings_=llm_settings)
-    run_worker(pipeline)
-    job = pipeline.submit(request())
-    events = follow(pipeline, job.task_id)
+    pipeline, job, events = run_job(make_pipeline, run_worker, llm_settings)
 
     assert events[-1].status == "completed"
     dataset = pipeline.dataset(job.task_id)
@@ -143,10 +151,7 @@ def test_instructions_inside_a_document_do_not_put_invented_rows_in_the_dataset(
         return rows_reply(real, invented)
 
     llm.responder = injected_model
-    pipeline = make_pipeline(settings_=msgspec.structs.replace(llm_settings, corpus=corpus))
-    run_worker(pipeline)
-    job = pipeline.submit(request(rows=2))
-    follow(pipeline, job.task_id)
+    pipeline, job, _ = run_job(make_pipeline, run_worker, msgspec.structs.replace(llm_settings, corpus=corpus), rows=2)
 
     dataset = pipeline.dataset(job.task_id)
     assert dataset is not None
@@ -165,10 +170,7 @@ def test_instructions_inside_a_document_do_not_put_invented_rows_in_the_dataset(
 def test_rate_limited_calls_are_retried_honouring_retry_after(make_pipeline, run_worker, llm, llm_settings):
     llm.responder = reader
     llm.script(Reply(status=429, headers={"retry-after-ms": "10", "retry-after": "0"}))
-    pipeline = make_pipeline(settings_=llm_settings)
-    run_worker(pipeline)
-    job = pipeline.submit(request())
-    events = follow(pipeline, job.task_id)
+    pipeline, job, events = run_job(make_pipeline, run_worker, llm_settings)
 
     assert events[-1].status == "completed" and not [e for e in events if e.status == "retrying"]
     dataset = pipeline.dataset(job.task_id)
@@ -178,10 +180,7 @@ def test_rate_limited_calls_are_retried_honouring_retry_after(make_pipeline, run
 
 def test_a_refused_key_ends_the_job_at_once_without_retries(make_pipeline, run_worker, llm, llm_settings):
     llm.responder = lambda call: Reply(status=401, message="Incorrect API key provided: test-ope****-key.")
-    pipeline = make_pipeline(settings_=llm_settings)
-    run_worker(pipeline)
-    job = pipeline.submit(request())
-    events = follow(pipeline, job.task_id)
+    pipeline, job, events = run_job(make_pipeline, run_worker, llm_settings)
 
     assert events[-1].status == "error" and not [e for e in events if e.status == "retrying"]
     record = pipeline.store.load(job.task_id)
@@ -204,10 +203,7 @@ def test_a_malformed_reply_is_asked_again_once_then_the_document_is_skipped(
         return reader(call)
 
     llm.responder = model
-    pipeline = make_pipeline(settings_=llm_settings)
-    run_worker(pipeline)
-    job = pipeline.submit(request())
-    events = follow(pipeline, job.task_id)
+    pipeline, job, events = run_job(make_pipeline, run_worker, llm_settings)
 
     assert events[-1].status == "completed"
     assert len(bad_titles) == 2  # asked once more, then given up
@@ -222,10 +218,7 @@ def test_a_malformed_reply_is_asked_again_once_then_the_document_is_skipped(
 def test_a_server_without_json_schema_gets_json_mode_and_validation(make_pipeline, run_worker, llm, llm_settings):
     llm.responder = reader
     llm.rejects_json_schema = True
-    pipeline = make_pipeline(settings_=llm_settings)
-    run_worker(pipeline)
-    job = pipeline.submit(request())
-    follow(pipeline, job.task_id)
+    pipeline, job, _ = run_job(make_pipeline, run_worker, llm_settings)
 
     dataset = pipeline.dataset(job.task_id)
     assert dataset is not None and len(dataset.rows) == 5
@@ -237,10 +230,7 @@ def test_a_server_without_json_schema_gets_json_mode_and_validation(make_pipelin
 def test_a_token_budget_stops_extraction_cleanly_with_what_it_has(make_pipeline, run_worker, llm, llm_settings):
     llm.responder = reader
     settings = msgspec.structs.replace(llm_settings, max_tokens_per_job=1, extract_batch_size=1)
-    pipeline = make_pipeline(settings_=settings)
-    run_worker(pipeline)
-    job = pipeline.submit(request())
-    events = follow(pipeline, job.task_id)
+    pipeline, job, events = run_job(make_pipeline, run_worker, settings)
 
     assert events[-1].status == "completed"
     dataset = pipeline.dataset(job.task_id)
@@ -288,10 +278,7 @@ def test_reprocessing_extraction_reuses_cached_results_and_spends_no_tokens(
     make_pipeline, run_worker, llm, llm_settings
 ):
     llm.responder = reader
-    pipeline = make_pipeline(settings_=llm_settings)
-    run_worker(pipeline)
-    job = pipeline.submit(request())
-    events = follow(pipeline, job.task_id)
+    pipeline, job, events = run_job(make_pipeline, run_worker, llm_settings)
     calls = len(llm.calls)
     before = pipeline.dataset(job.task_id)
 
@@ -320,10 +307,7 @@ def test_a_long_full_text_is_read_in_overlapping_chunks(tmp_path, make_pipeline,
     )
     llm.responder = reader
     settings = msgspec.structs.replace(llm_settings, corpus=corpus, llm_chunk_tokens=800)
-    pipeline = make_pipeline(settings_=settings)
-    run_worker(pipeline)
-    job = pipeline.submit(request(rows=1))
-    follow(pipeline, job.task_id)
+    pipeline, job, _ = run_job(make_pipeline, run_worker, settings, rows=1)
 
     documents = [call.document for call in llm.calls]
     assert len(documents) >= 4 and all(d.startswith("Title: Sand filtration") for d in documents)
