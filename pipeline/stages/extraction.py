@@ -53,7 +53,6 @@ class ExtractionRun(msgspec.Struct, kw_only=True, frozen=True):
 
     run_id: str
     documents: int
-    batch_size: int
     batches: int
     message_ids: list[str] = []
 
@@ -89,7 +88,6 @@ def process(pipeline: Pipeline, task_id: str) -> None:
     run = ExtractionRun(
         run_id=run_id,
         documents=len(documents),
-        batch_size=size,
         batches=len(queued),
         message_ids=[m.message_id for m in queued],
     )
@@ -247,7 +245,6 @@ class _Batch:
                 await asyncio.to_thread(
                     self.pipeline.client.set, key, _encode(extraction), ex=self.pipeline.settings.result_ttl_s
                 )
-        tokens = await asyncio.to_thread(self._spend, spent)
         calls = ExtractionStats(
             llm_calls=extraction.calls,
             prompt_tokens=extraction.prompt_tokens if cached is None else 0,
@@ -255,11 +252,11 @@ class _Batch:
             response_format=extraction.response_format,
         )
         if extraction.failure is not None:
-            await asyncio.to_thread(self._progress, 0, tokens, skipped=(document, extraction.failure))
+            await asyncio.to_thread(self._progress, 0, spent, skipped=(document, extraction.failure))
             return [], add_stats(calls, ExtractionStats(documents_failed=1))
         threshold = self.pipeline.settings.grounding_threshold
         rows, counts = await asyncio.to_thread(ground, self.schema, document, extraction.rows, threshold=threshold)
-        await asyncio.to_thread(self._progress, len(rows), tokens)
+        await asyncio.to_thread(self._progress, len(rows), spent)
         return rows, add_stats(calls, _grounding_stats(counts, cached=cached is not None))
 
     def _digest(self, document: Document) -> str:
@@ -272,19 +269,15 @@ class _Batch:
     def _tokens_used(self) -> int:
         return int(self.pipeline.client.get(self._key("tokens")) or 0)
 
-    def _spend(self, tokens: int) -> int:
-        """Add ``tokens`` to the job's total (shared by every batch); the new total."""
-        with self.pipeline.client.pipeline() as pipe:
-            pipe.incrby(self._key("tokens"), tokens)
-            pipe.expire(self._key("tokens"), self.pipeline.settings.result_ttl_s)
-            total, _ = pipe.execute()
-        return int(total)
-
-    def _progress(self, rows: int, tokens: int, *, skipped: tuple[Document, str] | None = None) -> None:
+    def _progress(self, rows: int, spent: int, *, skipped: tuple[Document, str] | None = None) -> None:
+        """Count the document done and its tokens in the run's shared counters (one round trip); report both."""
+        ttl = self.pipeline.settings.result_ttl_s
         with self.pipeline.client.pipeline() as pipe:
             pipe.incr(self._key("documents_done"))
-            pipe.expire(self._key("documents_done"), self.pipeline.settings.result_ttl_s)
-            done, _ = pipe.execute()
+            pipe.incrby(self._key("tokens"), spent)
+            pipe.expire(self._key("documents_done"), ttl)
+            pipe.expire(self._key("tokens"), ttl)
+            done, tokens, *_ = pipe.execute()
         total = max(self.run.documents, 1)
         message = f"Extracted {done}/{self.run.documents} documents"
         data: dict[str, EventValue] = {"documents_done": done, "documents": self.run.documents, "rows": rows}
