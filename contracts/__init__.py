@@ -1,20 +1,34 @@
 """msgspec Structs shared by the API, the pipeline and clients. No I/O here."""
 
 from contracts.base import EventValue, FieldValue
-from contracts.dataset import Citation, CitationMetadata, Dataset, DatasetRow, DatasetStats, ExtractionStats
+from contracts.dataset import (
+    GENERATED_SOURCE,
+    Citation,
+    CitationMetadata,
+    Conflict,
+    ConflictValue,
+    Dataset,
+    DatasetRow,
+    DatasetStats,
+    ExtractionStats,
+)
 from contracts.documents import CandidateRow, Document, ExtractedRow, ExtractionReply, Provenance
 from contracts.events import Event, EventStatus, decode_event, encode_event
 from contracts.fields import FIELD_TYPES, FieldDefinition, FieldType, PreparedSchema
-from contracts.jobs import STAGES, TERMINAL_STATUSES, JobRecord, JobStatus, Stage, TaskAccepted, TaskStatus
-from contracts.requests import ExtractorName, GenerateRequest
+from contracts.jobs import STAGE_ORDER, STAGES, TERMINAL_STATUSES, JobRecord, JobStatus, Stage, TaskAccepted, TaskStatus
+from contracts.requests import ExtractorName, GenerateRequest, ReprocessRequest, ReprocessStage
 
 __all__ = [
     "FIELD_TYPES",
+    "GENERATED_SOURCE",
     "STAGES",
+    "STAGE_ORDER",
     "TERMINAL_STATUSES",
     "CandidateRow",
     "Citation",
     "CitationMetadata",
+    "Conflict",
+    "ConflictValue",
     "Dataset",
     "DatasetRow",
     "DatasetStats",
@@ -34,6 +48,8 @@ __all__ = [
     "JobStatus",
     "PreparedSchema",
     "Provenance",
+    "ReprocessRequest",
+    "ReprocessStage",
     "Stage",
     "TaskAccepted",
     "TaskStatus",

@@ -5,6 +5,9 @@ from __future__ import annotations
 from contracts.base import FieldValue, Record
 from contracts.fields import FieldDefinition
 
+#: ``Citation.source_id`` of a value litminer made itself (an identifier derived from the row's key)
+GENERATED_SOURCE = "generated"
+
 
 class CitationMetadata(Record, frozen=True, kw_only=True):
     """Bibliographic data of the cited source."""
@@ -59,18 +62,43 @@ class ExtractionStats(Record, frozen=True, kw_only=True):
     budget_exhausted: bool = False
 
 
+class ConflictValue(Record, frozen=True, kw_only=True):
+    """One value stated for a field of a merged row, with the sources stating it."""
+
+    value: FieldValue
+    support: int
+    sources: list[str]
+    citations: list[Citation] = []
+
+
+class Conflict(Record, frozen=True, kw_only=True):
+    """Sources disagreeing on a field of one row: the value kept (most support) and the others."""
+
+    row: str
+    field: str
+    chosen: ConflictValue
+    alternatives: list[ConflictValue]
+
+
 class DatasetStats(Record, frozen=True, kw_only=True):
     """How the dataset was made, and why it may hold fewer rows than asked."""
 
     requested_rows: int
     returned_rows: int
     documents_searched: int = 0
+    documents_with_rows: int = 0
     candidate_rows: int = 0
     rows_dropped_missing_required: int = 0
     rows_merged: int = 0
+    distinct_rows: int = 0
+    merge_threshold: float = 0
+    conflicts: list[Conflict] = []
     sources: list[str] = []
     extractor: str = ""
     extraction: ExtractionStats | None = None
+    durations_s: dict[str, float] = {}
+    parent_task_id: str | None = None
+    reused_stages: list[str] = []
     shortfall: str | None = None
 
 

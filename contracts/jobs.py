@@ -13,6 +13,8 @@ Stage = Literal["queued", "schema_preparation", "search", "extraction", "assembl
 
 TERMINAL_STATUSES: frozenset[str] = frozenset({"completed", "error", "cancelled"})
 STAGES: tuple[Stage, ...] = ("schema_preparation", "search", "extraction", "assembly")
+#: order of every stage value, "queued" first and "done" last
+STAGE_ORDER: dict[str, int] = {"queued": 0, **{stage: i + 1 for i, stage in enumerate(STAGES)}, "done": len(STAGES) + 1}
 
 
 class JobRecord(Record, frozen=True, kw_only=True):
@@ -31,6 +33,13 @@ class JobRecord(Record, frozen=True, kw_only=True):
     error: str | None = None
     message_id: str | None = None
     result_url: str | None = None
+    #: when the current stage was entered, and how long each finished stage took (a re-run stage and the
+    #: stages after it are forgotten until they finish again)
+    stage_entered_at: float | None = None
+    durations_s: dict[str, float] = {}
+    #: reprocessing: the job whose stored outputs this one reuses, and the first stage it runs itself
+    parent_task_id: str | None = None
+    from_stage: Stage | None = None
 
 
 class TaskAccepted(Record, frozen=True, kw_only=True):
@@ -42,6 +51,7 @@ class TaskAccepted(Record, frozen=True, kw_only=True):
     websocket_url: str
     sse_url: str
     status_url: str
+    parent_task_id: str | None = None
 
 
 class TaskStatus(Record, frozen=True, kw_only=True):
@@ -57,4 +67,6 @@ class TaskStatus(Record, frozen=True, kw_only=True):
     created_at: float
     updated_at: float
     error: str | None = None
+    parent_task_id: str | None = None
+    from_stage: Stage | None = None
     result: Dataset | None = None

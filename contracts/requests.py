@@ -7,6 +7,8 @@ from typing import Literal
 from contracts.base import Inbound
 from contracts.fields import FieldDefinition
 
+ReprocessStage = Literal["search", "extraction", "assembly"]
+
 ExtractorName = Literal["auto", "openai", "heuristic"]
 
 
@@ -20,3 +22,18 @@ class GenerateRequest(Inbound, frozen=True, kw_only=True):
     client_id: str | None = None
     sources: list[str] | None = None
     extractor: ExtractorName | None = None
+
+
+class ReprocessRequest(Inbound, frozen=True, kw_only=True):
+    """Run a finished job again from one stage, reusing the parent's outputs of the stages before it.
+
+    Overrides left out keep the parent's values. ``field_definitions`` needs extraction again, ``extractor``
+    too, and ``sources`` needs search again.
+    """
+
+    from_stage: ReprocessStage
+    field_definitions: list[FieldDefinition] | None = None
+    rows: int | None = None
+    extractor: ExtractorName | None = None
+    sources: list[str] | None = None
+    client_id: str | None = None

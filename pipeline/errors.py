@@ -19,5 +19,9 @@ class JobNotFound(PipelineError):
     """No job with that id (never created, or expired)."""
 
 
-class JobFinished(PipelineError):
+class JobConflict(PipelineError):
+    """The job's state does not allow the request (still running, already finished, outputs missing)."""
+
+
+class JobFinished(JobConflict):
     """The job already completed or failed, so it cannot be cancelled."""

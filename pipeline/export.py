@@ -4,12 +4,30 @@ from __future__ import annotations
 
 import csv
 import io
+from typing import Literal
 
 import msgspec
 
-from contracts import Dataset, FieldValue
+from contracts import GENERATED_SOURCE, Dataset, FieldValue
 
-_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+ExportFormat = Literal["json", "csv", "jsonl"]
+
+#: media type of each export format
+MEDIA_TYPES: dict[ExportFormat, str] = {
+    "json": "application/json",
+    "csv": "text/csv",  # Litestar adds "; charset=utf-8" to text types
+    "jsonl": "application/x-ndjson",
+}
+
+#: a cell starting with one of these is run as a formula by spreadsheets; the quote is the escape itself
+_ESCAPE_START = ("=", "+", "-", "@", "\t", "\r", "'")
+
+
+def export(dataset: Dataset, format: ExportFormat) -> bytes:
+    """The dataset in one of the export formats."""
+    if format == "csv":
+        return to_csv(dataset).encode()
+    return to_jsonl(dataset) if format == "jsonl" else to_json(dataset)
 
 
 def to_json(dataset: Dataset) -> bytes:
@@ -23,14 +41,18 @@ def to_jsonl(dataset: Dataset) -> bytes:
 
 
 def to_csv(dataset: Dataset) -> str:
-    """One column per field in schema order, then ``sources`` and ``evidence``."""
+    """One column per field in schema order, then ``sources`` (DOIs, else source ids) and ``evidence`` (the quotes).
+
+    Generated identifiers cite no source, so they add nothing to either column.
+    """
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     names = [f.name for f in dataset.schema]
     writer.writerow([*names, "sources", "evidence"])
     for row in dataset.rows:
-        sources = dict.fromkeys(c.metadata.doi or c.source_id for c in row.citations)
-        evidence = dict.fromkeys(f"{c.field}: {c.text_span}" for c in row.citations)
+        cited = [c for c in row.citations if c.source_id != GENERATED_SOURCE]
+        sources = dict.fromkeys(c.metadata.doi or c.source_id for c in cited)
+        evidence = dict.fromkeys(f"{c.field}: {c.text_span}" for c in cited)
         cells = [_cell(row.row.get(name)) for name in names]
         writer.writerow([*cells, _safe("; ".join(sources)), _safe(" | ".join(evidence))])
     return buffer.getvalue()
@@ -43,9 +65,15 @@ def _cell(value: FieldValue) -> str:
         return _safe(msgspec.json.encode(value).decode())
     if isinstance(value, bool):
         return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)  # a number, never a formula (a leading "-" is its sign)
     return _safe(str(value))
 
 
 def _safe(text: str) -> str:
-    """Spreadsheets run cells starting with = + - @ as formulas; a leading quote keeps them text."""
-    return "'" + text if text.startswith(_FORMULA_START) else text
+    """Spreadsheets run cells starting with = + - @ (or tab, CR) as formulas; a leading quote keeps them text.
+
+    Spreadsheets hide that quote. Text that starts with a quote gets one more, so stripping one leading
+    quote always gives the original back.
+    """
+    return "'" + text if text.startswith(_ESCAPE_START) else text

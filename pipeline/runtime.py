@@ -14,15 +14,17 @@ import redis
 from dramatiq.asyncio import EventLoopThread
 from dramatiq.middleware import CurrentMessage
 
-from contracts import TERMINAL_STATUSES, Dataset, EventValue, GenerateRequest, JobRecord, Stage
+from contracts import TERMINAL_STATUSES, Dataset, EventValue, GenerateRequest, JobRecord, ReprocessRequest, Stage
 from pipeline.broker import build_broker
-from pipeline.errors import JobCancelled, JobFinished, JobNotFound, PermanentError
+from pipeline.errors import JobCancelled, JobConflict, JobFinished, JobNotFound, PermanentError
 from pipeline.events import EventBus, publisher_client
 from pipeline.extractors.base import Extractor
 from pipeline.extractors.heuristic import HeuristicExtractor
 from pipeline.extractors.llm import OpenAIExtractor
 from pipeline.keys import Keys
-from pipeline.schema import InvalidRequest
+from pipeline.middleware import STAGE_START
+from pipeline.reprocess import STAGE_INPUTS, earlier_stages, reprocessed_request
+from pipeline.schema import InvalidRequest, check_request
 from pipeline.settings import Settings, SettingsError
 from pipeline.sources.base import Source
 from pipeline.sources.registry import available_sources
@@ -136,22 +138,107 @@ class Pipeline:
     def submit(self, request: GenerateRequest) -> JobRecord:
         """Store a new job and enqueue its first stage. The request must already be validated."""
         self.validate_choices(request)
+        return self._start(request, client_id=request.client_id, stage="schema_preparation", message="Job queued")
+
+    def reprocess(self, parent_id: str, change: ReprocessRequest) -> JobRecord:
+        """A new job running the parent's request (with overrides) from ``change.from_stage`` on.
+
+        The parent's outputs of the earlier stages are copied to the new job inside Redis; the parent is
+        left untouched. The schema is prepared here (it is quick and pure), so a changed schema needs no
+        worker round trip.
+        """
+        parent = self.store.load(parent_id)
+        if parent is None:
+            raise JobNotFound(parent_id)
+        if parent.status not in TERMINAL_STATUSES:
+            raise JobConflict(f"job {parent_id} is still {parent.status}; wait for it or cancel it first")
+        request = reprocessed_request(parent, change)
+        check_request(request, max_rows=self.settings.max_rows)
+        self.validate_choices(request)
+        stage: Stage = change.from_stage
+        self._check_inputs(parent_id, stage, skip=("schema",))
+        reused = earlier_stages(stage)
+        return self._start(
+            request,
+            client_id=change.client_id or parent.client_id,
+            stage=stage,
+            message=f"Job queued: reprocessing {parent_id} from {stage}, reusing {', '.join(reused)}",
+            parent=parent_id,
+        )
+
+    def rerun(self, task_id: str, stage: Stage) -> JobRecord:
+        """Run a finished job again in place from ``stage``: its outputs from there on are overwritten.
+
+        For operators (``litminer rerun``). A bare ``send(task_id)`` of a stage actor is skipped for a finished
+        job, so that a late or redelivered message never overwrites a cancelled or completed one; this
+        reopens the job first.
+        """
+        job = self.store.load(task_id)
+        if job is None:
+            raise JobNotFound(task_id)
+        if job.status not in TERMINAL_STATUSES:
+            raise JobConflict(f"job {task_id} is still {job.status}; wait for it or cancel it first")
+        self._check_inputs(task_id, stage)
+        message = self.actors[stage].message(task_id)
+        reopened = self.store.transition(
+            task_id,
+            status="queued",
+            stage=stage,
+            progress=STAGE_START[stage],
+            message=f"Re-running from stage {stage}",
+            message_id=message.message_id,
+            reopen=True,
+        )
+        if reopened is None:
+            raise JobNotFound(task_id)
+        self.broker.enqueue(message)
+        log.info("job re-run", extra={"task_id": task_id, "stage": stage})
+        return reopened
+
+    def _check_inputs(self, task_id: str, stage: Stage, *, skip: tuple[str, ...] = ()) -> None:
+        for name in STAGE_INPUTS[stage]:
+            if name not in skip and not self.client.exists(self.keys.output(task_id, name)):
+                raise JobConflict(
+                    f"job {task_id} has no stored {name} (the stage making it did not finish, or it expired); "
+                    f"start from an earlier stage"
+                )
+
+    def _start(
+        self, request: GenerateRequest, *, client_id: str | None, stage: Stage, message: str, parent: str | None = None
+    ) -> JobRecord:
         task_id = str(uuid.uuid4())
-        message = self.actors["schema_preparation"].message(task_id)
+        queued = self.actors[stage].message(task_id)
         now = time.time()
         job = JobRecord(
             task_id=task_id,
-            client_id=request.client_id or str(uuid.uuid4()),
+            client_id=client_id or str(uuid.uuid4()),
             request=request,
-            message="Job queued",
+            message=message,
             created_at=now,
             updated_at=now,
-            message_id=message.message_id,
+            message_id=queued.message_id,
+            parent_task_id=parent,
+            from_stage=stage if parent else None,
         )
-        self.store.create(job)
-        self.broker.enqueue(message)
+        if parent is not None:
+            self._copy_inputs(parent, task_id, request, stage)
+        self.store.create(job, message=message)
+        self.broker.enqueue(queued)
         log.info("job queued", extra={"task_id": task_id, "stage": "queued"})
         return job
+
+    def _copy_inputs(self, parent: str, task_id: str, request: GenerateRequest, stage: Stage) -> None:
+        """The prepared schema of the new request, plus the parent's outputs ``stage`` reads (copied in Redis)."""
+        self.store.put_output(task_id, "schema", schema_preparation.run(request))
+        names = [name for name in STAGE_INPUTS[stage] if name != "schema"]
+        with self.client.pipeline(transaction=True) as pipe:
+            for name in names:
+                pipe.copy(self.keys.output(parent, name), self.keys.output(task_id, name), replace=True)
+                pipe.expire(self.keys.output(task_id, name), self.settings.result_ttl_s)
+            copied = pipe.execute()[::2]
+        if not all(copied):  # expired since the check
+            missing = [name for name, ok in zip(names, copied, strict=True) if not ok]
+            raise JobConflict(f"job {parent} has no stored {', '.join(missing)}; start from an earlier stage")
 
     def cancel(self, task_id: str) -> JobRecord:
         """Cancel a queued job or abort a running one; cancelling twice returns the cancelled job."""
@@ -224,7 +311,11 @@ class Pipeline:
             progress=100,
             message=message,
             result_url=f"/api/v1/datasets/{task_id}",
-            data={"rows": len(dataset.rows), "requested_rows": dataset.stats.requested_rows},
+            data={
+                "rows": len(dataset.rows),
+                "requested_rows": dataset.stats.requested_rows,
+                "shortfall": dataset.stats.shortfall,
+            },
         )
         log.info(message, extra={"task_id": task_id, "stage": "assembly"})
 

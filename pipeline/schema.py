@@ -10,7 +10,7 @@ from functools import lru_cache
 
 import msgspec
 
-from contracts import FIELD_TYPES, FieldDefinition, FieldType, GenerateRequest, PreparedSchema
+from contracts import FIELD_TYPES, FieldDefinition, FieldType, GenerateRequest, PreparedSchema, ReprocessRequest
 
 MAX_FIELDS = 50
 
@@ -31,6 +31,7 @@ _NAME_LIKE = re.compile(r"^(name|title|label|term)$|_(name|title|label)$")
 _IDENTIFIER_LIKE = re.compile(r"^id$|_id$|identifier$")
 _CLIENT_ID = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
 _MSGSPEC_PATH = re.compile(r" - at `\$(.*)`$")
+_UNKNOWN_FIELD = re.compile(r"Object contains unknown field `(.*)`")
 
 
 class InvalidRequest(ValueError):
@@ -70,17 +71,34 @@ def parse_generate_request(raw: Mapping[str, object], *, max_rows: int) -> Gener
         request = msgspec.convert(data, GenerateRequest, strict=False)
     except msgspec.ValidationError as exc:
         raise _as_invalid(exc) from None
-    _check_request(request, max_rows=max_rows)
+    check_request(request, max_rows=max_rows)
     return request
+
+
+def parse_reprocess_request(raw: Mapping[str, object]) -> ReprocessRequest:
+    """Validate a reprocess request body (the overrides are checked against the parent job later)."""
+    if "from_stage" not in raw:
+        raise InvalidRequest("from_stage", "is required (search, extraction or assembly)")
+    try:
+        change = msgspec.convert(dict(raw), ReprocessRequest, strict=False)
+    except msgspec.ValidationError as exc:
+        raise _as_invalid(exc) from None
+    if change.client_id is not None:
+        check_client_id(change.client_id)
+    return change
 
 
 def _as_invalid(exc: msgspec.ValidationError) -> InvalidRequest:
     text = str(exc)
     match = _MSGSPEC_PATH.search(text)
     if match is None:
-        return InvalidRequest("body", text)
+        unknown = _UNKNOWN_FIELD.fullmatch(text)
+        return InvalidRequest(unknown.group(1), text) if unknown else InvalidRequest("body", text)
     path = match.group(1).lstrip(".") or "body"
     message = text[: match.start()]
+    unknown = _UNKNOWN_FIELD.fullmatch(message)
+    if unknown:  # name the unexpected field itself
+        path = unknown.group(1) if path == "body" else f"{path}.{unknown.group(1)}"
     if path.endswith(".type"):
         message += f" (expected one of: {', '.join(FIELD_TYPES)})"
     return InvalidRequest(path, message)
@@ -92,7 +110,8 @@ def check_client_id(client_id: str) -> None:
         raise InvalidRequest("client_id", "use 1-128 letters, digits, '.', '_', ':' or '-'")
 
 
-def _check_request(request: GenerateRequest, *, max_rows: int) -> None:
+def check_request(request: GenerateRequest, *, max_rows: int) -> None:
+    """Checks msgspec cannot express: non-empty query, row range, identifier names, plain client id."""
     if not request.user_query.strip():
         raise InvalidRequest("user_query", "must not be empty")
     if not 1 <= request.rows <= max_rows:

@@ -56,6 +56,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     extract_batch_size: int = 4
     max_tokens_per_job: int = 0
     grounding_threshold: float = 92.0
+    merge_threshold: float = 90.0
     event_queue_size: int = 1_000
     heartbeat_s: float = 15.0
     send_timeout_s: float = 10.0
@@ -104,6 +105,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             extract_batch_size=_int(env, "LITMINER_EXTRACT_BATCH", defaults.extract_batch_size, minimum=1),
             max_tokens_per_job=_int(env, "LITMINER_MAX_TOKENS_PER_JOB", defaults.max_tokens_per_job, minimum=0),
             grounding_threshold=_float(env, "LITMINER_GROUNDING_THRESHOLD", defaults.grounding_threshold, maximum=100),
+            merge_threshold=_float(env, "LITMINER_MERGE_THRESHOLD", defaults.merge_threshold, maximum=100),
             event_queue_size=_int(env, "LITMINER_EVENT_QUEUE_SIZE", defaults.event_queue_size, minimum=1),
             heartbeat_s=_float(env, "LITMINER_HEARTBEAT_S", defaults.heartbeat_s),
             send_timeout_s=_float(env, "LITMINER_SEND_TIMEOUT_S", defaults.send_timeout_s),

@@ -8,7 +8,7 @@ from typing import TypeVar
 import msgspec
 import redis
 
-from contracts import TERMINAL_STATUSES, EventStatus, EventValue, JobRecord, JobStatus, Stage
+from contracts import STAGE_ORDER, TERMINAL_STATUSES, EventStatus, EventValue, JobRecord, JobStatus, Stage
 from pipeline.events import EventBus
 from pipeline.keys import Keys
 
@@ -77,7 +77,10 @@ class JobStore:
                     job = _decode_job(raw)
                     if job.status in TERMINAL_STATUSES and not reopen:
                         return None
-                    changes: dict[str, object] = {"updated_at": time.time()}
+                    now = time.time()
+                    changes: dict[str, object] = {"updated_at": now}
+                    if job.status in TERMINAL_STATUSES:  # reopened: the old outcome no longer holds
+                        changes |= {"error": None, "result_url": None}
                     for name, value in (
                         ("status", status),
                         ("stage", stage),
@@ -89,6 +92,8 @@ class JobStore:
                     ):
                         if value is not None:
                             changes[name] = value
+                    if stage is not None and stage != job.stage:
+                        changes |= _timings(job, stage, now)
                     job = msgspec.structs.replace(job, **changes)
                     pipe.multi()
                     pipe.set(key, _encode(job), keepttl=True)
@@ -107,3 +112,11 @@ class JobStore:
         """One stage output of a job, decoded as ``kind``; None when missing."""
         raw = self.client.get(self.keys.output(task_id, name))
         return None if raw is None else msgspec.json.decode(raw, type=kind)
+
+
+def _timings(job: JobRecord, stage: Stage, now: float) -> dict[str, object]:
+    """Entering ``stage``: the stage left gets its duration; ``stage`` and later ones (a re-run) are forgotten."""
+    durations = {name: s for name, s in job.durations_s.items() if STAGE_ORDER.get(name, 0) < STAGE_ORDER[stage]}
+    if job.stage_entered_at is not None and STAGE_ORDER[job.stage] < STAGE_ORDER[stage] and job.stage != "queued":
+        durations[job.stage] = round(now - job.stage_entered_at, 3)
+    return {"stage_entered_at": now, "durations_s": durations}

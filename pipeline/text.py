@@ -51,6 +51,8 @@ def singular(word: str) -> str:
     """A crude singular: enough to merge "filters" with "filter", not a lemmatiser."""
     if len(word) > 4 and word.endswith("ies"):
         return word[:-3] + "y"
+    if len(word) > 4 and word.endswith(("sses", "xes", "ches", "shes")):
+        return word[:-2]
     if len(word) > 3 and word.endswith("s") and not word.endswith(("ss", "us", "is")):
         return word[:-1]
     return word

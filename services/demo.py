@@ -33,7 +33,7 @@ def run_demo(
     *,
     query: str = SEED_QUERY,
     rows: int = 5,
-    fields: list[dict[str, object]] | None = None,
+    fields: object = None,
     model_name: str = "TreatmentTechnologies",
     out_dir: Path = Path("."),
     sources: list[str] | None = None,

@@ -1,14 +1,20 @@
-"""Stage 4: candidate rows → the dataset: drop incomplete rows, merge duplicates, rank, cut, validate."""
+"""Stage 4: candidate rows → the dataset: drop incomplete rows, merge entities, resolve conflicts, rank, cut."""
 
 from __future__ import annotations
 
+import time
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import msgspec
 
 from contracts import (
+    GENERATED_SOURCE,
     CandidateRow,
     Citation,
+    CitationMetadata,
+    Conflict,
+    ConflictValue,
     Dataset,
     DatasetRow,
     DatasetStats,
@@ -16,21 +22,28 @@ from contracts import (
     ExtractionStats,
     FieldValue,
     GenerateRequest,
+    JobRecord,
     PreparedSchema,
 )
+from pipeline.entities import EntityMatcher, aliases_from
 from pipeline.extractors.heuristic import make_identifier
+from pipeline.reprocess import earlier_stages
 from pipeline.schema import row_type_for
-from pipeline.text import normalise_key
+from pipeline.text import head_terms, normalise_key
 
 if TYPE_CHECKING:
     from pipeline.runtime import Pipeline
 
 
-class _Group:
-    """Candidate rows found to describe the same thing."""
+@dataclass
+class _Entity:
+    """Candidate rows found to describe the same thing, best-ranked first; then their merged values."""
 
-    def __init__(self, first: CandidateRow) -> None:
-        self.members = [first]
+    members: list[CandidateRow]
+    key: str = ""  # the normalised name (abbreviations expanded) identifiers are made from
+    values: dict[str, FieldValue] = field(default_factory=dict)
+    citations: list[Citation] = field(default_factory=list)
+    conflicts: list[Conflict] = field(default_factory=list)
 
     @property
     def support(self) -> int:
@@ -50,42 +63,43 @@ def run(
     documents: int = 0,
     sources: list[str] | None = None,
     extraction: ExtractionStats | None = None,
+    threshold: float = 90.0,
 ) -> Dataset:
     """Merge, rank and cut candidate rows to the requested count; never pad."""
     generated = set(schema.identifier_fields) if schema.key_field else set()  # made from the key below
     required = [f.name for f in schema.fields if f.required and f.name not in generated]
     complete = [c for c in candidates if all(c.values.get(name) is not None for name in required)]
-    groups: dict[str, _Group] = {}
-    for candidate in sorted(complete, key=lambda c: c.rank):
-        key = _merge_key(schema, candidate)
-        if key in groups:
-            groups[key].members.append(candidate)
-        else:
-            groups[key] = _Group(candidate)
-    ranked = sorted(
-        groups.values(), key=lambda g: (-g.support, -_completeness(schema, _merged_values(schema, g)), g.best_rank)
-    )
+    complete.sort(key=lambda c: c.rank)
+    entities = _group(schema, request.user_query, complete, threshold)
+    for entity in entities:
+        _resolve(schema, entity)
+    ranked = sorted(entities, key=lambda e: (-e.support, -_completeness(schema, e.values), e.best_rank))
     row_type = row_type_for(schema.model_name, tuple(schema.fields))
     rows = []
-    for group in ranked[: request.rows]:
-        values = _merged_values(schema, group)
-        msgspec.convert(values, row_type, strict=False)  # every row fits the schema, or assembly fails loudly
-        flags = {name: why for m in reversed(group.members) for name, why in m.flags.items() if values[name] is None}
-        rows.append(DatasetRow(row=values, citations=_merged_citations(group), flags=flags))
+    for entity in ranked[: request.rows]:
+        msgspec.convert(entity.values, row_type, strict=False)  # every row fits the schema, or assembly fails loudly
+        flags = {
+            name: why for m in reversed(entity.members) for name, why in m.flags.items() if entity.values[name] is None
+        }
+        rows.append(DatasetRow(row=entity.values, citations=entity.citations, flags=flags))
     shortfall = None
     if len(rows) < request.rows:
         shortfall = (
-            f"only {len(rows)} of {request.rows} requested rows are supported by the literature found "
-            f"({len(candidates)} candidate rows from {documents} documents, {len(candidates) - len(complete)} "
-            "missing a required field); rows are never invented to fill the gap"
+            f"only {len(rows)} of {request.rows} requested rows are supported by the literature found: "
+            f"{len(candidates)} candidate rows from {documents} documents, {len(candidates) - len(complete)} "
+            f"missing a required field, {len(entities)} distinct after merging; rows are never invented to fill the gap"
         )
     stats = DatasetStats(
         requested_rows=request.rows,
         returned_rows=len(rows),
         documents_searched=documents,
+        documents_with_rows=len({c.source_id for c in candidates}),
         candidate_rows=len(candidates),
         rows_dropped_missing_required=len(candidates) - len(complete),
-        rows_merged=len(complete) - len(groups),
+        rows_merged=len(complete) - len(entities),
+        distinct_rows=len(entities),
+        merge_threshold=threshold,
+        conflicts=[conflict for entity in ranked[: request.rows] for conflict in entity.conflicts],
         sources=sources or [],
         extractor=extraction.extractor if extraction else "",
         extraction=extraction,
@@ -101,41 +115,107 @@ def run(
     )
 
 
-def _merge_key(schema: PreparedSchema, candidate: CandidateRow) -> str:
-    if schema.key_field is not None:
-        return normalise_key(str(candidate.values.get(schema.key_field)))
-    return msgspec.json.encode(candidate.values).decode()
+def _group(schema: PreparedSchema, query: str, candidates: list[CandidateRow], threshold: float) -> list[_Entity]:
+    """Entities from rank-ordered candidates: by fuzzy key match, or by equal values when there is no key."""
+    key_field = schema.key_field
+    matcher = None
+    if key_field is None:
+        keys = [msgspec.json.encode(c.values, order="sorted").decode() for c in candidates]
+        index = {key: i for i, key in enumerate(dict.fromkeys(keys))}
+        groups = [index[key] for key in keys]
+    else:
+        names = [str(c.values[key_field]) for c in candidates]
+        spans = [cite.text_span for c in candidates for cite in c.citations if cite.field == key_field]
+        matcher = EntityMatcher(threshold=threshold, generic=head_terms(query), aliases=aliases_from(names + spans))
+        groups = matcher.group(names)
+    entities: list[_Entity] = []
+    for candidate, group in zip(candidates, groups, strict=True):
+        if group == len(entities):
+            key = matcher.key(str(candidate.values[key_field])) if matcher is not None and key_field else ""
+            entities.append(_Entity(members=[candidate], key=key))
+        else:
+            entities[group].members.append(candidate)
+    return entities
 
 
-def _merged_values(schema: PreparedSchema, group: _Group) -> dict[str, FieldValue]:
-    """Values of the best-ranked member, gaps filled from the others; identifiers made from the key."""
-    values: dict[str, FieldValue] = {}
-    for field in schema.fields:
-        values[field.name] = next(
-            (m.values[field.name] for m in group.members if m.values.get(field.name) is not None), None
+def _resolve(schema: PreparedSchema, entity: _Entity) -> None:
+    """Each field's value by support (independent sources stating it), ties to the best-ranked source.
+
+    The row keeps the citations of the values it holds; the citations of outvoted values go into ``conflicts``.
+    Identifier fields are made from the key value.
+    """
+    key_field = schema.key_field
+    generated = schema.identifier_fields if key_field is not None else []
+    names = [f.name for f in schema.fields if f.name not in generated]
+    if key_field is not None:
+        names = [key_field] + [name for name in names if name != key_field]
+    row = ""
+    kept: list[Citation] = []
+    for name in names:
+        options: dict[str, list[tuple[CandidateRow, FieldValue]]] = {}
+        for member in entity.members:
+            value = member.values.get(name)
+            if value is not None:
+                options.setdefault(_comparable(value), []).append((member, value))
+        if not options:
+            continue
+        ranked = sorted(options.values(), key=lambda o: -len({m.source_id for m, _ in o}))  # stable: rank breaks ties
+        chosen = ranked[0]
+        entity.values[name] = chosen[0][1]
+        if name == key_field:  # every member names the entity, in whatever spelling
+            row = str(chosen[0][1])
+            kept += [c for m in entity.members for c in m.citations if c.field == name]
+            continue
+        kept += [c for m, _ in chosen for c in m.citations if c.field == name]
+        if len(ranked) > 1:
+            entity.conflicts.append(
+                Conflict(
+                    row=row,
+                    field=name,
+                    chosen=_option(name, chosen, with_citations=False),
+                    alternatives=[_option(name, option, with_citations=True) for option in ranked[1:]],
+                )
+            )
+    for name in generated:
+        spec = next(f for f in schema.fields if f.name == name)
+        entity.values[name] = make_identifier(spec, entity.key or row)
+        kept.append(
+            Citation(
+                source_id=GENERATED_SOURCE,
+                field=name,
+                text_span=f"generated by litminer from {key_field} {row!r}",
+                metadata=CitationMetadata(title="Identifier generated by litminer", source="litminer"),
+            )
         )
-    key = values.get(schema.key_field) if schema.key_field else None
-    if isinstance(key, str):
-        for name in schema.identifier_fields:
-            field = next(f for f in schema.fields if f.name == name)
-            values[name] = make_identifier(field, key)
-    return values
+    entity.values = {f.name: entity.values.get(f.name) for f in schema.fields}
+    entity.citations = list({(c.source_id, c.field, c.text_span): c for c in kept}.values())
 
 
-def _merged_citations(group: _Group) -> list[Citation]:
-    seen: set[tuple[str, str, str]] = set()
-    citations = []
-    for member in group.members:
-        for citation in member.citations:
-            identity = (citation.source_id, citation.field, citation.text_span)
-            if identity not in seen:
-                seen.add(identity)
-                citations.append(citation)
-    return citations
+def _comparable(value: FieldValue) -> str:
+    """Values stating the same thing compare equal: case, spacing and plural forms of text, 2 = 2.0, key order."""
+    if isinstance(value, str):
+        return "s:" + normalise_key(value)
+    if isinstance(value, bool):
+        return f"b:{value}"
+    if isinstance(value, int | float):
+        return f"n:{float(value)!r}"
+    return "j:" + msgspec.json.encode(value, order="sorted").decode()
+
+
+def _option(name: str, option: list[tuple[CandidateRow, FieldValue]], *, with_citations: bool) -> ConflictValue:
+    sources = list(dict.fromkeys(m.source_id for m, _ in option))
+    citations = [c for m, _ in option for c in m.citations if c.field == name] if with_citations else []
+    return ConflictValue(value=option[0][1], support=len(sources), sources=sources, citations=citations)
 
 
 def _completeness(schema: PreparedSchema, values: dict[str, FieldValue]) -> float:
     return sum(values.get(f.name) is not None for f in schema.fields) / len(schema.fields)
+
+
+def durations(job: JobRecord, now: float) -> dict[str, float]:
+    """Seconds each stage of the job took so far, the current one (assembly) until ``now``."""
+    current = {job.stage: round(now - job.stage_entered_at, 3)} if job.stage_entered_at is not None else {}
+    return job.durations_s | current
 
 
 def process(pipeline: Pipeline, task_id: str) -> None:
@@ -152,7 +232,15 @@ def process(pipeline: Pipeline, task_id: str) -> None:
         documents=len(documents),
         sources=sorted({d.source for d in documents}),
         extraction=pipeline.store.get_output(task_id, "extraction_stats", ExtractionStats),
+        threshold=pipeline.settings.merge_threshold,
     )
+    stats = msgspec.structs.replace(
+        dataset.stats,
+        durations_s=durations(job, time.time()),
+        parent_task_id=job.parent_task_id,
+        reused_stages=list(earlier_stages(job.from_stage)) if job.from_stage else [],
+    )
+    dataset = msgspec.structs.replace(dataset, stats=stats)
     done = f"Dataset ready: {len(dataset.rows)} rows"
     if dataset.stats.shortfall:
         done += f" ({dataset.stats.shortfall})"

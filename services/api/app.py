@@ -19,7 +19,7 @@ from services.api.health import HealthController
 from services.api.live import LiveEvents
 from services.api.metrics import Metrics
 from services.api.streams import stream_handlers
-from services.api.tasks import TaskController
+from services.api.tasks import ReprocessController, TaskController
 
 
 @get("/metrics", operation_id="metrics", media_type=CONTENT_TYPE_LATEST)
@@ -53,7 +53,14 @@ def create_app(settings: Settings) -> Litestar:
         return live
 
     return Litestar(
-        route_handlers=[DatasetController, TaskController, HealthController, metrics, *stream_handlers],
+        route_handlers=[
+            DatasetController,
+            TaskController,
+            ReprocessController,
+            HealthController,
+            metrics,
+            *stream_handlers,
+        ],
         dependencies={
             "pipeline": Provide(provide_pipeline, sync_to_thread=False),
             "live": Provide(provide_live, sync_to_thread=False),

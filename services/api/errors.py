@@ -6,7 +6,7 @@ from litestar import Request, Response
 from litestar.datastructures import State
 from litestar.types import ExceptionHandlersMap
 
-from pipeline.errors import JobFinished, JobNotFound
+from pipeline.errors import JobConflict, JobNotFound
 from pipeline.schema import InvalidRequest
 
 
@@ -18,12 +18,12 @@ def _not_found(_: Request[object, object, State], exc: JobNotFound) -> Response[
     return Response({"status_code": 404, "detail": f"no task with id {exc}"}, status_code=404)
 
 
-def _finished(_: Request[object, object, State], exc: JobFinished) -> Response[dict[str, object]]:
+def _conflict(_: Request[object, object, State], exc: JobConflict) -> Response[dict[str, object]]:
     return Response({"status_code": 409, "detail": str(exc)}, status_code=409)
 
 
 exception_handlers: ExceptionHandlersMap = {
     InvalidRequest: _invalid,
     JobNotFound: _not_found,
-    JobFinished: _finished,
+    JobConflict: _conflict,
 }

@@ -1,14 +1,18 @@
-"""Task status and cancellation (the seed's paths)."""
+"""Task status and cancellation (the seed's paths), and reprocessing."""
 
 from __future__ import annotations
 
-from litestar import Controller, get, post
+import anyio.to_thread
+from litestar import Controller, Request, get, post
+from litestar.datastructures import State
 from litestar.di import NamedDependency
 from litestar.params import FromPath
 
-from contracts import TaskStatus
+from contracts import TaskAccepted, TaskStatus
 from pipeline.errors import JobNotFound
 from pipeline.runtime import Pipeline
+from pipeline.schema import parse_reprocess_request
+from services.api.datasets import accepted, read_body
 
 
 def _status(pipeline: Pipeline, task_id: str) -> TaskStatus:
@@ -26,6 +30,8 @@ def _status(pipeline: Pipeline, task_id: str) -> TaskStatus:
         created_at=job.created_at,
         updated_at=job.updated_at,
         error=job.error,
+        parent_task_id=job.parent_task_id,
+        from_stage=job.from_stage,
         result=pipeline.dataset(task_id) if job.status == "completed" else None,
     )
 
@@ -51,3 +57,23 @@ class TaskController(Controller):
         """Same as ``GET /tasks/{task_id}/revoke``."""
         pipeline.cancel(task_id)
         return _status(pipeline, task_id)
+
+
+class ReprocessController(Controller):
+    """Run a finished job again from one stage as a new job."""
+
+    path = "/api/v1/tasks"
+
+    @post("/{task_id:str}/reprocess", status_code=202, operation_id="reprocessTask")
+    async def reprocess(
+        self, task_id: FromPath[str], request: Request[object, object, State], pipeline: NamedDependency[Pipeline]
+    ) -> TaskAccepted:
+        """A new job (``parent_task_id`` = this one) from ``from_stage`` on, reusing the earlier stages' outputs.
+
+        Body: ``{"from_stage": "search" | "extraction" | "assembly"}`` plus optional ``field_definitions``,
+        ``rows``, ``extractor``, ``sources`` and ``client_id``. 400 when an override needs an earlier stage
+        (new columns need extraction), 404 for unknown tasks, 409 while the parent runs or when its outputs
+        are gone.
+        """
+        change = parse_reprocess_request(await read_body(request))
+        return accepted(await anyio.to_thread.run_sync(pipeline.reprocess, task_id, change))

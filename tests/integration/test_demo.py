@@ -66,7 +66,10 @@ def test_demo_searches_openalex_when_asked(tmp_path, scholarly):
     assert calls and all(c.params["api_key"] == "demo-key" for c in calls)
     dataset = json.loads((tmp_path / "dataset.json").read_text())
     assert dataset["rows"] and all(
-        c["metadata"]["source"] == "openalex" for r in dataset["rows"] for c in r["citations"]
+        c["metadata"]["source"] == "openalex"
+        for r in dataset["rows"]
+        for c in r["citations"]
+        if c["source_id"] != "generated"
     )
     assert "/works" in result.stderr  # requests are logged at INFO, without the API key
     assert "demo-key" not in result.stdout + result.stderr

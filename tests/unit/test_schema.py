@@ -57,7 +57,7 @@ many_fields = json.dumps([{"name": f"f{i}", "type": "str"} for i in range(51)])
         ({"field_definitions_json_str": '[{"name": "a b"}]'}, "field_definitions[0].name"),
         ({"field_definitions_json_str": '[{"name": "1a"}]'}, "field_definitions[0].name"),
         ({"field_definitions_json_str": '[{"name": "a", "type": "decimal"}]'}, "field_definitions[0].type"),
-        ({"field_definitions_json_str": '[{"name": "a", "colour": "red"}]'}, "field_definitions[0]"),
+        ({"field_definitions_json_str": '[{"name": "a", "colour": "red"}]'}, "field_definitions[0].colour"),
         ({"rows": "0"}, "rows"),
         ({"rows": "101"}, "rows"),
         ({"rows": "many"}, "rows"),

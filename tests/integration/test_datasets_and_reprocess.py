@@ -1,0 +1,278 @@
+"""Dataset exports and reprocessing over real HTTP, with real workers, Redis and stand-in scholarly and LLM APIs."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+import httpx
+import msgspec
+import pytest
+
+from contracts import Dataset, FieldDefinition, FieldValue, GenerateRequest
+from pipeline.settings import Settings
+from services.cli import main
+from tests.conftest import follow
+from tests.fixtures.llm import FakeLLM
+from tests.fixtures.scholarly import ScholarlyAPI
+
+QUERY = "water treatment technologies used in specialty crop production"
+FIELDS = [
+    {"name": "technology_id", "type": "str", "description": "Unique identifier", "required": True},
+    {"name": "technology_name", "type": "str", "description": "Name of the technology", "required": True},
+]
+NEW_COLUMN = {"name": "crop", "type": "str", "description": "Crop irrigated", "required": False}
+
+
+@pytest.fixture
+def mining(online_settings: Settings, llm: FakeLLM) -> Settings:
+    """Online sources and the LLM extractor on their stand-in servers (no arXiv: it allows one request per 3 s)."""
+    return msgspec.structs.replace(
+        online_settings,
+        sources=("openalex", "europepmc", "crossref"),
+        openai_api_key="test-openai-key",
+        openai_base_url=llm.url,
+        llm_model="fake",
+        llm_timeout_s=5,
+    )
+
+
+@pytest.fixture
+def stack(mining, make_pipeline, run_worker, serve_api):
+    """A worker and the API on the same settings; returns (pipeline, API URL)."""
+    pipeline = make_pipeline(settings_=mining)
+    run_worker(pipeline)
+    return pipeline, serve_api(mining)
+
+
+def generate(pipeline, url: str, rows: int = 4) -> str:
+    body = {"user_query": QUERY, "rows": rows, "model_name": "Treatments", "field_definitions": FIELDS}
+    reply = httpx.post(f"{url}/api/v1/datasets/generate", json=body)
+    assert reply.status_code == 202, reply.text
+    task_id: str = reply.json()["task_id"]
+    assert follow(pipeline, task_id)[-1].status == "completed"
+    return task_id
+
+
+def reprocess(pipeline, url: str, task_id: str, **body: object) -> tuple[str, list[str]]:
+    """Reprocess and follow the new job to its end: its id and the stages its events came from."""
+    reply = httpx.post(f"{url}/api/v1/tasks/{task_id}/reprocess", json=body)
+    assert reply.status_code == 202, reply.text
+    assert reply.json()["parent_task_id"] == task_id
+    child: str = reply.json()["task_id"]
+    events = follow(pipeline, child)
+    assert events[-1].status == "completed", events[-1]
+    return child, [e.stage for e in events]
+
+
+def fetch(url: str, task_id: str, fmt: str) -> httpx.Response:
+    return httpx.get(f"{url}/api/v1/datasets/{task_id}", params={"format": fmt})
+
+
+def read_csv(text: str, schema: list[FieldDefinition]) -> list[dict[str, FieldValue]]:
+    """Parse the CSV export back into typed rows (the reader a spreadsheet user would write)."""
+    rows = []
+    for record in csv.DictReader(io.StringIO(text)):
+        row: dict[str, FieldValue] = {}
+        for field in schema:
+            cell = record[field.name]
+            if cell == "":
+                row[field.name] = None
+            elif field.type in ("int", "float"):
+                row[field.name] = int(cell) if field.type == "int" else float(cell)
+            elif field.type == "bool":
+                row[field.name] = cell == "true"
+            elif field.type.startswith(("list", "dict")):
+                row[field.name] = json.loads(cell[1:] if cell.startswith("'") else cell)
+            else:
+                row[field.name] = cell[1:] if cell.startswith("'") else cell
+        row["sources"], row["evidence"] = record["sources"], record["evidence"]
+        rows.append(row)
+    return rows
+
+
+def test_each_export_format_parses_back_to_the_dataset(stack):
+    pipeline, url = stack
+    task_id = generate(pipeline, url)
+    dataset = pipeline.dataset(task_id)
+    assert dataset is not None and len(dataset.rows) >= 3
+
+    as_json = fetch(url, task_id, "json")
+    assert as_json.headers["content-type"] == "application/json"
+    assert as_json.headers["content-disposition"] == f'attachment; filename="Treatments-{task_id}.json"'
+    assert msgspec.json.decode(as_json.content, type=Dataset) == dataset
+    assert fetch(url, task_id, "json").content == httpx.get(f"{url}/api/v1/datasets/{task_id}").content  # default
+
+    as_jsonl = fetch(url, task_id, "jsonl")
+    assert as_jsonl.headers["content-type"] == "application/x-ndjson"
+    assert as_jsonl.headers["content-disposition"].endswith(f'{task_id}.jsonl"')
+    lines = as_jsonl.content.decode().splitlines()
+    assert [msgspec.json.decode(line, type=type(dataset.rows[0])) for line in lines] == dataset.rows
+
+    as_csv = fetch(url, task_id, "csv")
+    assert as_csv.headers["content-type"] == "text/csv; charset=utf-8"
+    assert as_csv.headers["content-disposition"].endswith(f'{task_id}.csv"')
+    assert as_csv.text.splitlines()[0] == "technology_id,technology_name,sources,evidence"
+    parsed = read_csv(as_csv.text, dataset.schema)
+    assert [{k: v for k, v in r.items() if k not in ("sources", "evidence")} for r in parsed] == [
+        r.row for r in dataset.rows
+    ]
+    for parsed_row, row in zip(parsed, dataset.rows, strict=True):
+        cited = [c for c in row.citations if c.source_id != "generated"]
+        assert str(parsed_row["sources"]).split("; ") == list(
+            dict.fromkeys(c.metadata.doi or c.source_id for c in cited)
+        )
+        assert all(c.text_span in str(parsed_row["evidence"]) for c in cited)
+
+
+def test_dataset_errors_404_for_unknown_tasks_409_until_completed_400_for_bad_format(settings, make_pipeline, api_url):
+    pipeline = make_pipeline()  # no worker: the job stays queued
+    job = pipeline.submit(msgspec.convert({"user_query": QUERY, "field_definitions": FIELDS}, type=GenerateRequest))
+    unknown = fetch(api_url, "no-such-task", "csv")
+    assert unknown.status_code == 404 and "no-such-task" in unknown.json()["detail"]
+    queued = fetch(api_url, job.task_id, "csv")
+    assert queued.status_code == 409 and "queued" in queued.json()["detail"]
+    bad = fetch(api_url, job.task_id, "xlsx")
+    assert bad.status_code == 400 and "format" in bad.text
+
+
+def test_reprocess_from_extraction_with_a_new_column_reads_the_same_documents_without_searching(
+    stack, scholarly: ScholarlyAPI, llm: FakeLLM
+):
+    pipeline, url = stack
+    parent = generate(pipeline, url)
+    parent_export = fetch(url, parent, "json").content
+    searches, calls = len(scholarly.requests), len(llm.calls)
+
+    child, stages = reprocess(pipeline, url, parent, from_stage="extraction", field_definitions=[*FIELDS, NEW_COLUMN])
+
+    assert len(scholarly.requests) == searches  # no search request at all
+    assert "search" not in stages and "schema_preparation" not in stages
+    new_calls = llm.calls[calls:]
+    old_documents = {c.document for c in llm.calls[:calls]}
+    assert new_calls and {c.document for c in new_calls} == old_documents
+    assert all("crop" in c.field_names for c in new_calls)
+    dataset = pipeline.dataset(child)
+    assert dataset is not None
+    assert [f.name for f in dataset.schema] == ["technology_id", "technology_name", "crop"]
+    assert all("crop" in row.row for row in dataset.rows)
+    assert dataset.stats.parent_task_id == parent
+    assert dataset.stats.reused_stages == ["schema_preparation", "search"]
+    assert set(dataset.stats.durations_s) == {"extraction", "assembly"}
+    status = httpx.get(f"{url}/tasks/{child}").json()
+    assert (status["parent_task_id"], status["from_stage"]) == (parent, "extraction")
+    # the parent is untouched
+    assert fetch(url, parent, "json").content == parent_export
+    assert httpx.get(f"{url}/tasks/{parent}").json()["status"] == "completed"
+
+
+def test_reprocess_from_assembly_with_fewer_rows_reuses_candidates(stack, scholarly: ScholarlyAPI, llm: FakeLLM):
+    pipeline, url = stack
+    parent = generate(pipeline, url, rows=4)
+    before = pipeline.dataset(parent)
+    assert before is not None and len(before.rows) == 4
+    searches, calls = len(scholarly.requests), len(llm.calls)
+
+    child, stages = reprocess(pipeline, url, parent, from_stage="assembly", rows=2)
+
+    assert (len(scholarly.requests), len(llm.calls)) == (searches, calls)
+    assert set(stages) == {"queued", "assembly", "done"}
+    after = pipeline.dataset(child)
+    assert after is not None
+    assert [r.row for r in after.rows] == [r.row for r in before.rows[:2]]
+    assert after.stats.requested_rows == 2 and after.stats.reused_stages == [
+        "schema_preparation",
+        "search",
+        "extraction",
+    ]
+    assert pipeline.dataset(parent) == before
+
+
+BAD_REPROCESS = [
+    ({"from_stage": "assembly", "field_definitions": [*FIELDS, NEW_COLUMN]}, "field_definitions"),
+    ({"from_stage": "assembly", "extractor": "heuristic"}, "extractor"),
+    ({"from_stage": "extraction", "sources": ["crossref"]}, "sources"),
+    ({"from_stage": "schema_preparation"}, "from_stage"),
+    ({"rows": 2}, "from_stage"),
+    ({"from_stage": "assembly", "rows": 0}, "rows"),
+    ({"from_stage": "search", "sources": ["nowhere"]}, "sources"),
+    ({"from_stage": "search", "field_definitions": [{"name": "bad name"}]}, "field_definitions[0].name"),
+    ({"from_stage": "assembly", "colour": "red"}, "colour"),
+]
+
+
+def test_invalid_reprocess_requests_are_400s_naming_the_field_and_change_nothing(stack):
+    pipeline, url = stack
+    parent = generate(pipeline, url, rows=2)
+    keys_before = sorted(pipeline.client.scan_iter(f"{pipeline.keys.prefix}job:*"))
+    for body, field in BAD_REPROCESS:
+        reply = httpx.post(f"{url}/api/v1/tasks/{parent}/reprocess", json=body)
+        assert reply.status_code == 400, (body, reply.text)
+        assert reply.json()["field"] == field, (body, reply.json())
+    assert sorted(pipeline.client.scan_iter(f"{pipeline.keys.prefix}job:*")) == keys_before
+
+
+def test_reprocess_refuses_unknown_and_running_parents(settings, make_pipeline, api_url):
+    pipeline = make_pipeline()  # no worker: the parent stays queued
+    job = pipeline.submit(msgspec.convert({"user_query": QUERY, "field_definitions": FIELDS}, type=GenerateRequest))
+    unknown = httpx.post(f"{api_url}/api/v1/tasks/nope/reprocess", json={"from_stage": "search"})
+    assert unknown.status_code == 404
+    running = httpx.post(f"{api_url}/api/v1/tasks/{job.task_id}/reprocess", json={"from_stage": "search"})
+    assert running.status_code == 409 and "still queued" in running.json()["detail"]
+
+
+def test_reprocess_needs_the_parent_outputs_it_reuses(make_pipeline, run_worker, api_url):
+    pipeline = make_pipeline()
+    run_worker(pipeline)
+    job = pipeline.submit(msgspec.convert({"user_query": QUERY, "field_definitions": FIELDS}, type=GenerateRequest))
+    follow(pipeline, job.task_id)
+    pipeline.client.delete(pipeline.keys.output(job.task_id, "candidates"))  # e.g. expired
+    reply = httpx.post(f"{api_url}/api/v1/tasks/{job.task_id}/reprocess", json={"from_stage": "assembly"})
+    assert reply.status_code == 409 and "no stored candidates" in reply.json()["detail"]
+
+
+def test_cli_reprocess_submits_to_the_api_and_reports_bad_combinations(stack, capsys):
+    pipeline, url = stack
+    parent = generate(pipeline, url, rows=3)
+    assert main(["reprocess", parent, "--from-stage", "assembly", "--rows", "1", "--api", url]) == 0
+    out = capsys.readouterr().out
+    child = out.split()[1].rstrip(":")
+    assert f"reprocessing {parent} from assembly" in out
+    follow(pipeline, child)
+    dataset = pipeline.dataset(child)
+    assert dataset is not None and len(dataset.rows) == 1
+
+    fields = json.dumps([*FIELDS, NEW_COLUMN])
+    code = main(["reprocess", parent, "--from-stage", "assembly", "--fields", fields, "--api", url])
+    assert code == 2
+    assert "field_definitions" in capsys.readouterr().err
+    assert main(["reprocess", "nope", "--from-stage", "search", "--api", url]) == 1
+
+
+def test_rerun_reopens_a_finished_job_in_place(make_pipeline, run_worker, settings, monkeypatch, capsys):
+    pipeline = make_pipeline()
+    run_worker(pipeline)
+    job = pipeline.submit(
+        msgspec.convert({"user_query": QUERY, "field_definitions": FIELDS, "rows": 3}, type=GenerateRequest)
+    )
+    last = follow(pipeline, job.task_id)[-1]
+    first_run = pipeline.store.load(job.task_id)
+    assert first_run is not None
+    assert set(first_run.durations_s) == {"schema_preparation", "search", "extraction", "assembly"}
+    earlier = {k: v for k, v in first_run.durations_s.items() if k != "assembly"}
+    # a bare send of a finished job's stage is skipped: a late message never overwrites a finished job
+    pipeline.actors["assembly"].send(job.task_id)
+    monkeypatch.setenv("REDIS_URL", settings.redis_url)
+    monkeypatch.setenv("LITMINER_KEY_PREFIX", settings.key_prefix)
+    monkeypatch.setenv("LITMINER_SOURCES", "local")
+    assert main(["rerun", job.task_id, "--stage", "assembly"]) == 0
+    assert "re-running from assembly" in capsys.readouterr().out
+    events = follow(pipeline, job.task_id, after=last.seq)
+    assert events[0].stage == "assembly" and events[0].message == "Re-running from stage assembly"
+    assert events[-1].status == "completed"
+    assert sum(e.message == "Stage assembly started" for e in events) == 1
+    dataset = pipeline.dataset(job.task_id)
+    assert dataset is not None
+    assert {k: v for k, v in dataset.stats.durations_s.items() if k != "assembly"} == earlier  # kept from run 1
+    assert main(["rerun", "nope", "--stage", "search"]) == 1
