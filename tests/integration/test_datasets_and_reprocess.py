@@ -263,6 +263,8 @@ def test_rerun_reopens_a_finished_job_in_place(make_pipeline, run_worker, settin
     earlier = {k: v for k, v in first_run.durations_s.items() if k != "assembly"}
     # a bare send of a finished job's stage is skipped: a late message never overwrites a finished job
     pipeline.actors["assembly"].send(job.task_id)
+    pipeline.broker.join("assembly", timeout=10_000)  # processed (skipped) and acknowledged
+    assert pipeline.events.history(job.task_id, after=last.seq) == []
     monkeypatch.setenv("REDIS_URL", settings.redis_url)
     monkeypatch.setenv("LITMINER_KEY_PREFIX", settings.key_prefix)
     monkeypatch.setenv("LITMINER_SOURCES", "local")
@@ -276,3 +278,20 @@ def test_rerun_reopens_a_finished_job_in_place(make_pipeline, run_worker, settin
     assert dataset is not None
     assert {k: v for k, v in dataset.stats.durations_s.items() if k != "assembly"} == earlier  # kept from run 1
     assert main(["rerun", "nope", "--stage", "search"]) == 1
+
+
+def test_a_shortfall_is_said_in_the_final_event_and_stats_and_never_padded(make_pipeline, run_worker):
+    pipeline = make_pipeline()  # the bundled sample corpus holds far fewer than 80 water treatment technologies
+    run_worker(pipeline)
+    job = pipeline.submit(
+        msgspec.convert({"user_query": QUERY, "field_definitions": FIELDS, "rows": 80}, type=GenerateRequest)
+    )
+    final = follow(pipeline, job.task_id)[-1]
+    dataset = pipeline.dataset(job.task_id)
+    assert dataset is not None and final.status == "completed"
+    assert 0 < len(dataset.rows) < 80
+    assert final.data["rows"] == len(dataset.rows) == dataset.stats.returned_rows
+    assert final.data["requested_rows"] == 80
+    assert final.data["shortfall"] == dataset.stats.shortfall
+    assert f"only {len(dataset.rows)} of 80" in final.message
+    assert dataset.stats.distinct_rows == len(dataset.rows)  # every supported row is returned, none invented

@@ -7,6 +7,7 @@ from contracts import (
     CandidateRow,
     Citation,
     CitationMetadata,
+    DatasetRow,
     FieldDefinition,
     FieldValue,
     GenerateRequest,
@@ -45,7 +46,7 @@ def request(rows: int) -> GenerateRequest:
     return GenerateRequest(user_query=QUERY, field_definitions=FIELDS, rows=rows, model_name="Tech")
 
 
-def names(dataset_rows: list[assembly.DatasetRow]) -> list[FieldValue]:
+def names(dataset_rows: list[DatasetRow]) -> list[FieldValue]:
     return [r.row["technology_name"] for r in dataset_rows]
 
 
