@@ -118,20 +118,18 @@ def run(
 def _group(schema: PreparedSchema, query: str, candidates: list[CandidateRow], threshold: float) -> list[_Entity]:
     """Entities from rank-ordered candidates: by fuzzy key match, or by equal values when there is no key."""
     key_field = schema.key_field
-    matcher = None
     if key_field is None:
-        keys = [msgspec.json.encode(c.values, order="sorted").decode() for c in candidates]
-        index = {key: i for i, key in enumerate(dict.fromkeys(keys))}
-        groups = [index[key] for key in keys]
+        values = [msgspec.json.encode(c.values, order="sorted").decode() for c in candidates]
+        index = {value: i for i, value in enumerate(dict.fromkeys(values))}
+        groups, keys = [index[value] for value in values], [""] * len(candidates)
     else:
-        names = [str(c.values[key_field]) for c in candidates]
+        names = ["" if c.values.get(key_field) is None else str(c.values[key_field]) for c in candidates]  # "": alone
         spans = [cite.text_span for c in candidates for cite in c.citations if cite.field == key_field]
         matcher = EntityMatcher(threshold=threshold, generic=head_terms(query), aliases=aliases_from(names + spans))
-        groups = matcher.group(names)
+        groups, keys = matcher.group(names), [matcher.key(name) for name in names]
     entities: list[_Entity] = []
-    for candidate, group in zip(candidates, groups, strict=True):
+    for candidate, group, key in zip(candidates, groups, keys, strict=True):
         if group == len(entities):
-            key = matcher.key(str(candidate.values[key_field])) if matcher is not None and key_field else ""
             entities.append(_Entity(members=[candidate], key=key))
         else:
             entities[group].members.append(candidate)
@@ -178,7 +176,9 @@ def _resolve(schema: PreparedSchema, entity: _Entity) -> None:
             )
     for name in generated:
         spec = next(f for f in schema.fields if f.name == name)
-        entity.values[name] = make_identifier(spec, entity.key or row)
+        unnamed = f"{entity.members[0].source_id} {msgspec.json.encode(entity.values, order='sorted').decode()}"
+        basis = entity.key or row or unnamed
+        entity.values[name] = make_identifier(spec, basis)
         kept.append(
             Citation(
                 source_id=GENERATED_SOURCE,

@@ -295,3 +295,18 @@ def test_a_shortfall_is_said_in_the_final_event_and_stats_and_never_padded(make_
     assert final.data["shortfall"] == dataset.stats.shortfall
     assert f"only {len(dataset.rows)} of 80" in final.message
     assert dataset.stats.distinct_rows == len(dataset.rows)  # every supported row is returned, none invented
+
+
+def test_reprocess_from_search_with_other_sources_searches_only_those(stack, scholarly: ScholarlyAPI):
+    pipeline, url = stack
+    parent = generate(pipeline, url, rows=2)
+    searched = len(scholarly.requests)
+
+    child, stages = reprocess(pipeline, url, parent, from_stage="search", sources=["crossref"])
+
+    # the parent's crossref answers are cached in Redis; nothing else is asked
+    assert {r.route.split("/")[1] for r in scholarly.requests[searched:]} <= {"crossref"}
+    assert "search" in stages and "schema_preparation" not in stages
+    dataset = pipeline.dataset(child)
+    assert dataset is not None and dataset.stats.sources == ["crossref"]
+    assert dataset.stats.reused_stages == ["schema_preparation"]

@@ -205,3 +205,16 @@ def test_durations_are_the_finished_stages_plus_the_current_one_so_far():
         "extraction": 7.0,
         "assembly": 0.25,
     }
+
+
+def test_rows_without_a_value_for_an_optional_key_field_are_never_merged_together():
+    fields = [FieldDefinition(name="crop_id", type="str"), FieldDefinition(name="crop_name", required=False)]
+    schema = prepare_schema("Crops", fields)
+    assert schema.key_field == "crop_name"
+    rows = [
+        CandidateRow(values={"crop_id": None, "crop_name": name}, citations=[], source_id=source, rank=i)
+        for i, (name, source) in enumerate([(None, "a"), (None, "b"), ("Basil", "c")])
+    ]
+    dataset = assembly.run("t", GenerateRequest(user_query="crops", field_definitions=fields, rows=5), schema, rows)
+    assert [r.row["crop_name"] for r in dataset.rows] == ["Basil", None, None]  # complete first
+    assert len({r.row["crop_id"] for r in dataset.rows}) == 3
