@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import re
-import unicodedata
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 
 from rapidfuzz import fuzz, process
 
-from pipeline.text import singular, words
+from pipeline.text import normalise_key, singular, words
 
 GENERIC_WORDS = frozenset(
     """system method process technique technology treatment unit approach device equipment application
@@ -17,7 +16,6 @@ GENERIC_WORDS = frozenset(
 )
 
 _PAREN = re.compile(r"\(([^()]*)\)")
-_BRACKETED = re.compile(r"\([^()]*\)|\[[^\[\]]*\]")
 _TOKEN = re.compile(r"[^\W_]+")
 _SHORT_FORM = re.compile(r"[^\W_][\w\-/.&+]{1,9}")
 _BOUNDARY = re.compile(r".*[()\[\].;:!?]", re.DOTALL)
@@ -58,12 +56,12 @@ def find_abbreviations(text: str) -> dict[str, str]:
             limit = min(len(inner) + 5, 2 * len(inner), len(before_words))
             long = next((before_words[-n:] for n in range(1, limit + 1) if _abbreviates(inner, before_words[-n:])), [])
             if long:
-                found[_short_key(inner)] = entity_key(" ".join(long), {})
+                found[_short_key(inner)] = normalise_key(" ".join(long))
                 continue
         if before_words and before.rstrip().endswith(before_words[-1]) and _is_short_form(before_words[-1]):
             short, long = before_words[-1], words(re.split(r"[,;]", inner)[0])  # SF (long form)
             if len(long) <= min(len(short) + 5, 2 * len(short)) and _abbreviates(short, long):
-                found[_short_key(short)] = entity_key(" ".join(long), {})
+                found[_short_key(short)] = normalise_key(" ".join(long))
     return found
 
 
@@ -77,14 +75,11 @@ def aliases_from(texts: Iterable[str]) -> dict[str, str]:
 
 
 def entity_key(value: str, aliases: Mapping[str, str]) -> str:
-    """Normalised key of an entity name: lower case, no parenthesised parts, abbreviations expanded, singular words."""
-    value = unicodedata.normalize("NFKC", value).lower()
-    stripped = _BRACKETED.sub(" ", value)
-    tokens = _TOKEN.findall(stripped) or _TOKEN.findall(value)
+    """``normalise_key`` of an entity name, with known abbreviations replaced by their long form."""
     out: list[str] = []
-    for token in tokens:
+    for token in normalise_key(value).split():
         long = aliases.get(token) or (aliases.get(token[:-1]) if token.endswith("s") else None)
-        out.extend(singular(word) for word in (long.split() if long else [token]))
+        out.append(long or token)
     return " ".join(out)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import unicodedata
 
 STOP_WORDS = frozenset(
     """a an and are as at be been by can could did do does for from had has have how in into is it its
@@ -12,6 +13,8 @@ STOP_WORDS = frozenset(
     some many much very not no nor only own same so too just should would may might must""".split()
 )
 
+_BRACKETED = re.compile(r"\([^()]*\)|\[[^\[\]]*\]")
+_TOKEN = re.compile(r"[^\W_]+")
 _WORD = re.compile(r"[A-Za-z0-9]+(?:[-'][A-Za-z0-9]+)*")
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9(\"'])")
 
@@ -59,9 +62,13 @@ def singular(word: str) -> str:
 
 
 def normalise_key(value: str) -> str:
-    """Normalised form of a key value: lower case, no parenthesised abbreviations, singular words."""
-    value = re.sub(r"\([^)]*\)", " ", value.lower())
-    return " ".join(singular(w) for w in re.findall(r"[a-z0-9]+", value))
+    """Normalised form of a name: NFKC, lower case, no bracketed parts (unless that is all), singular words.
+
+    "Reverse-Osmosis Systems (RO) [3]" -> "reverse osmosis system"; "(RO)" -> "ro".
+    """
+    value = unicodedata.normalize("NFKC", value).lower()
+    tokens = _TOKEN.findall(_BRACKETED.sub(" ", value)) or _TOKEN.findall(value)
+    return " ".join(singular(token) for token in tokens)
 
 
 def slug(value: str) -> str:

@@ -238,7 +238,7 @@ def process(pipeline: Pipeline, task_id: str) -> None:
         dataset.stats,
         durations_s=durations(job, time.time()),
         parent_task_id=job.parent_task_id,
-        reused_stages=list(earlier_stages(job.from_stage)) if job.from_stage else [],
+        reused_stages=earlier_stages(job.from_stage) if job.from_stage else [],
     )
     dataset = msgspec.structs.replace(dataset, stats=stats)
     done = f"Dataset ready: {len(dataset.rows)} rows"
