@@ -107,7 +107,7 @@ def _run(args: argparse.Namespace) -> int:
         return _reprocess(args)
     if args.command == "rerun":
         return _rerun(args)
-    fields = None if args.fields is None else _read_fields(str(args.fields))
+    fields = None if args.fields is None else _read_fields(args.fields)
     return run_demo(
         query=args.query or SEED_QUERY,
         rows=args.rows,
