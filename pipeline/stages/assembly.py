@@ -176,8 +176,7 @@ def _resolve(schema: PreparedSchema, entity: _Entity) -> None:
             )
     for name in generated:
         spec = next(f for f in schema.fields if f.name == name)
-        unnamed = f"{entity.members[0].source_id} {msgspec.json.encode(entity.values, order='sorted').decode()}"
-        basis = entity.key or row or unnamed
+        basis = entity.key or row or f"{entity.members[0].source_id} {msgspec.json.encode(entity.values).decode()}"
         entity.values[name] = make_identifier(spec, basis)
         kept.append(
             Citation(
