@@ -40,6 +40,8 @@ class JobRecord(Record, frozen=True, kw_only=True):
     #: reprocessing: the job whose stored outputs this one reuses, and the first stage it runs itself
     parent_task_id: str | None = None
     from_stage: Stage | None = None
+    #: LLM tokens spent by the current extraction run so far
+    tokens: int = 0
 
 
 class TaskAccepted(Record, frozen=True, kw_only=True):

@@ -21,12 +21,13 @@ from pipeline.keys import Keys
 from pipeline.middleware import JobEvents, StageRetries
 from pipeline.settings import Settings
 from pipeline.store import JobStore
+from pipeline.workers import WorkerStatus
 
 
 def build_broker(
     settings: Settings, client: redis.Redis, store: JobStore, stages: dict[str, Stage], *, parts: set[str]
-) -> tuple[RedisBroker, Abortable]:
-    """A Redis broker whose middleware retries with exact backoff, aborts, and reports job status."""
+) -> tuple[RedisBroker, Abortable, WorkerStatus]:
+    """A Redis broker whose middleware retries with exact backoff, aborts, reports job status and heartbeats."""
     keys = Keys(settings.key_prefix)
     abortable = Abortable(backend=RedisBackend(client=client, namespace=keys.abort_namespace))
     retries = StageRetries(
@@ -36,6 +37,13 @@ def build_broker(
         jitter=settings.retry_jitter,
         permanent=(Abort, JobCancelled, PermanentError),
     )
+    status = WorkerStatus(
+        client,
+        keys,
+        stages,
+        interval_s=settings.worker_heartbeat_s,
+        metrics_port=settings.worker_metrics_port,
+    )
     middleware = [
         AgeLimit(),
         TimeLimit(time_limit=settings.stage_time_limit_ms),
@@ -44,9 +52,11 @@ def build_broker(
         Pipelines(),
         CurrentMessage(),
         abortable,
+        # WorkerStatus before JobEvents: it must see every message JobEvents may skip.
+        status,
         # JobEvents before StageRetries: "after" hooks run in reverse, so it sees the retry decision.
         JobEvents(store, stages, parts=parts),
         retries,
     ]
     broker = RedisBroker(client=client, namespace=keys.dramatiq_namespace, middleware=middleware)  # type: ignore[no-untyped-call]
-    return broker, abortable
+    return broker, abortable, status

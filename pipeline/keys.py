@@ -48,6 +48,24 @@ class Keys:
         return f"{self.prefix}search:leases:{source}"
 
     @property
+    def jobs(self) -> str:
+        """Every recent job (sorted set of task id → creation time), for the task list and /ops."""
+        return f"{self.prefix}jobs"
+
+    def client_jobs(self, client_id: str) -> str:
+        """The recent jobs of one client (sorted set of task id → creation time)."""
+        return f"{self.prefix}client:{client_id}:jobs"
+
+    @property
+    def workers(self) -> str:
+        """Live worker processes (sorted set of worker id → last heartbeat time)."""
+        return f"{self.prefix}workers"
+
+    def worker(self, worker_id: str) -> str:
+        """A worker's last heartbeat (its WorkerInfo as JSON), expiring when the worker goes quiet."""
+        return f"{self.prefix}worker:{worker_id}"
+
+    @property
     def channel_pattern(self) -> str:
         """Matches the channel of every task."""
         return f"{self.prefix}events:*"

@@ -78,7 +78,7 @@ class Pipeline:
                 f"LITMINER_SOURCES names unknown sources {', '.join(unknown)} (available: {', '.join(self.sources)})"
             )
         stage_of: dict[str, Stage] = {actor_name: stage for stage, (actor_name, _) in _STAGES.items()}
-        self.broker, self.abortable = build_broker(
+        self.broker, self.abortable, self.worker_status = build_broker(
             settings, self.client, self.store, stage_of | {_BATCH_ACTOR: "extraction"}, parts={_BATCH_ACTOR}
         )
         self.actors = {stage: self._declare(stage, name, body) for stage, (name, body) in _STAGES.items()}
@@ -282,10 +282,19 @@ class Pipeline:
         return value
 
     def report(
-        self, task_id: str, *, message: str, progress: int | None = None, data: dict[str, EventValue] | None = None
+        self,
+        task_id: str,
+        *,
+        message: str,
+        progress: int | None = None,
+        tokens: int | None = None,
+        data: dict[str, EventValue] | None = None,
     ) -> None:
         """Progress inside a stage; stops the stage when the job was cancelled meanwhile."""
-        if self.store.transition(task_id, status="processing", progress=progress, message=message, data=data) is None:
+        job = self.store.transition(
+            task_id, status="processing", progress=progress, message=message, tokens=tokens, data=data
+        )
+        if job is None:
             raise JobCancelled(task_id)
 
     def hand_off(

@@ -60,6 +60,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     event_queue_size: int = 1_000
     heartbeat_s: float = 15.0
     send_timeout_s: float = 10.0
+    #: workers write a heartbeat this often; /ready wants one younger than 30 s
+    worker_heartbeat_s: float = 5.0
+    #: a worker process's Prometheus port (0: none); process i of ``--processes N`` listens on port + i
+    worker_metrics_port: int = 0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -109,6 +113,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             event_queue_size=_int(env, "LITMINER_EVENT_QUEUE_SIZE", defaults.event_queue_size, minimum=1),
             heartbeat_s=_float(env, "LITMINER_HEARTBEAT_S", defaults.heartbeat_s),
             send_timeout_s=_float(env, "LITMINER_SEND_TIMEOUT_S", defaults.send_timeout_s),
+            worker_heartbeat_s=_float(env, "LITMINER_WORKER_HEARTBEAT_S", defaults.worker_heartbeat_s),
+            worker_metrics_port=_int(env, "LITMINER_WORKER_METRICS_PORT", defaults.worker_metrics_port, minimum=0),
         )
 
     def default_sources(self) -> tuple[str, ...]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from typing import TypeVar
+from typing import TypeVar, cast
 
 import msgspec
 import redis
@@ -38,14 +38,30 @@ class JobStore:
         self.ttl_s = ttl_s
 
     def create(self, job: JobRecord, *, message: str = "Job queued") -> None:
-        """Store a new job and publish its first event."""
-        self.client.set(self.keys.job(job.task_id), _encode(job), ex=self.ttl_s)
+        """Store a new job, list it among its client's and everyone's recent jobs, and publish its first event."""
+        expired = job.created_at - self.ttl_s
+        with self.client.pipeline(transaction=False) as pipe:
+            pipe.set(self.keys.job(job.task_id), _encode(job), ex=self.ttl_s)
+            for index in (self.keys.jobs, self.keys.client_jobs(job.client_id)):
+                pipe.zadd(index, {job.task_id: job.created_at})
+                pipe.zremrangebyscore(index, "-inf", expired)
+                pipe.expire(index, self.ttl_s)
+            pipe.execute()
         self.events.publish(job, "started", stage="queued", message=message)
 
     def load(self, task_id: str) -> JobRecord | None:
         """The job record, or None when unknown or expired."""
         raw = self.client.get(self.keys.job(task_id))
         return None if raw is None else _decode_job(raw)
+
+    def recent(self, *, limit: int, client_id: str | None = None) -> list[JobRecord]:
+        """The newest jobs first, of one client or of everyone; expired jobs are left out."""
+        index = self.keys.jobs if client_id is None else self.keys.client_jobs(client_id)
+        task_ids = cast("list[bytes]", self.client.zrevrange(index, 0, limit - 1))
+        if not task_ids:
+            return []
+        raws = self.client.mget([self.keys.job(t.decode()) for t in task_ids])
+        return [_decode_job(raw) for raw in raws if raw is not None]
 
     def transition(
         self,
@@ -58,6 +74,7 @@ class JobStore:
         error: str | None = None,
         message_id: str | None = None,
         result_url: str | None = None,
+        tokens: int | None = None,
         data: dict[str, EventValue] | None = None,
         reopen: bool = False,
     ) -> JobRecord | None:
@@ -89,6 +106,7 @@ class JobStore:
                         ("error", error),
                         ("message_id", message_id),
                         ("result_url", result_url),
+                        ("tokens", tokens),
                     ):
                         if value is not None:
                             changes[name] = value

@@ -289,6 +289,7 @@ class _Batch:
             self.task_id,
             progress=_START + (_END - _START) * min(done, total) // total,
             message=message,
+            tokens=tokens,
             data=data | {"tokens": tokens},
         )
 

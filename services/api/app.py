@@ -9,7 +9,8 @@ from litestar import Litestar, Response, get
 from litestar.datastructures import State
 from litestar.di import NamedDependency, Provide
 from litestar.openapi import OpenAPIConfig
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from litestar.plugins.prometheus import PrometheusConfig
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
 from pipeline.runtime import Pipeline
 from pipeline.settings import Settings
@@ -18,16 +19,24 @@ from services.api.errors import exception_handlers
 from services.api.health import HealthController
 from services.api.live import LiveEvents
 from services.api.metrics import Metrics
+from services.api.ops import OpsController
 from services.api.streams import stream_handlers
 from services.api.tasks import ReprocessController, TaskController
+from services.api.web import web_handlers
 
 
 @get("/metrics", operation_id="metrics", media_type=CONTENT_TYPE_LATEST)
 async def metrics(live: NamedDependency[LiveEvents]) -> Response[bytes]:
-    """Prometheus metrics: open connections, events published / delivered / dropped."""
+    """Prometheus metrics: requests by route, open connections, events published / delivered / dropped."""
     published = await live.redis.get(live.keys.events_published)
     live.metrics.published.value = float(published or 0)
-    return Response(generate_latest(live.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+    # Litestar's request metrics and the process collectors live in the default registry; ours per app.
+    body = generate_latest(REGISTRY) + generate_latest(live.metrics.registry)
+    return Response(body, media_type=CONTENT_TYPE_LATEST)
+
+
+#: request count, latency and in-progress gauges by route template (``/tasks/{task_id:str}``, not ids)
+_requests = PrometheusConfig(app_name="litminer", prefix="litminer_http", group_path=True, exclude=["/metrics"])
 
 
 def create_app(settings: Settings) -> Litestar:
@@ -58,14 +67,17 @@ def create_app(settings: Settings) -> Litestar:
             TaskController,
             ReprocessController,
             HealthController,
+            OpsController,
             metrics,
             *stream_handlers,
+            *web_handlers,
         ],
         dependencies={
             "pipeline": Provide(provide_pipeline, sync_to_thread=False),
             "live": Provide(provide_live, sync_to_thread=False),
         },
         exception_handlers=exception_handlers,
+        middleware=[_requests.middleware],
         lifespan=[lifespan],
         openapi_config=OpenAPIConfig(title="litminer", version="0.1.0", path="/schema"),
     )

@@ -116,8 +116,7 @@ def test_revoke_queued_then_again_then_finished_is_409(api_url, make_pipeline, r
     assert "completed" in refused.json()["detail"]
 
 
-def test_health_ready_and_openapi(api_url):
+def test_health_and_openapi(api_url):
     assert httpx.get(f"{api_url}/health").json() == {"status": "ok"}
-    assert httpx.get(f"{api_url}/ready").json() == {"status": "ready"}
     spec = httpx.get(f"{api_url}/schema/openapi.json").json()
     assert "/api/v1/datasets/generate" in spec["paths"] and "/tasks/{task_id}" in spec["paths"]
