@@ -1,11 +1,16 @@
+# One image for the API and the workers, built from uv.lock (no dev dependencies).
 FROM python:3.11-slim
-RUN pip install --no-cache-dir uv
+COPY --from=ghcr.io/astral-sh/uv:0.13.9 /uv /usr/local/bin/uv
+ENV UV_COMPILE_BYTECODE=1 UV_LINK_MODE=copy
 WORKDIR /app
 COPY pyproject.toml uv.lock README.md ./
+RUN uv sync --locked --no-dev --no-install-project
 COPY contracts contracts
 COPY pipeline pipeline
 COPY services services
 RUN uv sync --locked --no-dev
 ENV PATH="/app/.venv/bin:$PATH"
+RUN useradd --create-home litminer
+USER litminer
 EXPOSE 8000
 CMD ["litminer", "api", "--host", "0.0.0.0", "--port", "8000"]

@@ -8,6 +8,7 @@ import signal
 import threading
 
 import dramatiq
+import msgspec
 from dramatiq import Worker
 
 from pipeline.runtime import Pipeline
@@ -50,7 +51,11 @@ def run_workers(settings: Settings, *, processes: int, threads: int, log_level: 
         return 0
     context = multiprocessing.get_context("spawn")
     children = [
-        context.Process(target=run_worker_process, args=(settings, threads, log_level), name=f"litminer-worker-{i}")
+        context.Process(
+            target=run_worker_process,
+            args=(_numbered(settings, i), threads, log_level),
+            name=f"litminer-worker-{i}",
+        )
         for i in range(processes)
     ]
     for child in children:
@@ -66,3 +71,10 @@ def run_workers(settings: Settings, *, processes: int, threads: int, log_level: 
     for child in children:
         child.join()
     return max((child.exitcode or 0) for child in children)
+
+
+def _numbered(settings: Settings, index: int) -> Settings:
+    """Settings of worker process ``index``: its own metrics port (LITMINER_WORKER_METRICS_PORT + index)."""
+    if not settings.worker_metrics_port:
+        return settings
+    return msgspec.structs.replace(settings, worker_metrics_port=settings.worker_metrics_port + index)
