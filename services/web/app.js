@@ -1,0 +1,735 @@
+// litminer main page: the dataset form, live progress, results with evidence, recent tasks.
+// Plain modern JavaScript, no build step and no dependencies.
+"use strict";
+
+const CLIENT_ID_KEY = "litminer.clientId";
+const API_KEY_KEY = "litminer.apiKey";
+const STAGES = ["schema_preparation", "search", "extraction", "assembly"];
+const TERMINAL = new Set(["completed", "error", "cancelled"]);
+const SEED_COLUMNS = [
+  {
+    name: "technology_id",
+    type: "str",
+    description: "Unique identifier for water treatment technology",
+    required: true,
+  },
+  { name: "technology_name", type: "str", description: "Name of water treatment technology", required: true },
+];
+
+const $ = (selector, root = document) => root.querySelector(selector);
+
+function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [key, value] of Object.entries(attrs)) {
+    if (value === undefined || value === null || value === false) continue;
+    if (key === "class") node.className = value;
+    else if (key === "text") node.textContent = value;
+    else if (key === "dataset") Object.assign(node.dataset, value);
+    else node.setAttribute(key, value === true ? "" : String(value));
+  }
+  for (const child of children) {
+    if (child === null || child === undefined || child === false) continue;
+    node.append(child instanceof Node ? child : document.createTextNode(String(child)));
+  }
+  return node;
+}
+
+// ---------------------------------------------------------------- storage, ids, API key
+
+function storageGet(key) {
+  try {
+    return localStorage.getItem(key);
+  } catch {
+    return null;
+  }
+}
+
+function storageSet(key, value) {
+  try {
+    if (value) localStorage.setItem(key, value);
+    else localStorage.removeItem(key);
+  } catch {
+    /* storage disabled: keep going without persistence */
+  }
+}
+
+function newUuid() {
+  if (globalThis.crypto && typeof crypto.randomUUID === "function") return crypto.randomUUID();
+  // crypto.randomUUID needs a secure context; getRandomValues does not.
+  const bytes = crypto.getRandomValues(new Uint8Array(16));
+  bytes[6] = (bytes[6] & 0x0f) | 0x40;
+  bytes[8] = (bytes[8] & 0x3f) | 0x80;
+  const hex = Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+  return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`;
+}
+
+let clientIdMemo = null;
+function clientId() {
+  if (clientIdMemo) return clientIdMemo;
+  let id = storageGet(CLIENT_ID_KEY);
+  if (!id) {
+    id = newUuid();
+    storageSet(CLIENT_ID_KEY, id);
+  }
+  clientIdMemo = id;
+  return id;
+}
+
+const apiKey = () => storageGet(API_KEY_KEY) || "";
+
+/** A URL with ?api_key=… appended when a key is stored (for EventSource and WebSocket, which take no headers). */
+function withKey(path) {
+  const key = apiKey();
+  if (!key) return path;
+  return path + (path.includes("?") ? "&" : "?") + "api_key=" + encodeURIComponent(key);
+}
+
+class ApiError extends Error {
+  constructor(status, body) {
+    super((body && body.detail) || `HTTP ${status}`);
+    this.status = status;
+    this.body = body || {};
+  }
+}
+
+/** fetch() with the API key header; JSON in and out; throws ApiError for non-2xx replies. */
+async function api(path, { method = "GET", body } = {}) {
+  const headers = { Accept: "application/json" };
+  const key = apiKey();
+  if (key) headers["X-API-Key"] = key;
+  if (body !== undefined) headers["Content-Type"] = "application/json";
+  const response = await fetch(path, {
+    method,
+    headers,
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  let data = null;
+  const text = await response.text();
+  if (text) {
+    try {
+      data = JSON.parse(text);
+    } catch {
+      data = { detail: text.slice(0, 300) };
+    }
+  }
+  if (response.status === 401) askForApiKey(data && data.detail);
+  if (!response.ok) throw new ApiError(response.status, data);
+  return data;
+}
+
+function askForApiKey(detail) {
+  const box = $("#auth");
+  $("#auth-text").textContent = detail
+    ? `This server needs an API key (${detail}).`
+    : "This server needs an API key.";
+  box.hidden = false;
+  const input = $("#api-key");
+  input.value = apiKey();
+  input.focus();
+}
+
+function saveApiKey() {
+  storageSet(API_KEY_KEY, $("#api-key").value.trim());
+  $("#auth").hidden = true;
+  loadRecent();
+  $("#submit").focus();
+}
+
+// ---------------------------------------------------------------- the column editor
+
+function renumberColumns() {
+  const items = [...$("#columns").children];
+  items.forEach((item, i) => {
+    item.dataset.field = `field_definitions[${i}]`;
+    for (const part of ["name", "type", "description", "required"]) {
+      const control = item.querySelector(`input[data-part="${part}"], select[data-part="${part}"]`);
+      const label = item.querySelector(`label[data-part="${part}"]`);
+      const id = `col-${i}-${part}`;
+      control.id = id;
+      control.name = `field_definitions[${i}].${part}`;
+      control.dataset.field = `field_definitions[${i}].${part}`;
+      label.htmlFor = id;
+      const title = part[0].toUpperCase() + part.slice(1);
+      label.replaceChildren(title, el("span", { class: "sr-only", text: ` of column ${i + 1}` }));
+    }
+    const remove = item.querySelector(".remove-column");
+    remove.replaceChildren("Remove", el("span", { class: "sr-only", text: ` column ${i + 1}` }));
+    remove.disabled = items.length === 1;
+  });
+}
+
+function addColumn(column = { name: "", type: "str", description: "", required: false }, focus = false) {
+  const item = $("#column-template").content.firstElementChild.cloneNode(true);
+  item.querySelector('[data-part="name"]:not(label)').value = column.name;
+  item.querySelector('select[data-part="type"]').value = column.type;
+  item.querySelector('[data-part="description"]:not(label)').value = column.description;
+  item.querySelector('input[data-part="required"]').checked = column.required;
+  item.querySelector(".remove-column").addEventListener("click", () => {
+    const next = item.nextElementSibling || item.previousElementSibling;
+    item.remove();
+    renumberColumns();
+    const target = next && next.querySelector('input[data-part="name"]');
+    (target || $("#add-column")).focus();
+  });
+  $("#columns").append(item);
+  renumberColumns();
+  if (focus) item.querySelector('input[data-part="name"]').focus();
+}
+
+function readForm() {
+  const rowsText = $("#rows").value.trim();
+  return {
+    user_query: $("#user_query").value,
+    rows: rowsText === "" ? null : Number(rowsText),
+    model_name: $("#model_name").value.trim(),
+    field_definitions: [...$("#columns").children].map((item) => ({
+      name: item.querySelector('input[data-part="name"]').value.trim(),
+      type: item.querySelector('select[data-part="type"]').value,
+      description: item.querySelector('input[data-part="description"]').value,
+      required: item.querySelector('input[data-part="required"]').checked,
+    })),
+    client_id: clientId(),
+  };
+}
+
+// ---------------------------------------------------------------- form errors
+
+function clearErrors() {
+  for (const node of document.querySelectorAll("#generate-form .field-error")) node.remove();
+  for (const node of document.querySelectorAll('#generate-form [aria-invalid="true"]')) {
+    node.removeAttribute("aria-invalid");
+    node.removeAttribute("aria-describedby");
+  }
+  const top = $("#form-error");
+  top.hidden = true;
+  top.textContent = "";
+}
+
+function showTopError(text) {
+  const top = $("#form-error");
+  top.textContent = text;
+  top.hidden = false;
+}
+
+/** Put a 400's detail next to the input its ``field`` names (or the nearest thing that exists). */
+function showFieldError(field, detail) {
+  const message = field && detail.startsWith(field + ": ") ? detail.slice(field.length + 2) : detail;
+  let target = field ? document.querySelector(`#generate-form [data-field="${CSS.escape(field)}"]`) : null;
+  if (!target && field) {
+    // "field_definitions[2].extra" → column 2; anything else about the columns → the columns box
+    const column = /^field_definitions\[(\d+)\]/.exec(field);
+    if (column) target = document.querySelector(`#columns > li[data-field="field_definitions[${column[1]}]"]`);
+    if (!target && field.startsWith("field_definitions")) target = $("#columns-fieldset");
+  }
+  if (!target) {
+    showTopError(`The request was refused: ${detail}`);
+    return;
+  }
+  const id = "error-" + (field || "form").replace(/[^A-Za-z0-9_-]+/g, "-");
+  const note = el("p", { class: "field-error", id, dataset: { errorFor: field } }, message);
+  if (target.matches("input, select, textarea")) {
+    target.setAttribute("aria-invalid", "true");
+    target.setAttribute("aria-describedby", id);
+    const holder = target.closest(".field") || target.parentElement;
+    holder.append(note);
+    target.focus();
+  } else if (target.tagName === "FIELDSET") {
+    target.setAttribute("aria-describedby", id);
+    target.querySelector("legend").after(note);
+    note.setAttribute("role", "alert");
+  } else {
+    // a whole column: describe its name input
+    const name = target.querySelector('input[data-part="name"]');
+    name.setAttribute("aria-invalid", "true");
+    name.setAttribute("aria-describedby", id);
+    target.append(note);
+    name.focus();
+  }
+}
+
+async function onSubmit(event) {
+  event.preventDefault();
+  clearErrors();
+  const submit = $("#submit");
+  submit.disabled = true;
+  submit.setAttribute("aria-busy", "true");
+  try {
+    const accepted = await api("/api/v1/datasets/generate", { method: "POST", body: readForm() });
+    followTask(accepted.task_id, { fresh: true });
+    loadRecent();
+  } catch (error) {
+    if (error instanceof ApiError && error.status === 400) {
+      showFieldError(error.body.field || "", error.message);
+    } else if (error instanceof ApiError && error.status === 401) {
+      showTopError("The server asked for an API key: enter it above, then press the button again.");
+    } else {
+      showTopError(`Could not submit: ${error.message}`);
+    }
+  } finally {
+    submit.disabled = false;
+    submit.removeAttribute("aria-busy");
+  }
+}
+
+// ---------------------------------------------------------------- following a task
+
+let current = null; // { taskId, source, socket, poll, progress, finished }
+
+function stopListening() {
+  if (!current) return;
+  if (current.source) current.source.close();
+  if (current.socket) current.socket.close();
+  if (current.poll) clearTimeout(current.poll);
+  current.source = current.socket = current.poll = null;
+}
+
+function setStatusBadge(status) {
+  const badge = $("#job-status");
+  badge.textContent = status;
+  badge.dataset.status = status;
+}
+
+function setStages(stage, status) {
+  const index = stage === "done" ? STAGES.length : STAGES.indexOf(stage); // -1 for "queued"
+  for (const item of document.querySelectorAll("#stages > li")) {
+    const i = STAGES.indexOf(item.dataset.stage);
+    let state = "pending";
+    if (status === "completed" || i < index) state = "done";
+    else if (i === index) {
+      if (status === "error") state = "failed";
+      else if (status === "cancelled") state = "cancelled";
+      else if (status === "retrying") state = "retrying";
+      else state = "running";
+    }
+    item.dataset.state = state;
+    item.querySelector(".stage-state").textContent = state;
+    if (state === "running" || state === "retrying") item.setAttribute("aria-current", "step");
+    else item.removeAttribute("aria-current");
+  }
+}
+
+function setProgress(value) {
+  const clamped = Math.max(0, Math.min(100, Math.round(Number(value) || 0)));
+  const bar = $("#progress");
+  bar.value = clamped;
+  bar.textContent = `${clamped} %`;
+  $("#progress-text").textContent = `${clamped} %`;
+}
+
+function showJobState({ status, stage, progress, message }) {
+  if (!current) return;
+  // progress events of parallel extraction batches can arrive a little out of order: never go back
+  current.progress = status === "completed" ? 100 : Math.max(current.progress, Number(progress) || 0);
+  setProgress(current.progress);
+  const shown = status === "started" ? "queued" : status;
+  setStatusBadge(shown);
+  setStages(stage, status);
+  const line = $("#message");
+  line.textContent = message || "";
+  line.dataset.status = status;
+  $("#cancel").hidden = TERMINAL.has(status);
+}
+
+function onEvent(event) {
+  if (!current || event.task_id !== current.taskId || current.finished) return;
+  if (typeof event.seq === "number") {
+    if (event.seq <= current.lastSeq) return; // a replay after reconnecting
+    current.lastSeq = event.seq;
+  }
+  showJobState(event);
+  if (TERMINAL.has(event.status)) finish(event.status);
+}
+
+async function finish(status) {
+  if (!current || current.finished) return;
+  current.finished = true;
+  stopListening();
+  const taskId = current.taskId;
+  if (status === "completed") await loadResult(taskId);
+  loadRecent();
+}
+
+function parseEvent(text) {
+  try {
+    return JSON.parse(text);
+  } catch {
+    return null;
+  }
+}
+
+function followTask(taskId, { fresh = false, initial = null } = {}) {
+  stopListening();
+  current = { taskId, source: null, socket: null, poll: null, progress: 0, lastSeq: 0, finished: false };
+  $("#job").hidden = false;
+  $("#results").hidden = true;
+  $("#job-task-id").textContent = taskId;
+  setProgress(0);
+  setStages("queued", "started");
+  setStatusBadge("queued");
+  $("#message").textContent = fresh ? "Submitted, waiting for a worker…" : "Loading…";
+  $("#message").dataset.status = "started";
+  $("#cancel").hidden = false;
+  if (initial) showJobState(initial);
+  if (fresh) $("#job").scrollIntoView({ block: "nearest", behavior: "smooth" });
+  listenSse(current);
+}
+
+function listenSse(job) {
+  if (typeof EventSource !== "function") {
+    listenWebSocket(job);
+    return;
+  }
+  let received = false;
+  const source = new EventSource(withKey(`/sse/tasks/${encodeURIComponent(job.taskId)}`));
+  job.source = source;
+  source.onmessage = (message) => {
+    received = true;
+    const event = parseEvent(message.data);
+    if (event) onEvent(event);
+  };
+  source.onerror = () => {
+    if (job !== current || job.finished) return;
+    if (!received) {
+      // nothing arrived: the stream is blocked or unsupported here; try the WebSocket
+      source.close();
+      job.source = null;
+      listenWebSocket(job);
+    } else if (source.readyState === EventSource.CLOSED) {
+      // the server refused to resume: ask for the state instead
+      job.source = null;
+      pollStatus(job);
+    }
+    // otherwise EventSource reconnects by itself and resumes after the last id
+  };
+}
+
+function listenWebSocket(job) {
+  if (typeof WebSocket !== "function") {
+    pollStatus(job);
+    return;
+  }
+  const scheme = location.protocol === "https:" ? "wss:" : "ws:";
+  let socket;
+  try {
+    socket = new WebSocket(`${scheme}//${location.host}${withKey(`/ws/tasks/${encodeURIComponent(job.taskId)}`)}`);
+  } catch {
+    pollStatus(job);
+    return;
+  }
+  job.socket = socket;
+  socket.onmessage = (message) => {
+    const event = parseEvent(message.data);
+    if (event) onEvent(event);
+  };
+  socket.onclose = () => {
+    if (job !== current || job.finished) return;
+    job.socket = null;
+    pollStatus(job); // closed early (refused, or the connection dropped): poll the status
+  };
+}
+
+/** Last resort when neither stream works: ask GET /tasks/<id> every second. */
+async function pollStatus(job) {
+  if (job !== current || job.finished) return;
+  try {
+    const status = await api(`/tasks/${encodeURIComponent(job.taskId)}`);
+    if (job !== current || job.finished) return;
+    showJobState(status);
+    if (TERMINAL.has(status.status)) {
+      job.finished = true;
+      if (status.status === "completed" && status.result) renderResult(status.result);
+      else if (status.status === "error" && status.error) $("#message").textContent = status.error;
+      loadRecent();
+      return;
+    }
+  } catch (error) {
+    if (job !== current) return;
+    $("#message").textContent = `Lost contact with the server (${error.message}); retrying…`;
+  }
+  job.poll = setTimeout(() => pollStatus(job), 1000);
+}
+
+async function loadResult(taskId) {
+  try {
+    const status = await api(`/tasks/${encodeURIComponent(taskId)}`);
+    if (!current || current.taskId !== taskId) return;
+    if (status.result) renderResult(status.result);
+  } catch (error) {
+    if (current && current.taskId === taskId) $("#message").textContent = `Could not load the result: ${error.message}`;
+  }
+}
+
+async function cancelTask() {
+  if (!current) return;
+  const taskId = current.taskId;
+  const button = $("#cancel");
+  button.disabled = true;
+  try {
+    const status = await api(`/tasks/${encodeURIComponent(taskId)}/revoke`, { method: "POST" });
+    if (current && current.taskId === taskId && TERMINAL.has(status.status)) {
+      onEvent({ ...status, seq: undefined, message: status.message || `Task ${status.status}` });
+    }
+  } catch (error) {
+    if (current && current.taskId === taskId) $("#message").textContent = error.message;
+  } finally {
+    button.disabled = false;
+  }
+}
+
+/** Open a task from the recent list: results when finished, live progress otherwise. */
+async function openTask(taskId) {
+  try {
+    const status = await api(`/tasks/${encodeURIComponent(taskId)}`);
+    if (TERMINAL.has(status.status)) {
+      stopListening();
+      current = { taskId, progress: 0, lastSeq: 0, finished: true };
+      $("#job").hidden = false;
+      $("#job-task-id").textContent = taskId;
+      showJobState(status);
+      if (status.status === "error" && status.error) $("#message").textContent = status.error;
+      if (status.status === "completed" && status.result) renderResult(status.result);
+      else $("#results").hidden = true;
+    } else {
+      followTask(taskId, { initial: status });
+    }
+    $("#job").scrollIntoView({ block: "start", behavior: "smooth" });
+  } catch (error) {
+    $("#recent-note").textContent = `Could not open task ${taskId.slice(0, 8)}: ${error.message}`;
+  }
+}
+
+// ---------------------------------------------------------------- results and evidence
+
+let dataset = null;
+
+function formatValue(value) {
+  if (value === null || value === undefined) return "—";
+  if (typeof value === "object") return JSON.stringify(value);
+  return String(value);
+}
+
+function downloadUrl(taskId, format) {
+  return `/api/v1/datasets/${encodeURIComponent(taskId)}?format=${format}`;
+}
+
+function renderResult(result) {
+  dataset = result;
+  const fields = result.schema.map((f) => f.name);
+  const table = $("#results-table");
+  const head = el("thead", {}, el("tr", {}, ...result.schema.map((f) =>
+    el("th", { scope: "col", title: f.description || null },
+      el("span", { class: "col-title" }, f.name),
+      el("span", { class: "th-type" }, f.type)))));
+  const body = el("tbody");
+  result.rows.forEach((row, r) => {
+    const tr = el("tr");
+    for (const field of fields) {
+      const value = row.row[field];
+      const cited = row.citations.some((c) => c.field === field);
+      const flag = row.flags && row.flags[field];
+      const button = el(
+        "button",
+        {
+          type: "button",
+          class: "cell" + (value === null || value === undefined ? " empty" : "") + (cited ? "" : " uncited"),
+          dataset: { row: String(r), field },
+          title: flag || null,
+        },
+        formatValue(value),
+        flag ? el("span", { class: "flag", "aria-label": `flag: ${flag}` }, " ⚑") : null,
+      );
+      tr.append(el("td", {}, button));
+    }
+    body.append(tr);
+  });
+  table.replaceChildren(el("caption", { class: "sr-only" }, `${result.model_name}: ${result.rows.length} rows`), head, body);
+
+  const stats = result.stats || {};
+  const parts = [`${result.rows.length} of ${stats.requested_rows ?? result.rows.length} rows`];
+  if (stats.documents_searched) parts.push(`${stats.documents_searched} documents searched`);
+  if (stats.sources && stats.sources.length) parts.push(`sources: ${stats.sources.join(", ")}`);
+  if (stats.extractor) parts.push(`extractor: ${stats.extractor}`);
+  $("#results-summary").textContent = `${result.model_name} · ${parts.join(" · ")}`;
+
+  const shortfall = $("#shortfall");
+  shortfall.hidden = !stats.shortfall;
+  shortfall.textContent = stats.shortfall ? `Fewer rows than asked: ${stats.shortfall}` : "";
+
+  for (const [id, format] of [["#download-csv", "csv"], ["#download-json", "json"]]) {
+    const link = $(id);
+    link.href = downloadUrl(result.task_id, format);
+    link.setAttribute("download", `${result.model_name}-${result.task_id}.${format}`);
+  }
+  $("#results").hidden = false;
+}
+
+function isGenerated(citation) {
+  return citation.source_id === "generated" || (citation.metadata && citation.metadata.source === "generated");
+}
+
+function renderCitation(citation) {
+  const meta = citation.metadata || {};
+  const article = el("article", { class: "citation" });
+  if (isGenerated(citation)) {
+    article.classList.add("generated");
+    article.append(
+      el("p", { class: "generated-label" }, "Generated, no quote"),
+      el("p", { class: "muted small" }, citation.text_span || meta.title || ""),
+    );
+    return article;
+  }
+  article.append(el("blockquote", { class: "quote" }, citation.text_span));
+  article.append(el("p", { class: "paper-title" }, meta.title || citation.source_id));
+  const byline = [];
+  if (meta.authors && meta.authors.length) {
+    byline.push(meta.authors.length > 6 ? `${meta.authors.slice(0, 6).join(", ")}, et al.` : meta.authors.join(", "));
+  }
+  if (meta.year) byline.push(`(${meta.year})`);
+  if (byline.length) article.append(el("p", { class: "paper-authors" }, byline.join(" ")));
+  const links = el("p", { class: "paper-links" });
+  if (meta.doi) {
+    const doi = String(meta.doi).replace(/^https?:\/\/(dx\.)?doi\.org\//i, "");
+    links.append(el("a", { href: `https://doi.org/${doi}`, target: "_blank", rel: "noopener" }, `doi:${doi}`));
+  } else if (meta.url) {
+    links.append(el("a", { href: meta.url, target: "_blank", rel: "noopener" }, meta.url));
+  }
+  const source = [meta.source, citation.source_id].filter(Boolean).join(" · ");
+  if (source) links.append(el("span", { class: "muted small" }, (links.childNodes.length ? "  " : "") + source));
+  article.append(links);
+  return article;
+}
+
+let evidenceOpener = null;
+
+function openEvidence(button) {
+  if (!dataset) return;
+  const row = dataset.rows[Number(button.dataset.row)];
+  const field = button.dataset.field;
+  if (!row) return;
+  const citations = row.citations.filter((c) => c.field === field);
+  $("#evidence-heading").textContent = `Evidence for ${field}`;
+  $("#evidence-value").replaceChildren(el("span", { class: "muted" }, "Value: "), el("strong", {}, formatValue(row.row[field])));
+  const body = $("#evidence-body");
+  if (citations.length) {
+    body.replaceChildren(...citations.map(renderCitation));
+  } else {
+    body.replaceChildren(el("p", { class: "muted" }, "No passage backs this value."));
+  }
+  if (row.flags && row.flags[field]) body.prepend(el("p", { class: "notice" }, row.flags[field]));
+  evidenceOpener = button;
+  const dialog = $("#evidence");
+  if (typeof dialog.showModal === "function") {
+    if (!dialog.open) dialog.showModal();
+  } else {
+    dialog.setAttribute("open", "");
+  }
+  $("#evidence-close").focus();
+}
+
+function closeEvidence() {
+  const dialog = $("#evidence");
+  if (typeof dialog.close === "function") dialog.close();
+  else dialog.removeAttribute("open");
+}
+
+// ---------------------------------------------------------------- recent tasks
+
+function ago(seconds) {
+  const s = Math.max(0, Date.now() / 1000 - seconds);
+  if (s < 60) return "just now";
+  if (s < 3600) return `${Math.floor(s / 60)} min ago`;
+  if (s < 86400) return `${Math.floor(s / 3600)} h ago`;
+  return new Date(seconds * 1000).toLocaleDateString();
+}
+
+let recentBusy = false;
+async function loadRecent() {
+  if (recentBusy) return;
+  recentBusy = true;
+  const note = $("#recent-note");
+  try {
+    const data = await api(`/api/v1/tasks?client_id=${encodeURIComponent(clientId())}&limit=20`);
+    const tasks = (data && data.tasks) || [];
+    const list = $("#recent-list");
+    list.replaceChildren(...tasks.map((task) => {
+      const detail = [task.model_name, `${task.rows} rows`, ago(task.created_at)].filter(Boolean).join(" · ");
+      return el("li", { dataset: { taskId: task.task_id } },
+        el("button", { type: "button", class: "recent-item", dataset: { taskId: task.task_id } },
+          el("span", { class: "recent-top" },
+            el("code", { class: "task-id", title: task.task_id }, task.task_id.slice(0, 8)),
+            el("span", { class: "badge", dataset: { status: task.status } }, task.status),
+            task.status !== "completed" && !TERMINAL.has(task.status)
+              ? el("span", { class: "muted small" }, `${task.progress} %`) : null),
+          el("span", { class: "recent-query" }, task.query),
+          el("span", { class: "muted small" }, detail)));
+    }));
+    note.textContent = tasks.length ? "" : "No tasks yet from this browser.";
+  } catch (error) {
+    // the list is a convenience: say so quietly and carry on
+    note.textContent = error instanceof ApiError && error.status === 404
+      ? "The task list is not available on this server."
+      : `Could not load recent tasks (${error.message}).`;
+  } finally {
+    recentBusy = false;
+  }
+}
+
+// ---------------------------------------------------------------- wiring
+
+function init() {
+  for (const column of SEED_COLUMNS) addColumn(column);
+  $("#add-column").addEventListener("click", () => addColumn(undefined, true));
+  $("#generate-form").addEventListener("submit", onSubmit);
+  $("#cancel").addEventListener("click", cancelTask);
+  $("#auth-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    saveApiKey();
+  });
+  $("#refresh-recent").addEventListener("click", loadRecent);
+  $("#recent-list").addEventListener("click", (event) => {
+    const button = event.target.closest("button[data-task-id]");
+    if (button) openTask(button.dataset.taskId);
+  });
+  $("#results-table").addEventListener("click", (event) => {
+    const button = event.target.closest("button.cell");
+    if (button) openEvidence(button);
+  });
+  const dialog = $("#evidence");
+  $("#evidence-close").addEventListener("click", closeEvidence);
+  dialog.addEventListener("click", (event) => {
+    if (event.target !== dialog) return;
+    const box = dialog.getBoundingClientRect();
+    const inside =
+      event.clientX >= box.left && event.clientX <= box.right && event.clientY >= box.top && event.clientY <= box.bottom;
+    if (!inside) closeEvidence(); // a click on the backdrop, not on the dialog's own padding
+  });
+  dialog.addEventListener("close", () => {
+    if (evidenceOpener && evidenceOpener.isConnected) evidenceOpener.focus();
+  });
+  // Downloads are plain links; with an API key they need the header, so fetch them instead.
+  for (const id of ["#download-csv", "#download-json"]) {
+    $(id).addEventListener("click", async (event) => {
+      const key = apiKey();
+      if (!key) return;
+      event.preventDefault();
+      const link = event.currentTarget;
+      try {
+        const response = await fetch(link.href, { headers: { "X-API-Key": key } });
+        if (response.status === 401) askForApiKey();
+        if (!response.ok) throw new Error(`HTTP ${response.status}`);
+        const url = URL.createObjectURL(await response.blob());
+        const a = el("a", { href: url, download: link.getAttribute("download") || "" });
+        document.body.append(a);
+        a.click();
+        a.remove();
+        setTimeout(() => URL.revokeObjectURL(url), 10_000);
+      } catch (error) {
+        $("#results-summary").textContent = `Download failed: ${error.message}`;
+      }
+    });
+  }
+  window.addEventListener("pagehide", stopListening);
+  loadRecent();
+}
+
+init();

@@ -1,0 +1,302 @@
+"""The web pages in a real browser (Debian's Chromium driven by Playwright) on the real API, worker and Redis."""
+
+from __future__ import annotations
+
+import csv
+import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from playwright.sync_api import Browser, Page, expect, sync_playwright
+
+from tests.conftest import follow
+
+CHROMIUM = Path("/usr/bin/chromium")
+TIMEOUT_MS = 30_000
+QUERY = "water treatment technologies used in specialty crop production"
+COLUMNS = [
+    {"name": "technology_id", "type": "str", "description": "Unique identifier for water treatment technology"},
+    {"name": "technology_name", "type": "str", "description": "Name of water treatment technology"},
+]
+STAGES = ("schema_preparation", "search", "extraction", "assembly")
+SEED = {
+    "user_query": QUERY,
+    "rows": 5,
+    "model_name": "TreatmentTechnologies",
+    "field_definitions": [{**column, "required": True} for column in COLUMNS],
+}
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    """Debian's Chromium, headless; the tests skip without it unless LITMINER_REQUIRE_BROWSER=1."""
+    if not CHROMIUM.exists():
+        reason = f"{CHROMIUM} is not installed (apt-get install chromium)"
+        if os.environ.get("LITMINER_REQUIRE_BROWSER") == "1":
+            pytest.fail(reason)
+        pytest.skip(reason)
+    expect.set_options(timeout=TIMEOUT_MS)
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=["--no-sandbox"])
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def page(browser: Browser) -> Iterator[Page]:
+    """A fresh page (own cookies and localStorage) that fails the test on any uncaught JavaScript error."""
+    context = browser.new_context(viewport={"width": 1200, "height": 900}, accept_downloads=True)
+    context.set_default_timeout(TIMEOUT_MS)
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    yield page
+    context.close()
+    assert errors == [], f"JavaScript errors on the page: {errors}"
+
+
+def submit(page: Page) -> str:
+    """Press submit; the id of the task the API accepted."""
+    with page.expect_response(lambda r: r.url.endswith("/api/v1/datasets/generate")) as reply:
+        page.click("#submit")
+    assert reply.value.status == 202, reply.value.text()
+    task_id: str = reply.value.json()["task_id"]
+    return task_id
+
+
+def fill_seed_form(page: Page) -> None:
+    page.fill("#user_query", QUERY)
+    page.fill("#rows", "5")
+    page.fill("#model_name", "TreatmentTechnologies")
+    expect(page.locator("#columns > li")).to_have_count(2)
+    for i, column in enumerate(COLUMNS):
+        page.fill(f"#col-{i}-name", column["name"])
+        page.select_option(f"#col-{i}-type", column["type"])
+        page.fill(f"#col-{i}-description", column["description"])
+        page.check(f"#col-{i}-required")
+
+
+def expect_completed(page: Page, rows: int) -> None:
+    expect(page.locator("#progress-text")).to_have_text("100 %")
+    expect(page.locator("#progress")).to_have_attribute("value", "100")
+    expect(page.locator("#job-status")).to_have_text("completed")
+    for stage in STAGES:
+        expect(page.locator(f'#stages > li[data-stage="{stage}"]')).to_have_attribute("data-state", "done")
+    expect(page.locator("#results-table tbody tr")).to_have_count(rows)
+    expect(page.locator("#cancel")).to_be_hidden()
+
+
+def page_width(page: Page) -> int:
+    width: int = page.evaluate("document.documentElement.scrollWidth")
+    return width
+
+
+def test_seed_example_runs_live_to_a_table_with_evidence_and_a_csv_download(
+    page: Page, api_url, make_pipeline, run_worker, tmp_path: Path
+):
+    pipeline = make_pipeline()
+    run_worker(pipeline)
+    page.goto(api_url)
+    # the seed example is there already; fill it anyway
+    expect(page.locator("#user_query")).to_have_value(QUERY)
+    expect(page.locator("#rows")).to_have_value("5")
+    expect(page.locator("#model_name")).to_have_value("TreatmentTechnologies")
+    expect(page.locator("#col-1-name")).to_have_value("technology_name")
+    fill_seed_form(page)
+    page.screenshot(path=tmp_path / "1-form.png", full_page=True)
+
+    task_id = submit(page)
+    expect(page.locator("#job-task-id")).to_have_text(task_id)
+    expect_completed(page, rows=5)
+    headers = page.locator("#results-table thead th")
+    expect(headers).to_have_count(2)
+    expect(headers.nth(0)).to_contain_text("technology_id")
+    expect(headers.nth(1)).to_contain_text("technology_name")
+    page.screenshot(path=tmp_path / "2-results.png", full_page=True)
+
+    # the evidence behind the first technology name is the dataset's own citation
+    dataset = httpx.get(f"{api_url}/tasks/{task_id}").json()["result"]
+    first_row = dataset["rows"][0]
+    quotes = [c["text_span"] for c in first_row["citations"] if c["field"] == "technology_name"]
+    titles = [c["metadata"]["title"] for c in first_row["citations"] if c["field"] == "technology_name"]
+    cell = page.locator('#results-table tbody tr >> nth=0 >> button.cell[data-field="technology_name"]')
+    expect(cell).to_have_text(first_row["row"]["technology_name"])
+    cell.click()
+    evidence = page.locator("#evidence")
+    expect(evidence).to_be_visible()
+    quote = evidence.locator("blockquote").first
+    expect(quote).not_to_be_empty()
+    assert quote.inner_text().strip() in quotes
+    expect(evidence.locator(".paper-title").first).not_to_be_empty()
+    assert evidence.locator(".paper-title").first.inner_text().strip() in titles
+    page.screenshot(path=tmp_path / "3-evidence.png")
+    page.click("#evidence-close")
+    expect(evidence).to_be_hidden()
+
+    # a generated identifier says so instead of quoting
+    page.locator('#results-table tbody tr >> nth=0 >> button.cell[data-field="technology_id"]').click()
+    expect(evidence.locator(".generated-label")).to_have_text("Generated, no quote")
+    page.keyboard.press("Escape")
+    expect(evidence).to_be_hidden()
+
+    with page.expect_download() as download:
+        page.click("#download-csv")
+    saved = tmp_path / "dataset.csv"
+    download.value.save_as(saved)
+    with saved.open(encoding="utf-8", newline="") as file:
+        records = list(csv.DictReader(file))
+    assert len(records) == 5
+    assert [r["technology_name"] for r in records] == [r["row"]["technology_name"] for r in dataset["rows"]]
+    expect(page.locator("#download-json")).to_have_attribute("href", f"/api/v1/datasets/{task_id}?format=json")
+
+    recent = page.locator(f'#recent-list li[data-task-id="{task_id}"]')
+    expect(recent).to_be_visible()
+    expect(recent).to_contain_text(task_id[:8])
+    expect(recent).to_contain_text("completed")
+
+    # phone width: nothing scrolls sideways but the table's own box, with a fresh page and with results loaded
+    page.set_viewport_size({"width": 360, "height": 800})
+    page.reload()
+    expect(page.locator("#columns > li")).to_have_count(2)
+    assert page_width(page) <= 360
+    page.locator(f'#recent-list button[data-task-id="{task_id}"]').click()  # opens the finished task
+    expect_completed(page, rows=5)
+    assert page_width(page) <= 360
+    page.screenshot(path=tmp_path / "4-phone.png", full_page=True)
+
+
+def refused(page: Page) -> tuple[str, str]:
+    """Press submit expecting a 400: the field it names and its message without the field prefix."""
+    with page.expect_response(lambda r: r.url.endswith("/api/v1/datasets/generate")) as reply:
+        page.click("#submit")
+    assert reply.value.status == 400, reply.value.text()
+    body = reply.value.json()
+    field, detail = body["field"], body["detail"]
+    return field, detail.removeprefix(f"{field}: ")
+
+
+def expect_error_at(page: Page, field: str, message: str) -> None:
+    """The input named by ``field`` is invalid and described by an error that shows ``message``; no other errors."""
+    control = page.locator(f'#generate-form [data-field="{field}"]')
+    expect(control).to_have_attribute("aria-invalid", "true")
+    expect(control).to_have_attribute("aria-describedby", re.compile(r"\S"))
+    error = page.locator(f"#{control.get_attribute('aria-describedby')}")
+    expect(error).to_have_text(message)
+    expect(page.locator("#generate-form .field-error")).to_have_count(1)
+    expect(page.locator("#form-error")).to_be_hidden()
+
+
+def test_a_bad_schema_shows_the_message_next_to_the_column_and_creates_no_task(
+    page: Page, api_url, make_pipeline, settings, tmp_path: Path
+):
+    pipeline = make_pipeline()
+    page.goto(api_url)
+    page.click("#add-column")
+    expect(page.locator("#columns > li")).to_have_count(3)
+    page.fill("#col-2-name", "technology_name")  # the same name as column 1
+
+    field, message = refused(page)
+    assert field == "field_definitions[2].name"
+    assert "duplicate" in message
+    expect_error_at(page, field, message)
+    # next to column 3's name: inside that column's own box
+    expect(page.locator("#columns > li").nth(2).locator(".field-error")).to_have_text(message)
+    page.screenshot(path=tmp_path / "duplicate-name.png", full_page=True)
+
+    # a type the select does not offer, forced in by script: the error moves to that column's type
+    page.fill("#col-2-name", "crop")
+    page.eval_on_selector("#col-0-type", "s => { s.add(new Option('money', 'money')); s.value = 'money'; }")
+    field, message = refused(page)
+    assert field == "field_definitions[0].type"
+    expect_error_at(page, field, message)
+    expect(page.locator("#col-2-name")).not_to_have_attribute("aria-invalid", "true")  # the earlier error is gone
+
+    # a blank question is reported at the question
+    page.select_option("#col-0-type", "str")
+    page.fill("#user_query", "  ")
+    field, message = refused(page)
+    assert field == "user_query"
+    expect_error_at(page, field, message)
+
+    # removing the extra column renumbers the rest
+    page.get_by_role("button", name="Remove column 3").click()
+    expect(page.locator("#columns > li")).to_have_count(2)
+    expect(page.locator("#col-1-name")).to_have_value("technology_name")
+
+    assert list(pipeline.client.scan_iter(f"{settings.key_prefix}job:*")) == []
+    assert pipeline.client.zcard(pipeline.keys.jobs) == 0
+    expect(page.locator("#job")).to_be_hidden()
+
+
+def test_cancel_while_queued_shows_cancelled(page: Page, api_url, make_pipeline, tmp_path: Path):
+    make_pipeline()  # no worker: the job waits in its queue
+    page.goto(api_url)
+    task_id = submit(page)
+    cancel = page.locator("#cancel")
+    expect(cancel).to_be_visible()
+    expect(page.locator("#job-status")).to_have_text("queued")
+    with page.expect_response(lambda r: r.url.endswith(f"/tasks/{task_id}/revoke")) as reply:
+        cancel.click()
+    assert reply.value.status == 200
+    expect(page.locator("#job-status")).to_have_text("cancelled")
+    expect(page.locator("#message")).to_have_attribute("data-status", "cancelled")
+    expect(page.locator("#message")).not_to_be_empty()
+    expect(cancel).to_be_hidden()
+    expect(page.locator("#results")).to_be_hidden()
+    page.screenshot(path=tmp_path / "cancelled.png", full_page=True)
+    assert httpx.get(f"{api_url}/tasks/{task_id}").json()["status"] == "cancelled"
+
+
+def test_without_eventsource_the_page_follows_over_websocket(
+    page: Page, api_url, make_pipeline, run_worker, tmp_path: Path
+):
+    pipeline = make_pipeline()
+    run_worker(pipeline)
+    page.add_init_script("delete window.EventSource;")
+    sockets: list[str] = []
+    page.on("websocket", lambda socket: sockets.append(socket.url))
+    page.goto(api_url)
+    page.fill("#rows", "3")
+    task_id = submit(page)
+    expect_completed(page, rows=3)
+    assert any(url.endswith(f"/ws/tasks/{task_id}") for url in sockets), sockets
+    page.screenshot(path=tmp_path / "websocket.png", full_page=True)
+
+
+def test_ops_page_lists_jobs_queues_and_workers_and_cancels(
+    page: Page, api_url, make_pipeline, run_worker, tmp_path: Path
+):
+    pipeline = make_pipeline()
+    waiting = httpx.post(f"{api_url}/api/v1/datasets/generate", json=SEED)  # no worker yet: stays queued
+    assert waiting.status_code == 202, waiting.text
+    queued_id = waiting.json()["task_id"]
+
+    page.goto(f"{api_url}/ops")
+    expect(page.locator("#redis")).to_have_attribute("data-ok", "true")
+    queued = page.locator(f'#jobs-table tbody tr[data-task-id="{queued_id}"]')
+    expect(queued).to_contain_text("queued")
+    expect(page.locator('#queues-table tbody tr[data-queue="schema_preparation"] td').nth(1)).to_have_text("1")
+    expect(page.locator("#queues-table tbody tr[data-queue]")).to_have_count(4)
+    queued.get_by_role("button", name="Cancel").click()
+    expect(queued).to_contain_text("cancelled")
+    expect(queued.get_by_role("button")).to_have_count(0)
+
+    run_worker(pipeline)
+    reply = httpx.post(f"{api_url}/api/v1/datasets/generate", json=SEED)
+    assert reply.status_code == 202, reply.text
+    task_id = reply.json()["task_id"]
+    assert follow(pipeline, task_id)[-1].status == "completed"
+    done = page.locator(f'#jobs-table tbody tr[data-task-id="{task_id}"]')
+    expect(done).to_contain_text("completed")  # the page refreshes by itself
+    expect(done).to_contain_text(task_id[:8])
+    expect(done).to_contain_text("100 %")
+    expect(done).to_contain_text(QUERY)
+    expect(page.locator("#workers-table tbody tr[data-worker-id]").first).to_be_visible()
+    page.screenshot(path=tmp_path / "ops.png", full_page=True)
+
+    page.get_by_role("link", name="Datasets").click()
+    expect(page.locator("#user_query")).to_be_visible()
+    expect(page.get_by_role("link", name="Operations")).to_have_attribute("href", "/ops")
