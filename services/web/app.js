@@ -590,7 +590,8 @@ function renderCitation(citation) {
   if (meta.doi) {
     const doi = String(meta.doi).replace(/^https?:\/\/(dx\.)?doi\.org\//i, "");
     links.append(el("a", { href: `https://doi.org/${doi}`, target: "_blank", rel: "noopener" }, `doi:${doi}`));
-  } else if (meta.url) {
+  } else if (/^https?:\/\//i.test(String(meta.url || ""))) {
+    // Only web links: a record's url comes from the paper's metadata, which nobody vetted (no javascript:).
     links.append(el("a", { href: meta.url, target: "_blank", rel: "noopener" }, meta.url));
   }
   const source = [meta.source, citation.source_id].filter(Boolean).join(" · ");
