@@ -1,31 +1,48 @@
-"""The ``litminer`` command."""
+"""The ``litminer`` command.
+
+Exit codes: 0 done, 1 the job failed or was cancelled (or the task is unknown, or the API unreachable),
+2 bad usage (bad arguments, or a request the API refused with a 400).
+"""
 
 from __future__ import annotations
 
 import argparse
 import gc
 import json
+import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
-import uvicorn
+import msgspec
+from rich.console import Console
 
-from contracts import STAGES
+from contracts import STAGES, TaskStatus
 from pipeline.errors import JobConflict, JobNotFound
-from pipeline.runtime import Pipeline
 from pipeline.schema import InvalidRequest
 from pipeline.settings import Settings, SettingsError
-from services.api.app import create_app
-from services.client import DEFAULT_API_URL, ApiClient, ApiError
-from services.demo import SEED_QUERY, run_demo
+from services.client import DEFAULT_API_URL, ApiClient, ApiError, ExportFormat
 from services.logs import configure_logging
-from services.worker import run_workers
+from services.progress import generate, run_job, say
+
+# The API, the worker and the pipeline (Litestar, Dramatiq, the OpenAI SDK) are imported by the commands that
+# run them, so that the client commands (status, cancel, events, generate --api) start in well under a second.
+
+_FORMATS: tuple[ExportFormat, ...] = ("csv", "json", "jsonl")
+_CTRL_C = (
+    "Ctrl-C while following asks whether to cancel the job (y cancels it and waits for the cancellation; "
+    "no answer, as when stdin is not a terminal or is closed, also cancels; a second Ctrl-C stops waiting). "
+    "Exit codes: 0 completed, 1 failed or cancelled, 2 bad usage or a request the API refused."
+)
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="litminer", description="Mine cited datasets from the scholarly literature.")
     parser.add_argument("--log-level", default="WARNING", help="logging level (default WARNING; INFO for api/worker)")
     commands = parser.add_subparsers(dest="command", required=True)
+
+    remote = argparse.ArgumentParser(add_help=False)
+    _add_api_option(remote)
 
     api = commands.add_parser("api", help="run the HTTP API (uvicorn)")
     api.add_argument("--host", default="127.0.0.1")
@@ -35,7 +52,32 @@ def _parser() -> argparse.ArgumentParser:
     worker.add_argument("--processes", type=int, default=1)
     worker.add_argument("--threads", type=int, default=8)
 
-    demo = commands.add_parser("demo", help="run the seed's example end to end with an embedded Redis")
+    generate_ = commands.add_parser(
+        "generate",
+        help="generate a dataset: submit, follow live, print the table, write the file",
+        description="Submit a dataset generation job, follow it live, print the table and write the dataset. "
+        + _CTRL_C,
+    )
+    generate_.add_argument("query", help="the research question")
+    generate_.add_argument("--rows", type=int, default=10, help="rows wanted (default 10)")
+    generate_.add_argument(
+        "--fields", required=True, metavar="FILE|JSON", help="field definitions: a JSON file or an inline JSON array"
+    )
+    generate_.add_argument("--model-name", default="Dataset", help="name of the dataset's model (default Dataset)")
+    _add_job_options(generate_, client_id=True)
+    where = generate_.add_mutually_exclusive_group()
+    _add_api_option(where)
+    where.add_argument(
+        "--embedded",
+        action="store_true",
+        help="run Redis (unless REDIS_URL is set), a worker and the API in this process, like demo",
+    )
+
+    demo = commands.add_parser(
+        "demo",
+        help="run the seed's example end to end with an embedded Redis",
+        description="generate --embedded with the seed's example, writing dataset.json and dataset.csv. " + _CTRL_C,
+    )
     demo.add_argument("--query", default=None, help="research question (default: the seed's example)")
     demo.add_argument("--rows", type=int, default=5)
     demo.add_argument("--fields", default=None, help="field definitions: a JSON file or a JSON array")
@@ -47,16 +89,37 @@ def _parser() -> argparse.ArgumentParser:
         help="comma list: local (default), openalex, europepmc, crossref, arxiv, semanticscholar",
     )
 
+    status = commands.add_parser("status", parents=[remote], help="show a job's status")
+    status.add_argument("task_id")
+    status.add_argument("--json", action="store_true", help="print the API's TaskStatus JSON instead")
+
+    cancel = commands.add_parser("cancel", parents=[remote], help="cancel a queued or running job")
+    cancel.add_argument("task_id")
+
+    events = commands.add_parser(
+        "events", parents=[remote], help="print a client's events as JSON lines, live, until Ctrl-C"
+    )
+    events.add_argument("client_id")
+    events.add_argument("--count", type=int, default=None, metavar="N", help="stop after N events")
+    events.add_argument(
+        "--last-event-id",
+        default=None,
+        metavar="TASK_ID:SEQ",
+        help="resume after this event (a line's task_id and seq) instead of starting with the next new event",
+    )
+
     reprocess = commands.add_parser(
-        "reprocess", help="run a finished job again from one stage as a new job, reusing earlier outputs"
+        "reprocess",
+        parents=[remote],
+        help="run a finished job again from one stage as a new job, reusing earlier outputs; follow it",
+        description="Reprocess a finished job from one stage as a new job, follow it live and write its dataset. "
+        + _CTRL_C,
     )
     reprocess.add_argument("task_id")
     reprocess.add_argument("--from-stage", required=True, choices=["search", "extraction", "assembly"])
     reprocess.add_argument("--fields", default=None, help="new field definitions: a JSON file or a JSON array")
     reprocess.add_argument("--rows", type=int, default=None)
-    reprocess.add_argument("--extractor", default=None, choices=["auto", "openai", "heuristic"])
-    reprocess.add_argument("--sources", default=None, help="comma list of sources (needs --from-stage search)")
-    reprocess.add_argument("--api", default=None, help=f"API URL (default: LITMINER_API_URL or {DEFAULT_API_URL})")
+    _add_job_options(reprocess, client_id=True, sources_note=" (needs --from-stage search)")
 
     rerun = commands.add_parser(
         "rerun", help="operators: re-run a finished job in place from a stage (talks to Redis directly)"
@@ -64,6 +127,36 @@ def _parser() -> argparse.ArgumentParser:
     rerun.add_argument("task_id")
     rerun.add_argument("--stage", required=True, choices=list(STAGES))
     return parser
+
+
+def _add_api_option(parser: argparse.ArgumentParser | argparse._MutuallyExclusiveGroup) -> None:
+    parser.add_argument(
+        "--api",
+        default=None,
+        metavar="URL",
+        help=f"API URL (default: LITMINER_API_URL or {DEFAULT_API_URL}); the key is read from LITMINER_API_KEY",
+    )
+
+
+def _add_job_options(parser: argparse.ArgumentParser, *, client_id: bool, sources_note: str = "") -> None:
+    parser.add_argument(
+        "--sources",
+        default=None,
+        help="comma list: openalex, europepmc, crossref, arxiv, semanticscholar, local" + sources_note,
+    )
+    parser.add_argument("--extractor", default=None, choices=["auto", "openai", "heuristic"])
+    if client_id:
+        parser.add_argument("--client-id", default=None, help="client id the job's events are published under")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        metavar="PATH",
+        help="file to write (default ./<model_name>-<task_id>.<format>; a folder gets that name inside it)",
+    )
+    parser.add_argument(
+        "--format", default=None, choices=_FORMATS, help="csv, json or jsonl (default: --out's extension, else csv)"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -74,13 +167,23 @@ def main(argv: list[str] | None = None) -> int:
     except (InvalidRequest, SettingsError) as exc:
         print(f"litminer: {exc}", file=sys.stderr)
         return 2
-    except (ApiError, JobNotFound, JobConflict) as exc:
+    except ApiError as exc:
         print(f"litminer: {exc}", file=sys.stderr)
-        return 2 if isinstance(exc, ApiError) and exc.status == 400 else 1
+        return 2 if exc.status == 400 else 1
+    except (JobNotFound, JobConflict) as exc:
+        print(f"litminer: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("litminer: interrupted", file=sys.stderr)
+        return 1
 
 
 def _run(args: argparse.Namespace) -> int:
     if args.command == "api":
+        import uvicorn  # noqa: PLC0415
+
+        from services.api.app import create_app  # noqa: PLC0415
+
         configure_logging("INFO" if args.log_level == "WARNING" else args.log_level)
         settings = Settings.from_env()
         app = create_app(settings)
@@ -97,25 +200,180 @@ def _run(args: argparse.Namespace) -> int:
             port=args.port,
             ws_ping_interval=settings.heartbeat_s,
             ws_ping_timeout=settings.heartbeat_s,
+            log_config=None,  # uvicorn's loggers go through configure_logging's handler (LITMINER_LOG_FORMAT)
         )
         return 0
     if args.command == "worker":
+        from services.worker import run_workers  # noqa: PLC0415
+
         level = "INFO" if args.log_level == "WARNING" else args.log_level
         return run_workers(Settings.from_env(), processes=args.processes, threads=args.threads, log_level=level)
     configure_logging(args.log_level)
-    if args.command == "reprocess":
-        return _reprocess(args)
-    if args.command == "rerun":
-        return _rerun(args)
+    commands = {
+        "generate": _generate,
+        "demo": _demo,
+        "status": _status,
+        "cancel": _cancel,
+        "events": _events,
+        "reprocess": _reprocess,
+        "rerun": _rerun,
+    }
+    return commands[args.command](args)
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from services.demo import SEED_QUERY, run_demo  # noqa: PLC0415
+
     fields = None if args.fields is None else _read_fields(args.fields)
-    return run_demo(
-        query=args.query or SEED_QUERY,
-        rows=args.rows,
-        fields=fields,
-        model_name=args.model_name,
-        out_dir=args.out,
-        sources=[s.strip() for s in args.sources.split(",") if s.strip()],
+    return _in_process(
+        lambda: run_demo(
+            query=args.query or SEED_QUERY,
+            rows=args.rows,
+            fields=fields,
+            model_name=args.model_name,
+            out_dir=args.out,
+            sources=_split(args.sources),
+        )
     )
+
+
+def _in_process(run: Callable[[], int]) -> int:
+    """``run()``, which uses an embedded stack: 1 when the stack cannot start."""
+    from services.embedded import EmbeddedStackError  # noqa: PLC0415
+    from services.embedded_redis import EmbeddedRedisError  # noqa: PLC0415
+
+    try:
+        return run()
+    except (EmbeddedStackError, EmbeddedRedisError) as exc:
+        print(f"litminer: {exc}", file=sys.stderr)
+        return 1
+
+
+def _generate(args: argparse.Namespace) -> int:
+    body: dict[str, object] = {
+        "user_query": args.query,
+        "rows": args.rows,
+        "model_name": args.model_name,
+        "field_definitions": _read_fields(args.fields),
+    }
+    body |= _job_options(args)
+    outputs = [(args.out, _format(args))]
+    if args.embedded:
+        from services.demo import run_embedded  # noqa: PLC0415
+
+        return _in_process(lambda: run_embedded(body, outputs))
+    with ApiClient(args.api) as client:
+        return generate(client, body, Console(), outputs)
+
+
+def _reprocess(args: argparse.Namespace) -> int:
+    body: dict[str, object] = {"from_stage": args.from_stage}
+    if args.fields is not None:
+        body["field_definitions"] = _read_fields(args.fields)
+    if args.rows is not None:
+        body["rows"] = args.rows
+    body |= _job_options(args)
+    console = Console()
+    with ApiClient(args.api) as client:
+        accepted = client.reprocess(args.task_id, body)
+        say(
+            console,
+            f"task {accepted.task_id}: reprocessing {args.task_id} from {args.from_stage} "
+            f"(follow: {client.base_url}/sse/tasks/{accepted.task_id})",
+        )
+        return run_job(client, accepted.task_id, console, [(args.out, _format(args))])
+
+
+def _job_options(args: argparse.Namespace) -> dict[str, object]:
+    options: dict[str, object] = {}
+    if args.sources is not None:
+        options["sources"] = _split(args.sources)
+    if args.extractor is not None:
+        options["extractor"] = args.extractor
+    if args.client_id is not None:
+        options["client_id"] = args.client_id
+    return options
+
+
+def _format(args: argparse.Namespace) -> ExportFormat:
+    if args.format is not None:
+        chosen: ExportFormat = args.format
+        return chosen
+    suffix = args.out.suffix.lstrip(".").lower() if args.out is not None else ""
+    return next((f for f in _FORMATS if f == suffix), "csv")
+
+
+def _status(args: argparse.Namespace) -> int:
+    with ApiClient(args.api) as client:
+        status = client.status(args.task_id)
+    if args.json:
+        print(msgspec.json.encode(status).decode())
+        return 0
+    for name, value in _status_lines(status):
+        print(f"{name:<9} {value}")
+    return 0
+
+
+def _status_lines(status: TaskStatus) -> list[tuple[str, str]]:
+    lines = [
+        ("task", status.task_id),
+        ("client", status.client_id),
+        ("status", status.status),
+        ("stage", status.stage),
+        ("progress", f"{status.progress}%"),
+        ("message", status.message),
+    ]
+    if status.error:
+        lines.append(("error", status.error))
+    if status.parent_task_id:
+        lines.append(("parent", f"{status.parent_task_id} (reprocessed from {status.from_stage})"))
+    if status.result is not None:
+        stats = status.result.stats
+        lines.append(("rows", f"{len(status.result.rows)} of {stats.requested_rows} requested"))
+        if stats.shortfall:
+            lines.append(("note", stats.shortfall))
+    return lines
+
+
+def _cancel(args: argparse.Namespace) -> int:
+    with ApiClient(args.api) as client:
+        status = client.cancel(args.task_id)
+    print(f"task {status.task_id}: {status.status} ({status.message})")
+    return 0 if status.status == "cancelled" else 1
+
+
+def _events(args: argparse.Namespace) -> int:
+    if args.count is not None and args.count < 1:
+        print("litminer: --count must be at least 1", file=sys.stderr)
+        return 2
+    printed = 0
+    with ApiClient(args.api) as client:
+        print(f"following {client.base_url}/sse/{args.client_id} (Ctrl-C to stop)", file=sys.stderr)
+        try:
+            for event in client.follow_client(args.client_id, args.last_event_id):
+                sys.stdout.write(msgspec.json.encode(event).decode() + "\n")
+                sys.stdout.flush()
+                printed += 1
+                if printed == args.count:
+                    break
+        except KeyboardInterrupt:
+            pass
+        except BrokenPipeError:  # the reader went away (| head): stop quietly
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+    return 0
+
+
+def _rerun(args: argparse.Namespace) -> int:
+    from pipeline.runtime import Pipeline  # noqa: PLC0415
+
+    pipeline = Pipeline(Settings.from_env())
+    try:
+        job = pipeline.rerun(args.task_id, args.stage)
+    finally:
+        pipeline.close()
+    print(f"task {job.task_id}: re-running from {args.stage} (its later outputs will be overwritten)")
+    return 0
 
 
 def _read_fields(value: str) -> object:
@@ -127,34 +385,8 @@ def _read_fields(value: str) -> object:
         raise InvalidRequest("--fields", f"cannot read {value}: {exc}") from None
 
 
-def _reprocess(args: argparse.Namespace) -> int:
-    body: dict[str, object] = {"from_stage": args.from_stage}
-    if args.fields is not None:
-        body["field_definitions"] = _read_fields(args.fields)
-    if args.rows is not None:
-        body["rows"] = args.rows
-    if args.extractor is not None:
-        body["extractor"] = args.extractor
-    if args.sources is not None:
-        body["sources"] = [s.strip() for s in args.sources.split(",") if s.strip()]
-    client = ApiClient(args.api)
-    try:
-        accepted = client.reprocess(args.task_id, body)
-    finally:
-        client.close()
-    print(f"task {accepted.task_id}: reprocessing {args.task_id} from {args.from_stage}")
-    print(f"follow: {client.base_url}/sse/tasks/{accepted.task_id}  status: {client.base_url}{accepted.status_url}")
-    return 0
-
-
-def _rerun(args: argparse.Namespace) -> int:
-    pipeline = Pipeline(Settings.from_env())
-    try:
-        job = pipeline.rerun(args.task_id, args.stage)
-    finally:
-        pipeline.close()
-    print(f"task {job.task_id}: re-running from {args.stage} (its later outputs will be overwritten)")
-    return 0
+def _split(value: str) -> list[str]:
+    return [s.strip() for s in value.split(",") if s.strip()]
 
 
 if __name__ == "__main__":

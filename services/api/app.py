@@ -78,6 +78,7 @@ def create_app(settings: Settings) -> Litestar:
         },
         exception_handlers=exception_handlers,
         middleware=[_requests.middleware],
+        logging_config=None,  # the process's logging is configure_logging's (text or JSON, with task context)
         lifespan=[lifespan],
         openapi_config=OpenAPIConfig(title="litminer", version="0.1.0", path="/schema"),
     )

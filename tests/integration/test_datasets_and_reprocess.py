@@ -232,10 +232,13 @@ def test_reprocess_needs_the_parent_outputs_it_reuses(make_pipeline, run_worker,
     assert reply.status_code == 409 and "no stored candidates" in reply.json()["detail"]
 
 
-def test_cli_reprocess_submits_to_the_api_and_reports_bad_combinations(stack, capsys):
+def test_cli_reprocess_submits_to_the_api_and_reports_bad_combinations(stack, capsys, tmp_path):
     pipeline, url = stack
     parent = generate(pipeline, url, rows=3)
-    assert main(["reprocess", parent, "--from-stage", "assembly", "--rows", "1", "--api", url]) == 0
+    assert (
+        main(["reprocess", parent, "--from-stage", "assembly", "--rows", "1", "--api", url, "--out", str(tmp_path)])
+        == 0
+    )
     out = capsys.readouterr().out
     child = out.split()[1].rstrip(":")
     assert f"reprocessing {parent} from assembly" in out

@@ -12,7 +12,9 @@ import msgspec
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from contracts import GenerateRequest
 from pipeline.runtime import Pipeline
+from pipeline.schema import parse_generate_request
 from services.embedded_redis import free_port
 from services.logs import configure_logging
 from tests.conftest import follow
@@ -147,9 +149,7 @@ def test_worker_metrics_on_their_own_port(make_pipeline, settings, run_worker):
     assert samples[("litminer_worker_in_flight", ())] == 0
 
 
-def _request():  # type: ignore[no-untyped-def]
-    from pipeline.schema import parse_generate_request
-
+def _request() -> GenerateRequest:
     return parse_generate_request(SEED, max_rows=100)
 
 

@@ -1,0 +1,111 @@
+"""Everything in one process: Redis (embedded unless ``REDIS_URL`` is set), a worker and the real API.
+
+``litminer generate --embedded`` and ``litminer demo`` run a job through it exactly as through a deployed
+API: HTTP to submit, Server-Sent Events to follow, HTTP to download.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable, Mapping
+from contextlib import ExitStack
+from types import TracebackType
+
+import uvicorn
+
+from pipeline.runtime import Pipeline
+from pipeline.settings import Settings
+from services.api.app import create_app
+from services.embedded_redis import EmbeddedRedis
+from services.worker import start_worker
+
+
+class EmbeddedStackError(RuntimeError):
+    """The in-process API could not be started."""
+
+
+class EmbeddedStack:
+    """Redis, a Dramatiq worker and the API on a free loopback port, all stopped on exit.
+
+    ``env`` (``os.environ`` by default) configures it as it configures ``litminer api`` and ``litminer
+    worker``: ``REDIS_URL`` (else an embedded redis-server is started), ``LITMINER_KEY_PREFIX`` and the rest.
+    ``on_redis`` is told the URL of an embedded Redis once it runs.
+    """
+
+    def __init__(
+        self,
+        env: Mapping[str, str] | None = None,
+        *,
+        threads: int = 4,
+        on_redis: Callable[[str], None] | None = None,
+        start_timeout_s: float = 30.0,
+    ) -> None:
+        self.env = dict(os.environ if env is None else env)
+        self.threads = threads
+        self.on_redis = on_redis
+        self.start_timeout_s = start_timeout_s
+        self.url = ""
+        self.settings: Settings | None = None
+        self._stack = ExitStack()
+
+    def __enter__(self) -> EmbeddedStack:
+        try:
+            self._start()
+        except BaseException:
+            self._stack.close()
+            raise
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, value: BaseException | None, traceback: TracebackType | None
+    ) -> None:
+        self._stack.close()
+
+    def _start(self) -> None:
+        env = dict(self.env)
+        if not env.get("REDIS_URL"):
+            redis_server = self._stack.enter_context(EmbeddedRedis())
+            env["REDIS_URL"] = redis_server.url
+            if self.on_redis is not None:
+                self.on_redis(redis_server.url)
+        settings = self.settings = Settings.from_env(env)
+        pipeline = Pipeline(settings)
+        self._stack.callback(pipeline.close)
+        worker = start_worker(pipeline, threads=self.threads)
+        self._stack.callback(worker.stop)
+        self.url = self._serve(settings)
+
+    def _serve(self, settings: Settings) -> str:
+        """Serve the API in a thread on a socket bound here (so no other process can take the port)."""
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", 0))
+        self._stack.callback(sock.close)
+        port = int(sock.getsockname()[1])
+        config = uvicorn.Config(
+            create_app(settings),
+            log_level="warning",
+            ws_ping_interval=settings.heartbeat_s,
+            ws_ping_timeout=settings.heartbeat_s,
+            timeout_graceful_shutdown=5,
+        )
+        server = uvicorn.Server(config)
+        thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="litminer-api", daemon=True)
+        thread.start()
+
+        def stop() -> None:
+            server.should_exit = True
+            thread.join(timeout=15)
+
+        self._stack.callback(stop)
+        deadline = time.monotonic() + self.start_timeout_s
+        while not server.started:  # uvicorn offers no hook: poll the flag it sets once it listens
+            if not thread.is_alive():
+                raise EmbeddedStackError("the embedded API did not start (its error is logged above)")
+            if time.monotonic() > deadline:
+                raise EmbeddedStackError(f"the embedded API did not start within {self.start_timeout_s:g} s")
+            time.sleep(0.01)
+        return f"http://127.0.0.1:{port}"

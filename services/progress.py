@@ -1,0 +1,368 @@
+"""Following a job in the terminal: a live progress bar per stage, the final table, the files.
+
+On a terminal, rich draws one bar per stage (its state and counters: documents found, documents read,
+tokens, rows) under the latest message. Elsewhere (a pipe, a file, a test) every event is one plain line,
+``[ 35%] extraction         processing Extracted 3/20 documents``, so the output stays readable and
+greppable.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from types import TracebackType
+
+from rich.console import Console, RenderableType
+from rich.progress import BarColumn, Progress, ProgressColumn, TaskID, TextColumn, TimeElapsedColumn
+from rich.table import Table
+from rich.text import Text
+
+from contracts import STAGES, TERMINAL_STATUSES, Dataset, Event, EventValue
+from services.client import ApiClient, ApiError, ExportFormat
+
+_LABELS = {
+    "schema_preparation": "schema",
+    "search": "search",
+    "extraction": "extraction",
+    "assembly": "assembly",
+}
+#: a key of an event's data that says its stage handed the job on (the stage's last event)
+_FINISHED_BY = {"schema_preparation": "key_field", "search": "found", "extraction": "candidate_rows"}
+_STATE_STYLES = {
+    "waiting": "dim",
+    "running": "cyan",
+    "retrying": "yellow",
+    "done": "green",
+    "reused": "dim green",
+    "failed": "bold red",
+    "cancelled": "yellow",
+}
+_CELL_WIDTH = 60
+
+
+class _Stage:
+    """What the events said about one stage so far."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.state = "waiting"
+        self.seen = False
+        self.clock = "idle"  # its elapsed-time column: idle, running, stopped
+        self.total: float | None = None
+        self.completed = 0.0
+        self.detail = ""
+        self.found = 0  # search: documents found, page by page, until the stage's total arrives
+        self.rows = 0  # extraction: candidate rows, document by document, until the stage's total arrives
+        self.tokens = 0  # extraction: tokens spent by the job so far
+
+
+class JobDisplay:
+    """Shows a job's events: live bars on a terminal, one line per event elsewhere.
+
+    Use as a context manager; ``update`` with each event, ``pause``/``resume`` around a prompt.
+    """
+
+    def __init__(self, console: Console, *, live: bool | None = None) -> None:
+        self.console = console
+        self.live = console.is_terminal if live is None else live
+        self.stages = {name: _Stage(name) for name in STAGES}
+        self.message = Text("waiting for the first event…", style="dim")
+        self.progress: Progress | None = None
+        self.tasks: dict[str, TaskID] = {}
+        if self.live:
+            columns = (
+                TextColumn("{task.description:<10}"),
+                BarColumn(bar_width=30),
+                TextColumn("{task.fields[state]}"),
+                TimeElapsedColumn(),
+                TextColumn("{task.fields[detail]}", markup=False),
+            )
+            self.progress = _StageProgress(self, columns, console)
+            for name in STAGES:
+                self.tasks[name] = self.progress.add_task(
+                    _LABELS[name], total=None, start=False, state=_state_text("waiting"), detail=""
+                )
+
+    def __enter__(self) -> JobDisplay:
+        self.resume()
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, value: BaseException | None, traceback: TracebackType | None
+    ) -> None:
+        self.pause()
+
+    def pause(self) -> None:
+        """Stop drawing (before a prompt, at the end); the bars stay on screen as they are."""
+        if self.progress is not None:
+            self.progress.stop()
+
+    def resume(self) -> None:
+        if self.progress is not None:
+            self.progress.start()
+
+    def note(self, text: str, style: str = "") -> None:
+        """A line printed above the bars (or among the event lines)."""
+        self.console.print(Text(text, style=style), soft_wrap=True)
+
+    def update(self, event: Event) -> None:
+        """Take one event into the display."""
+        if not self.live:
+            line = f"[{event.progress:3d}%] {event.stage:<18} {event.status:<10} {event.message}"
+            say(self.console, line)
+            return
+        self.message = Text(f"{event.progress:3d}%  {event.message}")
+        if event.status == "error":
+            self.note(event.message, "bold red")
+        elif event.status == "retrying" or "warning" in event.data or "error" in event.data:
+            self.note(f"{_LABELS.get(event.stage, event.stage)}: {event.message}", "yellow")
+        if event.stage in self.stages:
+            self._stage_event(self.stages[event.stage], event)
+        elif event.stage == "done" and event.status == "completed":
+            for stage in self.stages.values():
+                self._finish(stage)
+            assembly = self.stages["assembly"]
+            rows, requested = event.data.get("rows"), event.data.get("requested_rows")
+            assembly.detail = f"{rows}/{requested} rows" if requested is not None else f"{rows} rows"
+            if event.data.get("shortfall"):
+                assembly.detail += " (shortfall)"
+        self._draw()
+
+    def _stage_event(self, stage: _Stage, event: Event) -> None:
+        for earlier in STAGES[: STAGES.index(stage.name)]:  # a later stage runs: the earlier ones are over
+            self._finish(self.stages[earlier])
+        stage.seen = True
+        data = event.data
+        if event.status in ("started", "processing"):
+            stage.state = "running"
+        elif event.status == "retrying":
+            stage.state = "retrying"
+        elif event.status == "error":
+            stage.state = "failed"
+        elif event.status == "cancelled":
+            stage.state = "cancelled"
+        if stage.name == "schema_preparation" and "fields" in data:
+            stage.detail = f"{data['fields']} fields"
+        elif stage.name == "search":
+            _search_counters(stage, data)
+        elif stage.name == "extraction":
+            _extraction_counters(stage, data)
+        if _FINISHED_BY.get(stage.name, "") in data:
+            self._finish(stage)
+
+    def _finish(self, stage: _Stage) -> None:
+        if stage.state in ("done", "reused"):
+            return
+        stage.state = "done" if stage.seen else "reused"
+        stage.total = stage.total or 1
+        stage.completed = stage.total
+
+    def _draw(self) -> None:
+        if self.progress is None:
+            return
+        for name, stage in self.stages.items():
+            task = self.tasks[name]
+            if stage.seen and stage.clock == "idle":
+                self.progress.start_task(task)
+                stage.clock = "running"
+            self.progress.update(
+                task,
+                total=stage.total,
+                completed=stage.completed,
+                state=_state_text(stage.state),
+                detail=stage.detail,
+            )
+            if stage.state in ("done", "reused", "failed", "cancelled") and stage.clock != "stopped":
+                self.progress.stop_task(task)
+                stage.clock = "stopped"
+
+    def renderables(self) -> Iterable[RenderableType]:
+        yield self.message
+
+
+class _StageProgress(Progress):
+    """The stage bars with the latest message under them."""
+
+    def __init__(self, display: JobDisplay, columns: Sequence[ProgressColumn], console: Console) -> None:
+        self.display = display  # read by get_renderables, which the constructor already calls
+        super().__init__(*columns, console=console, refresh_per_second=8)
+
+    def get_renderables(self) -> Iterable[RenderableType]:
+        yield self.make_tasks_table(self.tasks)
+        yield from self.display.renderables()
+
+
+def _state_text(state: str) -> str:
+    return f"[{_STATE_STYLES.get(state, '')}]{state:<9}[/]"
+
+
+def _int(value: EventValue) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+def _search_counters(stage: _Stage, data: dict[str, EventValue]) -> None:
+    if "target" in data:
+        stage.total = _int(data["target"]) or None
+    if "found" in data:  # the stage's last event: documents kept of those found
+        stage.found = _int(data["found"])
+        stage.detail = f"kept {_int(data.get('documents'))} of {stage.found} found"
+        return
+    if "usable" in data:  # one page of one source
+        stage.found += _int(data.get("documents"))
+        stage.completed = _int(data["usable"])
+        target = f"/{stage.total:g}" if stage.total else ""
+        stage.detail = f"{stage.found} found, {stage.completed:g}{target} with text"
+
+
+def _extraction_counters(stage: _Stage, data: dict[str, EventValue]) -> None:
+    # batches run in parallel, so their events may arrive out of order: counters only go up
+    if "documents" in data:
+        stage.total = _int(data["documents"]) or None
+    if "documents_done" in data:
+        stage.completed = max(stage.completed, _int(data["documents_done"]))
+    if "candidate_rows" in data:  # the stage's last event
+        stage.completed = stage.total or stage.completed
+        stage.rows = _int(data["candidate_rows"])
+        stage.tokens = _int(data.get("prompt_tokens")) + _int(data.get("completion_tokens"))
+    else:
+        stage.rows += _int(data.get("rows"))
+        stage.tokens = max(stage.tokens, _int(data.get("tokens")))
+    parts = [f"{stage.completed:g}/{stage.total:g} documents" if stage.total else ""]
+    parts += [f"{stage.tokens:,} tokens" if stage.tokens else "", f"{stage.rows} rows" if stage.rows else ""]
+    stage.detail = ", ".join(p for p in parts if p)
+
+
+# -- following a job to its end ------------------------------------------------------------------------
+
+
+def ask_cancel(console: Console, task_id: str) -> bool:
+    """Ask whether to cancel the job; no answer (stdin closed, not a terminal) or a second Ctrl-C means yes."""
+    say(console, f"Cancel job {task_id}? [y/N] ", end="")
+    try:
+        answer = sys.stdin.readline()
+        echoed = sys.stdin.isatty()
+    except KeyboardInterrupt:
+        answer, echoed = "", False
+    except (AttributeError, OSError, ValueError, RuntimeError):  # no usable stdin at all
+        answer, echoed = "", False
+    if not echoed:
+        say(console, answer.strip() if answer else "(no answer)")
+    if not answer:
+        return True
+    return answer.strip().lower() in ("y", "yes")
+
+
+def watch_job(client: ApiClient, task_id: str, console: Console) -> Event | None:
+    """Show the task's events until its terminal event, which is returned.
+
+    Ctrl-C asks whether to cancel the job: yes cancels it and keeps following until it says cancelled, no
+    keeps following. Ctrl-C after cancelling stops following at once and returns None.
+    """
+    last: int | None = None
+    final: Event | None = None
+    cancelling = False
+    interrupted = False
+    with JobDisplay(console) as display:
+        while final is None:
+            try:  # one try around everything, so a Ctrl-C anywhere (the prompt's aftermath too) is answered
+                if interrupted:
+                    interrupted = False
+                    display.pause()
+                    if cancelling:
+                        say(console, f"stopped following job {task_id}, which is being cancelled")
+                        return None
+                    if ask_cancel(console, task_id):
+                        cancelling = True
+                        _cancel(client, task_id, console)
+                    else:
+                        say(console, f"still following job {task_id}")
+                    display.resume()
+                for event in client.follow_task(task_id, last_event_id=last):
+                    display.update(event)
+                    last = event.seq
+                    if event.status in TERMINAL_STATUSES:
+                        final = event
+            except KeyboardInterrupt:
+                interrupted = True
+    return final
+
+
+def _cancel(client: ApiClient, task_id: str, console: Console) -> None:
+    say(console, f"cancelling job {task_id}")
+    try:
+        client.cancel(task_id)
+    except ApiError as exc:
+        if exc.status != 409:
+            raise
+        say(console, f"too late to cancel: {exc}")  # it finished: its last event follows
+
+
+def generate(
+    client: ApiClient, body: dict[str, object], console: Console, outputs: Sequence[tuple[Path | None, ExportFormat]]
+) -> int:
+    """Submit a generate request, then ``run_job`` it."""
+    accepted = client.generate(body)
+    say(
+        console,
+        f"task {accepted.task_id}: {body.get('user_query')!r}, {body.get('rows', 10)} rows "
+        f"(follow: {client.base_url}/sse/tasks/{accepted.task_id})",
+    )
+    return run_job(client, accepted.task_id, console, outputs)
+
+
+def run_job(
+    client: ApiClient, task_id: str, console: Console, outputs: Sequence[tuple[Path | None, ExportFormat]]
+) -> int:
+    """Follow the job, then print its table and write its dataset in each format: 0 when it completed.
+
+    A ``None`` path is ``./<model_name>-<task_id>.<format>``; a folder gets that file name inside it.
+    """
+    final = watch_job(client, task_id, console)
+    if final is None:
+        return 1
+    if final.status != "completed":
+        status = client.status(task_id)
+        print(f"litminer: job {task_id} {final.status}: {status.error or final.message}", file=sys.stderr)
+        return 1
+    dataset = client.status(task_id).result
+    if dataset is None:  # completed, so the dataset exists unless it expired meanwhile
+        print(f"litminer: job {task_id} completed but its dataset is gone", file=sys.stderr)
+        return 1
+    print_dataset(console, dataset)
+    written = []
+    for path, format in outputs:
+        name = f"{dataset.model_name}-{task_id}.{format}"
+        target = Path(name) if path is None else path / name if path.is_dir() else path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(client.dataset(task_id, format))
+        written.append(str(target))
+    say(console, f"wrote {' and '.join(written)} ({len(dataset.rows)} rows)")
+    return 0
+
+
+def print_dataset(console: Console, dataset: Dataset) -> None:
+    """The rows as a table (schema columns and a citation count), then the shortfall, if any."""
+    table = Table(title=f"{dataset.model_name}: {len(dataset.rows)} rows", title_justify="left")
+    names = [field.name for field in dataset.schema]
+    for name in names:
+        table.add_column(name, overflow="fold")
+    table.add_column("citations", justify="right")
+    for row in dataset.rows:
+        table.add_row(*(Text(_cell(row.row.get(name))) for name in names), str(len(row.citations)))
+    console.print()
+    console.print(table)
+    if dataset.stats.shortfall:
+        say(console, f"note: {dataset.stats.shortfall}")
+
+
+def say(console: Console, text: str, *, end: str = "\n") -> None:
+    """Print text as it is: no markup, no highlighting, never wrapped (so it stays one greppable line)."""
+    console.print(text, end=end, markup=False, highlight=False, soft_wrap=True)
+
+
+def _cell(value: object) -> str:
+    text = "" if value is None else value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+    text = " ".join(text.split())
+    return text if len(text) <= _CELL_WIDTH else text[: _CELL_WIDTH - 1] + "…"
