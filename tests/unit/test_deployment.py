@@ -50,7 +50,8 @@ def test_workers_scale_and_take_their_concurrency_from_the_environment():
 
 def test_one_image_for_api_and_worker_built_from_the_lock_file():
     services = _compose()["services"]
-    assert services["api"]["build"] == "." and services["worker"]["image"] == services["api"]["image"]
+    assert services["api"]["build"] == services["worker"]["build"] == "."
+    assert services["worker"]["image"] == services["api"]["image"]
     dockerfile = (ROOT / "Dockerfile").read_text(encoding="utf-8")
     assert "COPY pyproject.toml uv.lock" in dockerfile
     assert dockerfile.count("uv sync --locked --no-dev") == 2
