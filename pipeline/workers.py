@@ -42,9 +42,11 @@ class WorkerMetrics:
             "litminer_worker_messages_failed", "Messages failed for good.", labels, registry=self.registry
         )
         self.retried = Counter(
-            "litminer_worker_messages_retried", "Messages that failed and were scheduled again.", labels,
+            "litminer_worker_messages_retried",
+            "Messages that failed and were scheduled again.",
+            labels,
             registry=self.registry,
-        )  # fmt: skip
+        )
         self.in_flight = Gauge("litminer_worker_in_flight", "Messages being processed.", registry=self.registry)
         self.duration = Histogram(
             "litminer_worker_stage_duration_seconds",
