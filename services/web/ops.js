@@ -1,71 +1,8 @@
 // litminer operations view: recent jobs, queue depths and live workers, refreshed every 2 s.
 "use strict";
 
-const API_KEY_KEY = "litminer.apiKey";
-const TERMINAL = new Set(["completed", "error", "cancelled"]);
 const REFRESH_MS = 2000;
 const STALE_WORKER_S = 30;
-
-const $ = (selector, root = document) => root.querySelector(selector);
-
-function el(tag, attrs = {}, ...children) {
-  const node = document.createElement(tag);
-  for (const [key, value] of Object.entries(attrs)) {
-    if (value === undefined || value === null || value === false) continue;
-    if (key === "class") node.className = value;
-    else if (key === "dataset") Object.assign(node.dataset, value);
-    else node.setAttribute(key, value === true ? "" : String(value));
-  }
-  for (const child of children) {
-    if (child === null || child === undefined || child === false) continue;
-    node.append(child instanceof Node ? child : document.createTextNode(String(child)));
-  }
-  return node;
-}
-
-function apiKey() {
-  try {
-    return localStorage.getItem(API_KEY_KEY) || "";
-  } catch {
-    return "";
-  }
-}
-
-class ApiError extends Error {
-  constructor(status, body) {
-    super((body && body.detail) || `HTTP ${status}`);
-    this.status = status;
-    this.body = body || {};
-  }
-}
-
-async function api(path, { method = "GET" } = {}) {
-  const headers = { Accept: "application/json" };
-  const key = apiKey();
-  if (key) headers["X-API-Key"] = key;
-  const response = await fetch(path, { method, headers });
-  const text = await response.text();
-  let data = null;
-  if (text) {
-    try {
-      data = JSON.parse(text);
-    } catch {
-      data = { detail: text.slice(0, 300) };
-    }
-  }
-  if (response.status === 401) askForApiKey(data && data.detail);
-  if (!response.ok) throw new ApiError(response.status, data);
-  return data;
-}
-
-function askForApiKey(detail) {
-  const box = $("#auth");
-  if (!box.hidden) return;
-  $("#auth-text").textContent = detail ? `This server needs an API key (${detail}).` : "This server needs an API key.";
-  box.hidden = false;
-  $("#api-key").value = apiKey();
-  $("#api-key").focus();
-}
 
 // ---------------------------------------------------------------- formatting
 
@@ -213,8 +150,7 @@ function init() {
     event.preventDefault();
     try {
       const key = $("#api-key").value.trim();
-      if (key) localStorage.setItem(API_KEY_KEY, key);
-      else localStorage.removeItem(API_KEY_KEY);
+      storageSet(API_KEY_KEY, key);
     } catch {
       /* storage disabled */
     }
