@@ -10,8 +10,8 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Callable, Mapping
-from contextlib import ExitStack
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import ExitStack, contextmanager
 from types import TracebackType
 
 import uvicorn
@@ -76,36 +76,39 @@ class EmbeddedStack:
         self._stack.callback(pipeline.close)
         worker = start_worker(pipeline, threads=self.threads)
         self._stack.callback(worker.stop)
-        self.url = self._serve(settings)
+        self.url = self._stack.enter_context(serve_api(settings, start_timeout_s=self.start_timeout_s))
 
-    def _serve(self, settings: Settings) -> str:
-        """Serve the API in a thread on a socket bound here (so no other process can take the port)."""
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("127.0.0.1", 0))
-        self._stack.callback(sock.close)
-        port = int(sock.getsockname()[1])
-        config = uvicorn.Config(
-            create_app(settings),
-            log_level="warning",
-            ws_ping_interval=settings.heartbeat_s,
-            ws_ping_timeout=settings.heartbeat_s,
-            timeout_graceful_shutdown=5,
-        )
-        server = uvicorn.Server(config)
-        thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="litminer-api", daemon=True)
-        thread.start()
 
-        def stop() -> None:
-            server.should_exit = True
-            thread.join(timeout=15)
+@contextmanager
+def serve_api(settings: Settings, *, start_timeout_s: float = 30.0) -> Iterator[str]:
+    """The real API for ``settings``, served by uvicorn in a thread on a free loopback port; yields its URL.
 
-        self._stack.callback(stop)
-        deadline = time.monotonic() + self.start_timeout_s
+    The socket is bound here, before uvicorn starts, so no other process can take the port meanwhile.
+    """
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    port = int(sock.getsockname()[1])
+    config = uvicorn.Config(
+        create_app(settings),
+        log_level="warning",
+        ws_ping_interval=settings.heartbeat_s,
+        ws_ping_timeout=settings.heartbeat_s,
+        timeout_graceful_shutdown=5,
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="litminer-api", daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + start_timeout_s
         while not server.started:  # uvicorn offers no hook: poll the flag it sets once it listens
             if not thread.is_alive():
                 raise EmbeddedStackError("the embedded API did not start (its error is logged above)")
             if time.monotonic() > deadline:
-                raise EmbeddedStackError(f"the embedded API did not start within {self.start_timeout_s:g} s")
+                raise EmbeddedStackError(f"the embedded API did not start within {start_timeout_s:g} s")
             time.sleep(0.01)
-        return f"http://127.0.0.1:{port}"
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=15)
+        sock.close()

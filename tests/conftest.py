@@ -3,23 +3,22 @@
 from __future__ import annotations
 
 import os
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from pathlib import Path
 
 import msgspec
 import pytest
 import redis
-import uvicorn
 from dramatiq import Worker
 
 from contracts import TERMINAL_STATUSES, Event, decode_event
 from pipeline.runtime import Pipeline
 from pipeline.settings import Settings
-from services.api.app import create_app
-from services.embedded_redis import EmbeddedRedis, free_port
+from services.embedded import serve_api as serve_api_in_thread
+from services.embedded_redis import EmbeddedRedis
 from services.worker import start_worker
 from tests.fixtures.llm import FakeLLM
 from tests.fixtures.scholarly import ScholarlyAPI
@@ -162,31 +161,8 @@ def run_worker() -> Iterator[Callable[[Pipeline], Worker]]:
 @pytest.fixture
 def serve_api() -> Iterator[Callable[[Settings], str]]:
     """Factory: the API for some settings, served by uvicorn on a free loopback port; returns its URL."""
-    servers: list[tuple[uvicorn.Server, threading.Thread]] = []
-
-    def serve(settings: Settings) -> str:
-        port = free_port()
-        config = uvicorn.Config(
-            create_app(settings),
-            host="127.0.0.1",
-            port=port,
-            log_level="warning",
-            ws_ping_interval=settings.heartbeat_s,
-        )
-        server = uvicorn.Server(config)
-        thread = threading.Thread(target=server.run, daemon=True)
-        thread.start()
-        servers.append((server, thread))
-        deadline = time.monotonic() + 10
-        while not server.started:
-            assert time.monotonic() < deadline, "API did not start"
-            time.sleep(0.01)
-        return f"http://127.0.0.1:{port}"
-
-    yield serve
-    for server, thread in servers:
-        server.should_exit = True
-        thread.join(timeout=10)
+    with ExitStack() as servers:
+        yield lambda settings: servers.enter_context(serve_api_in_thread(settings))
 
 
 @pytest.fixture
