@@ -64,13 +64,27 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     worker_heartbeat_s: float = 5.0
     #: a worker process's Prometheus port (0: none); process i of ``--processes N`` listens on port + i
     worker_metrics_port: int = 0
+    #: a Dramatiq broker whose heartbeat is older than this is dead: its unacknowledged messages are re-queued
+    broker_heartbeat_timeout_ms: int = 15_000
+    #: Dramatiq broker commands, per million, that also run queue maintenance (re-queueing dead workers' messages)
+    broker_maintenance_chance: int = 1_000
+    #: deliveries of a stage that killed their worker before the job ends as ``error``
+    max_crashes: int = 3
+    #: API keys (empty: the API needs no key)
+    api_keys: tuple[str, ...] = ()
+    #: generate requests per minute per API key (per client IP without keys); 0: no limit
+    rate_limit_per_minute: int = 60
+    #: largest request body the API reads; larger ones get 413
+    max_body_bytes: int = 256 * 1024
+    #: origins allowed to call the API from a browser (CORS); empty: same origin only
+    cors_origins: tuple[str, ...] = ()
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         """Build settings from environment variables (``os.environ`` by default)."""
         env = os.environ if env is None else env
         defaults = cls()
-        sources = tuple(s.strip() for s in env.get("LITMINER_SOURCES", "").split(",") if s.strip())
+        sources = _list(env, "LITMINER_SOURCES")
         return cls(
             redis_url=redis_url_from_env(env),
             key_prefix=env.get("LITMINER_KEY_PREFIX", defaults.key_prefix),
@@ -115,6 +129,17 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             send_timeout_s=_float(env, "LITMINER_SEND_TIMEOUT_S", defaults.send_timeout_s),
             worker_heartbeat_s=_float(env, "LITMINER_WORKER_HEARTBEAT_S", defaults.worker_heartbeat_s),
             worker_metrics_port=_int(env, "LITMINER_WORKER_METRICS_PORT", defaults.worker_metrics_port, minimum=0),
+            broker_heartbeat_timeout_ms=_int(
+                env, "LITMINER_BROKER_HEARTBEAT_TIMEOUT_MS", defaults.broker_heartbeat_timeout_ms, minimum=1
+            ),
+            broker_maintenance_chance=_int(
+                env, "LITMINER_BROKER_MAINTENANCE_CHANCE", defaults.broker_maintenance_chance, minimum=0
+            ),
+            max_crashes=_int(env, "LITMINER_MAX_CRASHES", defaults.max_crashes, minimum=1),
+            api_keys=_list(env, "LITMINER_API_KEYS"),
+            rate_limit_per_minute=_int(env, "LITMINER_RATE_LIMIT", defaults.rate_limit_per_minute, minimum=0),
+            max_body_bytes=_int(env, "LITMINER_MAX_BODY_BYTES", defaults.max_body_bytes, minimum=1024),
+            cors_origins=_list(env, "LITMINER_CORS_ORIGINS"),
         )
 
     def default_sources(self) -> tuple[str, ...]:
@@ -131,7 +156,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
 
     def __repr__(self) -> str:
         """Settings without API keys or the Redis password, safe to log."""
-        hidden = {"openalex_api_key", "semantic_scholar_api_key", "openai_api_key", "redis_url"}
+        hidden = {"openalex_api_key", "semantic_scholar_api_key", "openai_api_key", "redis_url", "api_keys"}
         shown = (f"{n}={getattr(self, n)!r}" for n in self.__struct_fields__ if n not in hidden)
         return f"Settings({', '.join(shown)})"
 
@@ -146,6 +171,11 @@ def redis_url_from_env(env: Mapping[str, str]) -> str:
     password = env.get("REDIS_PASSWORD", "")
     auth = f":{quote(password, safe='')}@" if password else ""
     return f"redis://{auth}{host}:{port}/{db}"
+
+
+def _list(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    """A comma-separated list, blanks dropped."""
+    return tuple(item.strip() for item in env.get(name, "").split(",") if item.strip())
 
 
 def _int(env: Mapping[str, str], name: str, default: int, *, minimum: int | None = None) -> int:
