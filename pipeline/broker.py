@@ -51,12 +51,22 @@ def build_broker(
         Callbacks(),
         Pipelines(),
         CurrentMessage(),
-        abortable,
         # WorkerStatus before JobEvents: it must see every message JobEvents may skip.
         status,
         # JobEvents before StageRetries: "after" hooks run in reverse, so it sees the retry decision.
-        JobEvents(store, stages, parts=parts),
+        JobEvents(store, stages, parts=parts, max_crashes=settings.max_crashes),
         retries,
+        # Abortable last: a message is abortable only while its actor runs. Its "after" hook (run first) stops
+        # that, so an abort arriving late never raises inside the other hooks' Redis writes.
+        abortable,
     ]
-    broker = RedisBroker(client=client, namespace=keys.dramatiq_namespace, middleware=middleware)  # type: ignore[no-untyped-call]
+    # A worker killed mid-message never acknowledges it: once its broker heartbeat is older than the timeout,
+    # queue maintenance (run by a share of every broker's commands) moves its messages back onto the queue.
+    broker = RedisBroker(  # type: ignore[no-untyped-call]
+        client=client,
+        namespace=keys.dramatiq_namespace,
+        middleware=middleware,
+        heartbeat_timeout=settings.broker_heartbeat_timeout_ms,
+        maintenance_chance=settings.broker_maintenance_chance,
+    )
     return broker, abortable, status

@@ -4,19 +4,47 @@ from __future__ import annotations
 
 import logging
 import random
+import time
 import traceback
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import dramatiq
+import redis
+from dramatiq.errors import BrokerConnectionError
 from dramatiq.middleware import Middleware, SkipMessage
 from dramatiq_abort import Abort
 
 from contracts import Stage
+from pipeline.errors import JobCancelled
 
 if TYPE_CHECKING:
     from pipeline.store import JobStore
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+#: how long an after-message hook keeps trying to reach Redis before giving up
+REDIS_OUTAGE_S = 300.0
+
+
+def until_redis_answers(action: Callable[[], T], what: str, context: dict[str, str]) -> T:
+    """``action()``, tried again every second while Redis is unreachable (for up to ``REDIS_OUTAGE_S``).
+
+    What a message's outcome writes (its retry, the job's status) must not be lost to a Redis restart:
+    Dramatiq acknowledges the message once Redis is back, so a retry skipped now would never happen.
+    """
+    deadline = time.monotonic() + REDIS_OUTAGE_S
+    while True:
+        try:
+            return action()
+        except (redis.ConnectionError, redis.TimeoutError, BrokerConnectionError) as exc:
+            if time.monotonic() > deadline:
+                raise
+            log.warning("%s: Redis unreachable (%s); trying again in 1 s", what, exc, extra=context)
+            time.sleep(1)
+
 
 #: Where each stage starts on the 0–100 progress scale.
 STAGE_START: dict[Stage, int] = {"schema_preparation": 0, "search": 10, "extraction": 35, "assembly": 90}
@@ -72,7 +100,8 @@ class StageRetries(Middleware):
         message.options["retries"] = retries + 1
         message.options["retry_delay_ms"] = delay
         message.options["traceback"] = traceback.format_exc(limit=30)
-        broker.enqueue(message, delay=delay)
+        context = {"task_id": str(message.args[0]) if message.args else "-", "stage": message.queue_name}
+        until_redis_answers(lambda: broker.enqueue(message, delay=delay), "scheduling a retry", context)
 
 
 class JobEvents(Middleware):
@@ -82,57 +111,95 @@ class JobEvents(Middleware):
     so this one then sees whether the message was failed or scheduled for retry.
     """
 
-    def __init__(self, store: JobStore, stages: dict[str, Stage], *, parts: set[str]) -> None:
+    def __init__(self, store: JobStore, stages: dict[str, Stage], *, parts: set[str], max_crashes: int) -> None:
         self.store = store
         self.stages = stages  # actor name → stage
         self.parts = parts  # actors doing a batch of a stage (numbered by their last argument): they keep its progress
+        self.max_crashes = max_crashes
 
     def before_process_message(self, broker: dramatiq.Broker, message: Any) -> None:
         stage = self.stages.get(message.actor_name)
         if stage is None:
             return
         task_id = message.args[0]
+        crashes = self._deliver(task_id, message.message_id) - 1
+        if crashes >= self.max_crashes:  # a poison message: end the job instead of killing workers forever
+            text = f"worker died {crashes} times in stage {stage}"
+            log.error("giving up: %s", text, extra={"task_id": task_id, "stage": stage})
+            self.store.transition(task_id, status="error", error=text, message=f"Stage {stage} failed: {text}")
+            message.fail()  # dead-lettered, for inspection
+            raise SkipMessage()
         attempt = int(message.options.get("retries", 0)) + 1
         part = message.actor_name in self.parts
         what = f"{stage.capitalize()} batch {message.args[-1] + 1}" if part else f"Stage {stage}"
+        notes = [f"attempt {attempt}"] if attempt > 1 else []
+        notes += [f"redelivered: a worker died {crashes}× running it"] if crashes else []
         started = self.store.transition(
             task_id,
             status="processing",
             stage=stage,
             progress=None if part else STAGE_START[stage],
-            message=f"{what} started" + (f" (attempt {attempt})" if attempt > 1 else ""),
-            data={"attempt": attempt},
+            message=f"{what} started" + "".join(f" ({note})" for note in notes),
+            data={"attempt": attempt, "crashes": crashes},
         )
         if started is None:  # cancelled, finished or expired: nothing to do
             log.info("skipping stage of a finished job", extra={"task_id": task_id, "stage": stage})
             raise SkipMessage()
 
+    def _deliver(self, task_id: str, message_id: str) -> int:
+        """Count a delivery of a message; a count above 1 means earlier deliveries died with their worker.
+
+        The count is cleared when processing returns (success, failure or skip), so retries start afresh.
+        """
+        key = self.store.keys.output(task_id, "deliveries")
+        with self.store.client.pipeline(transaction=False) as pipe:
+            pipe.hincrby(key, message_id, 1)
+            pipe.expire(key, self.store.ttl_s)
+            count, _ = pipe.execute()
+        return int(count)
+
+    def _delivered(self, message: Any, context: dict[str, str]) -> None:
+        key = self.store.keys.output(message.args[0], "deliveries")
+        until_redis_answers(lambda: self.store.client.hdel(key, message.message_id), "clearing a delivery", context)
+
     def after_skip_message(self, broker: dramatiq.Broker, message: Any) -> None:
         stage = self.stages.get(message.actor_name)
-        if stage is not None:  # skipped because an abort arrived before the stage started
-            self.store.transition(message.args[0], status="cancelled", message=f"Cancelled before {stage}")
+        if stage is None:
+            return
+        task_id = message.args[0]
+        context = {"task_id": task_id, "stage": stage}
+        self._delivered(message, context)
+        if not message.failed:  # skipped because an abort arrived before the stage started
+            message_ = f"Cancelled before {stage}"
+            until_redis_answers(
+                lambda: self.store.transition(task_id, status="cancelled", message=message_), "cancelling", context
+            )
 
     def after_process_message(
         self, broker: dramatiq.Broker, message: Any, *, result: object = None, exception: BaseException | None = None
     ) -> None:
         stage = self.stages.get(message.actor_name)
-        if stage is None or exception is None:
+        if stage is None:
             return
         task_id = message.args[0]
         context = {"task_id": task_id, "stage": stage}
-        if isinstance(exception, Abort):
-            self.store.transition(task_id, status="cancelled", message=f"Cancelled during {stage}")
+        self._delivered(message, context)
+        if exception is None:
+            return
+        change: dict[str, Any]
+        if isinstance(exception, Abort | JobCancelled):  # (JobCancelled: it noticed the cancel itself)
+            change = {"status": "cancelled", "message": f"Cancelled during {stage}"}
         elif message.failed:
             text = str(exception) or type(exception).__name__
             log.error("stage failed: %s", text, extra=context)
-            self.store.transition(task_id, status="error", error=text, message=f"Stage {stage} failed: {text}")
+            change = {"status": "error", "error": text, "message": f"Stage {stage} failed: {text}"}
         else:
             retries = int(message.options.get("retries", 0))
             delay = int(message.options.get("retry_delay_ms", 0))
             log.warning("stage will retry in %d ms: %s", delay, exception, extra=context)
-            self.store.transition(
-                task_id,
-                status="retrying",
-                message=f"Stage {stage} failed ({exception}); retry {retries} in {delay / 1000:g} s",
-                data={"retry": retries, "delay_ms": delay, "error": str(exception)},
-            )
+            change = {
+                "status": "retrying",
+                "message": f"Stage {stage} failed ({exception}); retry {retries} in {delay / 1000:g} s",
+                "data": {"retry": retries, "delay_ms": delay, "error": str(exception)},
+            }
+        until_redis_answers(lambda: self.store.transition(task_id, **change), "recording the outcome", context)

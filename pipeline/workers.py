@@ -76,12 +76,12 @@ class WorkerStatus(Middleware):
         self.worker_id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.started_at = time.time()
         self.threads = 0
-        self.counts = {"in_flight": 0, "processed": 0, "failed": 0}
+        self.counts = {"processed": 0, "failed": 0}
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._server: Any = None
-        self._started: dict[str, float] = {}  # message id → start (monotonic)
+        self._started: dict[str, float] = {}  # message id → start (monotonic): the messages in flight
 
     # -- lifecycle -------------------------------------------------------------------------------------
 
@@ -121,7 +121,7 @@ class WorkerStatus(Middleware):
         """Write this worker's heartbeat (one round trip)."""
         now = time.time()
         with self._lock:
-            counts = dict(self.counts)
+            counts = self.counts | {"in_flight": len(self._started)}
         info = WorkerInfo(
             worker_id=self.worker_id,
             hostname=socket.gethostname(),
@@ -146,7 +146,6 @@ class WorkerStatus(Middleware):
         if stage is not None and message.args:
             current_job.set((str(message.args[0]), stage))
         with self._lock:
-            self.counts["in_flight"] += 1
             self._started[message.message_id] = time.monotonic()
         self.metrics.in_flight.inc()
 
@@ -165,15 +164,17 @@ class WorkerStatus(Middleware):
         self._done(message, False)
 
     def _done(self, message: Any, failed: bool) -> None:
+        """A message processed or skipped; skipped ones may never have started (an earlier middleware's skip)."""
         with self._lock:
-            self.counts["in_flight"] -= 1
             self.counts["failed" if failed else "processed"] += 1
             started = self._started.pop(message.message_id, None)
+        current_job.set(None)
+        if started is None:
+            return
         self.metrics.in_flight.dec()
         stage = self.stages.get(message.actor_name)
-        if stage is not None and started is not None:
+        if stage is not None:
             self.metrics.duration.labels(stage).observe(time.monotonic() - started)
-        current_job.set(None)
 
 
 def live_workers(client: redis.Redis, keys: Keys) -> list[WorkerInfo]:

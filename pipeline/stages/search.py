@@ -9,7 +9,6 @@ from typing import TYPE_CHECKING
 import msgspec
 
 from contracts import Document, EventValue
-from pipeline.aio import run_interruptibly
 from pipeline.errors import PermanentError
 from pipeline.middleware import STAGE_START
 from pipeline.sources.base import FullTextSource, Page, Source, SourceError
@@ -156,7 +155,7 @@ def process(pipeline: Pipeline, task_id: str) -> None:
             chosen = [pipeline.sources[n] for n in names]
             return await search(request.user_query, queries, chosen, target, http=http, report=report)
 
-    result = run_interruptibly(run())
+    result = pipeline.run_async(run())
     pipeline.store.put_output(task_id, "documents", result.documents)
     found = sum(result.found.values())
     data: dict[str, EventValue] = {
