@@ -42,6 +42,8 @@ class JobRecord(Record, frozen=True, kw_only=True):
     from_stage: Stage | None = None
     #: LLM tokens spent by the current extraction run so far
     tokens: int = 0
+    #: who created it: a short, non-reversible id of the API key ("" when the API needs no key); never the key
+    owner: str = ""
 
 
 class TaskAccepted(Record, frozen=True, kw_only=True):

@@ -56,6 +56,19 @@ class Keys:
         """The recent jobs of one client (sorted set of task id → creation time)."""
         return f"{self.prefix}client:{client_id}:jobs"
 
+    def client_owner(self, client_id: str) -> str:
+        """The owner id of the API key that claimed a client id (with keys, the first key to use it)."""
+        return f"{self.prefix}client:{client_id}:owner"
+
+    def owner_jobs(self, owner: str) -> str:
+        """The recent jobs of one API key, by its owner id (sorted set of task id → creation time)."""
+        return f"{self.prefix}owner:{owner}:jobs"
+
+    @property
+    def rate_limit(self) -> str:
+        """Namespace of the API's per-key request counters (Litestar's rate-limit store)."""
+        return f"{self.prefix}ratelimit"
+
     @property
     def workers(self) -> str:
         """Live worker processes (sorted set of worker id → last heartbeat time)."""

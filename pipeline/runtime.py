@@ -135,19 +135,24 @@ class Pipeline:
             available = ", ".join(["auto", *self.extractors])
             raise InvalidRequest("extractor", f"{request.extractor!r} is not available (available: {available})")
 
-    def submit(self, request: GenerateRequest) -> JobRecord:
-        """Store a new job and enqueue its first stage. The request must already be validated."""
-        self.validate_choices(request)
-        return self._start(request, client_id=request.client_id, stage="schema_preparation", message="Job queued")
+    def submit(self, request: GenerateRequest, *, owner: str = "") -> JobRecord:
+        """Store a new job of ``owner`` (an API key's owner id) and enqueue its first stage.
 
-    def reprocess(self, parent_id: str, change: ReprocessRequest) -> JobRecord:
-        """A new job running the parent's request (with overrides) from ``change.from_stage`` on.
+        The request must already be validated.
+        """
+        self.validate_choices(request)
+        return self._start(
+            request, client_id=request.client_id, stage="schema_preparation", message="Job queued", owner=owner
+        )
+
+    def reprocess(self, parent_id: str, change: ReprocessRequest, *, owner: str = "") -> JobRecord:
+        """A new job of ``owner`` running the parent's request (with overrides) from ``change.from_stage`` on.
 
         The parent's outputs of the earlier stages are copied to the new job inside Redis; the parent is
         left untouched. The schema is prepared here (it is quick and pure), so a changed schema needs no
-        worker round trip.
+        worker round trip. Another API key's parent is unknown (``JobNotFound``).
         """
-        parent = self.store.load(parent_id)
+        parent = self.store.load(parent_id, owner=owner)
         if parent is None:
             raise JobNotFound(parent_id)
         if parent.status not in TERMINAL_STATUSES:
@@ -164,6 +169,7 @@ class Pipeline:
             stage=stage,
             message=f"Job queued: reprocessing {parent_id} from {stage}, reusing {', '.join(reused)}",
             parent=parent_id,
+            owner=owner,
         )
 
     def rerun(self, task_id: str, stage: Stage) -> JobRecord:
@@ -204,14 +210,23 @@ class Pipeline:
                 )
 
     def _start(
-        self, request: GenerateRequest, *, client_id: str | None, stage: Stage, message: str, parent: str | None = None
+        self,
+        request: GenerateRequest,
+        *,
+        client_id: str | None,
+        stage: Stage,
+        message: str,
+        parent: str | None = None,
+        owner: str = "",
     ) -> JobRecord:
+        client_id = client_id or str(uuid.uuid4())
+        self.store.claim_client(client_id, owner)  # ClientIdTaken when another API key uses it
         task_id = str(uuid.uuid4())
         queued = self.actors[stage].message(task_id)
         now = time.time()
         job = JobRecord(
             task_id=task_id,
-            client_id=client_id or str(uuid.uuid4()),
+            client_id=client_id,
             request=request,
             message=message,
             created_at=now,
@@ -219,6 +234,7 @@ class Pipeline:
             message_id=queued.message_id,
             parent_task_id=parent,
             from_stage=stage if parent else None,
+            owner=owner,
         )
         if parent is not None:
             self._copy_inputs(parent, task_id, request, stage)

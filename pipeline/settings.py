@@ -66,8 +66,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     worker_metrics_port: int = 0
     #: a Dramatiq broker whose heartbeat is older than this is dead: its unacknowledged messages are re-queued
     broker_heartbeat_timeout_ms: int = 15_000
-    #: Dramatiq broker commands, per million, that also run queue maintenance (re-queueing dead workers' messages)
-    broker_maintenance_chance: int = 1_000
+    #: Dramatiq broker commands, per million, that also run queue maintenance (re-queueing dead workers' messages);
+    #: 2 %: an idle worker polls each queue ~10 times a second, so maintenance comes within seconds of the timeout
+    broker_maintenance_chance: int = 20_000
     #: deliveries of a stage that killed their worker before the job ends as ``error``
     max_crashes: int = 3
     #: API keys (empty: the API needs no key)

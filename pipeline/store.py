@@ -27,6 +27,22 @@ _EVENT_STATUS: dict[JobStatus, EventStatus] = {
     "cancelled": "cancelled",
 }
 
+# Claims a client id for an owner, or renews the owner's claim; 0 when another owner holds it.
+_CLAIM_CLIENT = """
+local current = redis.call('GET', KEYS[1])
+if current and current ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+return 1
+"""
+
+
+class ClientIdTaken(Exception):
+    """Another API key claimed this client id first (with keys, a client id belongs to the first key using it)."""
+
+    def __init__(self, client_id: str) -> None:
+        super().__init__(f"client_id: {client_id!r} belongs to another API key; choose another client id")
+        self.field = "client_id"
+
 
 class JobStore:
     """Loads and updates job records; every accepted change is announced on the event bus."""
@@ -36,32 +52,52 @@ class JobStore:
         self.keys = keys
         self.events = events
         self.ttl_s = ttl_s
+        self._claim_client = client.register_script(_CLAIM_CLIENT)
+
+    def claim_client(self, client_id: str, owner: str) -> None:
+        """Claim ``client_id`` for ``owner``, or renew its claim, for the result TTL (nothing to do without owner).
+
+        Raises ``ClientIdTaken`` when another owner claimed it first.
+        """
+        if owner and not self._claim_client(keys=[self.keys.client_owner(client_id)], args=[owner, self.ttl_s]):
+            raise ClientIdTaken(client_id)
 
     def create(self, job: JobRecord, *, message: str = "Job queued") -> None:
-        """Store a new job, list it among its client's and everyone's recent jobs, and publish its first event."""
+        """Store a new job, list it among its client's, owner's and everyone's recent jobs, publish its first event."""
         expired = job.created_at - self.ttl_s
+        indexes = [self.keys.jobs, self.keys.client_jobs(job.client_id)]
+        if job.owner:
+            indexes.append(self.keys.owner_jobs(job.owner))
         with self.client.pipeline(transaction=False) as pipe:
             pipe.set(self.keys.job(job.task_id), _encode(job), ex=self.ttl_s)
-            for index in (self.keys.jobs, self.keys.client_jobs(job.client_id)):
+            for index in indexes:
                 pipe.zadd(index, {job.task_id: job.created_at})
                 pipe.zremrangebyscore(index, "-inf", expired)
                 pipe.expire(index, self.ttl_s)
             pipe.execute()
         self.events.publish(job, "started", stage="queued", message=message)
 
-    def load(self, task_id: str) -> JobRecord | None:
-        """The job record, or None when unknown or expired."""
+    def load(self, task_id: str, *, owner: str = "") -> JobRecord | None:
+        """The job record, or None when unknown, expired, or (``owner`` given) another API key's."""
         raw = self.client.get(self.keys.job(task_id))
-        return None if raw is None else _decode_job(raw)
+        job = None if raw is None else _decode_job(raw)
+        return job if job is not None and owned_by(job, owner) else None
 
-    def recent(self, *, limit: int, client_id: str | None = None) -> list[JobRecord]:
-        """The newest jobs first, of one client or of everyone; expired jobs are left out."""
-        index = self.keys.jobs if client_id is None else self.keys.client_jobs(client_id)
+    def recent(self, *, limit: int, client_id: str | None = None, owner: str = "") -> list[JobRecord]:
+        """The newest jobs first: of one client, else of ``owner`` when given, else of everyone.
+
+        Expired jobs, and (``owner`` given) other API keys' jobs, are left out.
+        """
+        if client_id is not None:
+            index = self.keys.client_jobs(client_id)
+        else:
+            index = self.keys.owner_jobs(owner) if owner else self.keys.jobs
         task_ids = cast("list[bytes]", self.client.zrevrange(index, 0, limit - 1))
         if not task_ids:
             return []
         raws = self.client.mget([self.keys.job(t.decode()) for t in task_ids])
-        return [_decode_job(raw) for raw in raws if raw is not None]
+        jobs = (_decode_job(raw) for raw in raws if raw is not None)
+        return [job for job in jobs if owned_by(job, owner)]
 
     def transition(
         self,
@@ -130,6 +166,11 @@ class JobStore:
         """One stage output of a job, decoded as ``kind``; None when missing."""
         raw = self.client.get(self.keys.output(task_id, name))
         return None if raw is None else msgspec.json.decode(raw, type=kind)
+
+
+def owned_by(job: JobRecord, owner: str) -> bool:
+    """Whether the API key with owner id ``owner`` may see ``job`` ("" sees every job: the API has no keys)."""
+    return not owner or job.owner == owner
 
 
 def _timings(job: JobRecord, stage: Stage, now: float) -> dict[str, object]:

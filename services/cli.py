@@ -43,6 +43,7 @@ def _parser() -> argparse.ArgumentParser:
 
     remote = argparse.ArgumentParser(add_help=False)
     _add_api_option(remote)
+    _add_key_option(remote)
 
     api = commands.add_parser("api", help="run the HTTP API (uvicorn)")
     api.add_argument("--host", default="127.0.0.1")
@@ -67,6 +68,7 @@ def _parser() -> argparse.ArgumentParser:
     _add_job_options(generate_, client_id=True)
     where = generate_.add_mutually_exclusive_group()
     _add_api_option(where)
+    _add_key_option(generate_)
     where.add_argument(
         "--embedded",
         action="store_true",
@@ -134,7 +136,16 @@ def _add_api_option(parser: argparse.ArgumentParser | argparse._MutuallyExclusiv
         "--api",
         default=None,
         metavar="URL",
-        help=f"API URL (default: LITMINER_API_URL or {DEFAULT_API_URL}); the key is read from LITMINER_API_KEY",
+        help=f"API URL (default: LITMINER_API_URL or {DEFAULT_API_URL})",
+    )
+
+
+def _add_key_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--api-key",
+        default=None,
+        metavar="KEY",
+        help="API key, sent as a Bearer token (default: LITMINER_API_KEY, the safer way: arguments show in ps)",
     )
 
 
@@ -200,6 +211,7 @@ def _run(args: argparse.Namespace) -> int:
             port=args.port,
             ws_ping_interval=settings.heartbeat_s,
             ws_ping_timeout=settings.heartbeat_s,
+            timeout_graceful_shutdown=5,  # event streams never end by themselves; clients resume elsewhere
             log_config=None,  # uvicorn's loggers go through configure_logging's handler (LITMINER_LOG_FORMAT)
         )
         return 0
@@ -262,7 +274,7 @@ def _generate(args: argparse.Namespace) -> int:
         from services.demo import run_embedded  # noqa: PLC0415
 
         return _in_process(lambda: run_embedded(body, outputs))
-    with ApiClient(args.api) as client:
+    with ApiClient(args.api, args.api_key) as client:
         return generate(client, body, Console(), outputs)
 
 
@@ -274,7 +286,7 @@ def _reprocess(args: argparse.Namespace) -> int:
         body["rows"] = args.rows
     body |= _job_options(args)
     console = Console()
-    with ApiClient(args.api) as client:
+    with ApiClient(args.api, args.api_key) as client:
         accepted = client.reprocess(args.task_id, body)
         say(
             console,
@@ -304,7 +316,7 @@ def _format(args: argparse.Namespace) -> ExportFormat:
 
 
 def _status(args: argparse.Namespace) -> int:
-    with ApiClient(args.api) as client:
+    with ApiClient(args.api, args.api_key) as client:
         status = client.status(args.task_id)
     if args.json:
         print(msgspec.json.encode(status).decode())
@@ -336,7 +348,7 @@ def _status_lines(status: TaskStatus) -> list[tuple[str, str]]:
 
 
 def _cancel(args: argparse.Namespace) -> int:
-    with ApiClient(args.api) as client:
+    with ApiClient(args.api, args.api_key) as client:
         status = client.cancel(args.task_id)
     print(f"task {status.task_id}: {status.status} ({status.message})")
     return 0 if status.status == "cancelled" else 1
@@ -347,7 +359,7 @@ def _events(args: argparse.Namespace) -> int:
         print("litminer: --count must be at least 1", file=sys.stderr)
         return 2
     printed = 0
-    with ApiClient(args.api) as client:
+    with ApiClient(args.api, args.api_key) as client:
         print(f"following {client.base_url}/sse/{args.client_id} (Ctrl-C to stop)", file=sys.stderr)
         try:
             for event in client.follow_client(args.client_id, args.last_event_id):

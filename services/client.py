@@ -40,7 +40,7 @@ class ApiError(Exception):
 
 
 class ApiClient:
-    """Talks to a running API at ``LITMINER_API_URL`` with ``LITMINER_API_KEY`` (when set).
+    """Talks to a running API at ``LITMINER_API_URL`` with ``LITMINER_API_KEY`` (when set, sent as a Bearer token).
 
     ``stream_read_timeout_s`` bounds the silence on an event stream (the server sends a heartbeat every
     ``LITMINER_HEARTBEAT_S``, 15 s by default); after it the stream is resumed on a new connection.
@@ -56,7 +56,9 @@ class ApiClient:
     ) -> None:
         self.base_url = (base_url or os.environ.get("LITMINER_API_URL") or DEFAULT_API_URL).rstrip("/")
         key = api_key if api_key is not None else os.environ.get("LITMINER_API_KEY", "")
-        self.http = httpx.Client(base_url=self.base_url, headers={"X-API-Key": key} if key else {}, timeout=timeout_s)
+        self.has_key = bool(key)
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        self.http = httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout_s)
         self.stream_timeout = httpx.Timeout(timeout_s, read=stream_read_timeout_s)
 
     def __enter__(self) -> ApiClient:
@@ -136,7 +138,7 @@ class ApiClient:
                     connected = True
                     if source.response.is_error:
                         source.response.read()
-                        raise _api_error(source.response)
+                        raise self._error(source.response)
                     for message in source.iter_sse():
                         if message.data:
                             received = True
@@ -158,8 +160,16 @@ class ApiClient:
         except httpx.HTTPError as exc:
             raise self._unreachable(exc) from None
         if response.is_error:
-            raise _api_error(response)
+            raise self._error(response)
         return response.content
+
+    def _error(self, response: httpx.Response) -> ApiError:
+        if response.status_code == 401:  # never echo the key: say where it comes from
+            refused = "refused the API key" if self.has_key else "needs an API key"
+            return ApiError(
+                401, f"the litminer API at {self.base_url} {refused}: set LITMINER_API_KEY or pass --api-key"
+            )
+        return _api_error(response)
 
     def _unreachable(self, exc: Exception) -> ApiError:
         return ApiError(

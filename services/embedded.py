@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from types import TracebackType
 
+import msgspec
 import uvicorn
 
 from pipeline.runtime import Pipeline
@@ -71,7 +72,9 @@ class EmbeddedStack:
             env["REDIS_URL"] = redis_server.url
             if self.on_redis is not None:
                 self.on_redis(redis_server.url)
-        settings = self.settings = Settings.from_env(env)
+        # The API listens on loopback for this process only: no keys, no rate limit.
+        settings = msgspec.structs.replace(Settings.from_env(env), api_keys=(), rate_limit_per_minute=0)
+        self.settings = settings
         pipeline = Pipeline(settings)
         self._stack.callback(pipeline.close)
         worker = start_worker(pipeline, threads=self.threads)
@@ -85,7 +88,7 @@ def serve_api(settings: Settings, *, start_timeout_s: float = 30.0) -> Iterator[
 
     The socket is bound here, before uvicorn starts, so no other process can take the port meanwhile.
     """
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)  # proto TCP: asyncio sets TCP_NODELAY
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = int(sock.getsockname()[1])

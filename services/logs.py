@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import time
 
 import msgspec
@@ -16,6 +17,42 @@ from pipeline.log_context import current_job
 from pipeline.settings import SettingsError
 
 LOG_FORMATS = ("text", "json")
+
+#: what can carry a secret into a log line, and what it becomes: a key in a query string (uvicorn logs each
+#: request's path with its query, and EventSource and WebSocket clients send the API key as ``?token=``), a
+#: Bearer token, a password in a URL
+_SECRETS = (
+    (re.compile(r"(?i)([?&](?:token|api_key|apikey|access_token)=)[^&#\s\"']+"), r"\1***"),
+    (re.compile(r"(?i)(\bbearer\s+)[^\s\"',]+"), r"\1***"),
+    (re.compile(r"(\w://[^:/@\s]*:)[^@\s/]+@"), r"\1***@"),
+)
+
+
+def redact(text: str) -> str:
+    """``text`` with query-string keys and tokens, Bearer tokens and URL passwords replaced by ``***``."""
+    for pattern, replacement in _SECRETS:
+        text = pattern.sub(replacement, text)
+    return text
+
+
+class RedactSecrets(logging.Filter):
+    """Masks secrets in a record's message (see ``redact``) before any handler formats it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except (TypeError, ValueError):  # a malformed call: leave it to the handler's error reporting
+            return True
+        redacted = redact(message)
+        if redacted != message:
+            record.msg, record.args = redacted, None
+        return True
+
+
+#: one instance, so adding it again (configure_logging called twice) is a no-op
+REDACT_SECRETS = RedactSecrets()
+#: loggers that may have handlers of their own (uvicorn's, when it configures logging itself)
+_REDACTED_LOGGERS = ("uvicorn.access", "uvicorn.error")
 
 
 class _JobContext(logging.Filter):
@@ -57,6 +94,9 @@ def configure_logging(level: str = "INFO", log_format: str | None = None) -> Non
         raise SettingsError(f"LITMINER_LOG_FORMAT must be one of {', '.join(LOG_FORMATS)}, got {log_format!r}")
     handler = logging.StreamHandler()
     handler.addFilter(_JobContext())
+    handler.addFilter(REDACT_SECRETS)
+    for name in _REDACTED_LOGGERS:
+        logging.getLogger(name).addFilter(REDACT_SECRETS)
     formatter = (
         JsonFormatter()
         if log_format == "json"

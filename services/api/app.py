@@ -2,18 +2,27 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import redis.asyncio as aioredis
 from litestar import Litestar, Response, get
+from litestar.config.cors import CORSConfig
 from litestar.datastructures import State
 from litestar.di import NamedDependency, Provide
+from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 from litestar.plugins.prometheus import PrometheusConfig
+from litestar.stores.base import Store
+from litestar.stores.redis import RedisStore
+from litestar.types import Middleware
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
+from pipeline.keys import Keys
 from pipeline.runtime import Pipeline
 from pipeline.settings import Settings
+from services.api.auth import RATE_LIMIT_STORE, ApiKeyAuth, provide_owner, rate_limit_config
 from services.api.datasets import DatasetController
 from services.api.errors import exception_handlers
 from services.api.health import HealthController
@@ -23,6 +32,11 @@ from services.api.ops import OpsController
 from services.api.streams import stream_handlers
 from services.api.tasks import ReprocessController, TaskController
 from services.api.web import web_handlers
+
+log = logging.getLogger(__name__)
+
+#: the request headers a browser on another origin (LITMINER_CORS_ORIGINS) may send
+CORS_HEADERS = ["Authorization", "X-API-Key", "Content-Type", "Last-Event-ID"]
 
 
 @get("/metrics", operation_id="metrics", media_type=CONTENT_TYPE_LATEST)
@@ -41,9 +55,25 @@ _requests = PrometheusConfig(app_name="litminer", prefix="litminer_http", group_
 
 def create_app(settings: Settings) -> Litestar:
     """The litminer API for ``settings``; Redis connections live as long as the app."""
+    middleware: list[Middleware] = [_requests.middleware]
+    if settings.api_keys:
+        middleware.append(DefineMiddleware(ApiKeyAuth, keys=settings.api_keys))
+    stores: dict[str, Store] = {}
+    limiter_redis = None
+    if settings.rate_limit_per_minute:  # counted in Redis, so every API process shares the limit
+        middleware.append(rate_limit_config(settings.rate_limit_per_minute).middleware)
+        limiter_redis = aioredis.Redis.from_url(settings.redis_url, socket_connect_timeout=5)
+        stores[RATE_LIMIT_STORE] = RedisStore(limiter_redis, namespace=Keys(settings.key_prefix).rate_limit)
+    cors = None
+    if settings.cors_origins:
+        cors = CORSConfig(
+            allow_origins=list(settings.cors_origins), allow_headers=CORS_HEADERS, expose_headers=["Retry-After"]
+        )
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        if not settings.api_keys:
+            log.warning("LITMINER_API_KEYS is not set: the API is open to anyone who can reach it")
         app.state.pipeline = Pipeline(settings)
         app.state.live = LiveEvents(settings, Metrics())
         await app.state.live.start()
@@ -52,6 +82,8 @@ def create_app(settings: Settings) -> Litestar:
         finally:
             await app.state.live.stop()
             app.state.pipeline.close()
+            if limiter_redis is not None:
+                await limiter_redis.aclose()
 
     def provide_pipeline(state: State) -> Pipeline:
         pipeline: Pipeline = state.pipeline
@@ -75,9 +107,13 @@ def create_app(settings: Settings) -> Litestar:
         dependencies={
             "pipeline": Provide(provide_pipeline, sync_to_thread=False),
             "live": Provide(provide_live, sync_to_thread=False),
+            "owner": Provide(provide_owner, sync_to_thread=False),
         },
         exception_handlers=exception_handlers,
-        middleware=[_requests.middleware],
+        middleware=middleware,
+        stores=stores,
+        request_max_body_size=settings.max_body_bytes,
+        cors_config=cors,
         logging_config=None,  # the process's logging is configure_logging's (text or JSON, with task context)
         lifespan=[lifespan],
         openapi_config=OpenAPIConfig(title="litminer", version="0.1.0", path="/schema"),

@@ -8,14 +8,15 @@ from litestar.di import NamedDependency
 
 from pipeline.runtime import Pipeline
 from pipeline.workers import LIVE_S, live_workers
+from services.api.auth import PUBLIC
 
 
 class HealthController(Controller):
     """Probes for orchestrators and load balancers."""
 
-    @get("/health", operation_id="health")
+    @get("/health", operation_id="health", opt={PUBLIC: True})
     async def health(self) -> dict[str, str]:
-        """The process is up (liveness: touches nothing else)."""
+        """The process is up (liveness: touches nothing else; needs no API key)."""
         return {"status": "ok"}
 
     @get("/ready", operation_id="ready", sync_to_thread=True)

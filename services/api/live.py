@@ -52,6 +52,15 @@ class Route(msgspec.Struct):
 
 _route = msgspec.json.Decoder(Route).decode
 
+
+class _Owner(msgspec.Struct):
+    """The part of a job record that says whose it is."""
+
+    owner: str = ""
+
+
+_owner = msgspec.json.Decoder(_Owner).decode
+
 #: what XRANGE and XREVRANGE return: (entry id, fields)
 Entries = list[tuple[bytes, dict[bytes, bytes]]]
 #: a routed event: its route and the exact bytes every protocol sends
@@ -264,8 +273,10 @@ class LiveEvents:
 
     # -- serving one subscriber -----------------------------------------------------------------------
 
-    async def task_exists(self, task_id: str) -> bool:
-        return bool(await self.redis.exists(self.keys.job(task_id)))
+    async def task_visible(self, task_id: str, owner: str) -> bool:
+        """Whether the task exists and the caller may follow it (``owner`` "": the API has no keys)."""
+        raw = await self.redis.get(self.keys.job(task_id))
+        return raw is not None and (not owner or _owner(raw).owner == owner)
 
     async def serve(
         self,
@@ -286,6 +297,11 @@ class LiveEvents:
         finally:
             for task in (pump, watcher):
                 task.cancel()
+            # redis-py can swallow a cancellation that lands while a command runs: ask again until both stopped
+            while not (pump.done() and watcher.done()):
+                await asyncio.wait({pump, watcher}, timeout=0.05)
+                for task in (pump, watcher):
+                    task.cancel()
             results = await asyncio.gather(pump, watcher, return_exceptions=True)
             self.unregister(subscriber)
         error = results[0]

@@ -12,6 +12,7 @@ from litestar.params import FromQuery, Parameter
 from contracts import STAGES, JobRecord
 from contracts.ops import OpsView, QueueDepth, TaskList, TaskSummary
 from pipeline.runtime import Pipeline
+from pipeline.schema import check_client_id
 from pipeline.workers import live_workers
 
 Limit = Annotated[int, Parameter(ge=1, le=500, description="how many tasks, newest first")]
@@ -62,18 +63,22 @@ class OpsController(Controller):
     def tasks(
         self,
         pipeline: NamedDependency[Pipeline],
+        owner: NamedDependency[str],
         client_id: FromQuery[str | None] = None,
         limit: Limit = 20,
     ) -> TaskList:
-        """Recent tasks, newest first: one client's (``client_id``) or everyone's."""
-        jobs = pipeline.store.recent(limit=limit, client_id=client_id)
+        """Recent tasks, newest first: one client's (``client_id``) or everyone's (with API keys: the caller's)."""
+        if client_id is not None:
+            check_client_id(client_id)
+            pipeline.store.claim_client(client_id, owner)
+        jobs = pipeline.store.recent(limit=limit, client_id=client_id, owner=owner)
         return TaskList(tasks=[summary(job) for job in jobs])
 
     @get("/ops", operation_id="operations", sync_to_thread=True)
-    def ops(self, pipeline: NamedDependency[Pipeline], limit: Limit = 100) -> OpsView:
-        """Recent jobs, queue depths per stage queue, live workers (heartbeat younger than 30 s)."""
+    def ops(self, pipeline: NamedDependency[Pipeline], owner: NamedDependency[str], limit: Limit = 100) -> OpsView:
+        """Recent jobs (with API keys: the caller's), queue depths per stage queue, live workers (heartbeat < 30 s)."""
         try:
-            jobs = pipeline.store.recent(limit=limit)
+            jobs = pipeline.store.recent(limit=limit, owner=owner)
             return OpsView(
                 jobs=[summary(job) for job in jobs],
                 queues=queue_depths(pipeline),

@@ -8,18 +8,22 @@ SSE ``data:`` lines are byte-identical. SSE ids are the task's ``seq`` (``/sse/t
 from __future__ import annotations
 
 import asyncio
+import re
 from typing import Annotated
 
-import msgspec
+import anyio.to_thread
 from litestar import WebSocket, get, websocket
 from litestar.datastructures import State
 from litestar.di import NamedDependency
 from litestar.exceptions import WebSocketDisconnect
 from litestar.params import FromPath, HeaderParameter
-from litestar.types import ASGIApp, Receive, Scope, Send, WebSocketResponseBodyEvent, WebSocketResponseStartEvent
+from litestar.types import ASGIApp, Receive, Scope, Send
 
 from pipeline.errors import JobNotFound
-from pipeline.schema import InvalidRequest, check_client_id
+from pipeline.runtime import Pipeline
+from pipeline.schema import InvalidRequest, check_client_id, check_task_id, is_task_id
+from pipeline.store import ClientIdTaken
+from services.api.errors import refuse_websocket
 from services.api.live import LiveEvents, Protocol, Route, Subscriber
 
 _SSE_HEADERS = [
@@ -30,6 +34,8 @@ _SSE_HEADERS = [
 _RETRY = b"retry: 1000\n\n"  # EventSource reconnects after 1 s
 _PING = b": ping\n\n"
 _LAST_EVENT_ID = HeaderParameter(name="Last-Event-ID", required=False)
+#: an event's seq in a Last-Event-ID: digits, few enough to be an int64 (longer ones never reach int())
+_SEQ = re.compile(r"[0-9]{1,18}")
 
 
 def _sse(live: LiveEvents, subscriber: Subscriber) -> ASGIApp:
@@ -62,13 +68,18 @@ def _sse(live: LiveEvents, subscriber: Subscriber) -> ASGIApp:
     return app
 
 
-async def _task_subscriber(live: LiveEvents, protocol: Protocol, task_id: str, last_event_id: str | None) -> Subscriber:
-    if not await live.task_exists(task_id):
+async def _task_subscriber(
+    live: LiveEvents, protocol: Protocol, task_id: str, *, owner: str, last_event_id: str | None
+) -> Subscriber:
+    check_task_id(task_id)
+    if not await live.task_visible(task_id, owner):
         raise JobNotFound(task_id)
     after = 0
     if last_event_id:
-        if not last_event_id.isdigit():
-            raise InvalidRequest("Last-Event-ID", f"expected the seq of an event of this task, got {last_event_id!r}")
+        if not _SEQ.fullmatch(last_event_id):
+            raise InvalidRequest(
+                "Last-Event-ID", f"expected the seq of an event of this task, got {last_event_id[:40]!r}"
+            )
         after = int(last_event_id)
     subscriber = Subscriber(protocol, queue_size=live.settings.event_queue_size, task_id=task_id)
     subscriber.last_seq[task_id] = after
@@ -76,14 +87,16 @@ async def _task_subscriber(live: LiveEvents, protocol: Protocol, task_id: str, l
 
 
 async def _client_subscriber(
-    live: LiveEvents, protocol: Protocol, client_id: str, last_event_id: str | None
+    live: LiveEvents, pipeline: Pipeline, protocol: Protocol, client_id: str, *, owner: str, last_event_id: str | None
 ) -> Subscriber:
     check_client_id(client_id)
+    if owner:  # with API keys a client id is its first user's (ClientIdTaken); without, there is nothing to claim
+        await anyio.to_thread.run_sync(pipeline.store.claim_client, client_id, owner)
     subscriber = Subscriber(protocol, queue_size=live.settings.event_queue_size, client_id=client_id)
     if last_event_id:
         task_id, _, seq = last_event_id.rpartition(":")
-        if not task_id or not seq.isdigit():
-            raise InvalidRequest("Last-Event-ID", f"expected '<task_id>:<seq>', got {last_event_id!r}")
+        if not is_task_id(task_id) or not _SEQ.fullmatch(seq):
+            raise InvalidRequest("Last-Event-ID", f"expected '<task_id>:<seq>', got {last_event_id[:80]!r}")
         await live.resume_client(subscriber, task_id, int(seq))
     return subscriber
 
@@ -92,10 +105,12 @@ async def _client_subscriber(
 async def sse_client(
     client_id: FromPath[str],
     live: NamedDependency[LiveEvents],
+    pipeline: NamedDependency[Pipeline],
+    owner: NamedDependency[str],
     last_event_id: Annotated[str | None, _LAST_EVENT_ID] = None,
 ) -> ASGIApp:
     """Server-Sent Events of every task of ``client_id``, live (resumes after ``Last-Event-ID``)."""
-    subscriber = await _client_subscriber(live, "sse", client_id, last_event_id)
+    subscriber = await _client_subscriber(live, pipeline, "sse", client_id, owner=owner, last_event_id=last_event_id)
     live.register(subscriber)
     return _sse(live, subscriber)
 
@@ -104,10 +119,11 @@ async def sse_client(
 async def sse_task(
     task_id: FromPath[str],
     live: NamedDependency[LiveEvents],
+    owner: NamedDependency[str],
     last_event_id: Annotated[str | None, _LAST_EVENT_ID] = None,
 ) -> ASGIApp:
     """Server-Sent Events of one task: its history, then live, ending after the terminal event."""
-    subscriber = await _task_subscriber(live, "sse", task_id, last_event_id)
+    subscriber = await _task_subscriber(live, "sse", task_id, owner=owner, last_event_id=last_event_id)
     live.register(subscriber)
     return _sse(live, subscriber)
 
@@ -143,48 +159,41 @@ async def _serve_websocket(socket: WebSocket[object, object, State], live: LiveE
             pass
 
 
-async def _reject(socket: WebSocket[object, object, State], status: int, detail: str, field: str = "") -> None:
-    """Refuse the handshake with an HTTP error when the server can, else close with 4000 + status."""
-    if "websocket.http.response" in (socket.scope.get("extensions") or {}):
-        body = {"status_code": status, "detail": detail, **({"field": field} if field else {})}
-        start: WebSocketResponseStartEvent = {
-            "type": "websocket.http.response.start",
-            "status": status,
-            "headers": [(b"content-type", b"application/json")],
-        }
-        await socket.send(start)
-        end: WebSocketResponseBodyEvent = {
-            "type": "websocket.http.response.body",
-            "body": msgspec.json.encode(body),
-            "more_body": False,
-        }
-        await socket.send(end)
-    else:
-        await socket.close(4000 + status, detail[:120])
-
-
 @websocket("/ws/{client_id:str}")
 async def ws_client(
-    socket: WebSocket[object, object, State], client_id: FromPath[str], live: NamedDependency[LiveEvents]
+    socket: WebSocket[object, object, State],
+    client_id: FromPath[str],
+    live: NamedDependency[LiveEvents],
+    pipeline: NamedDependency[Pipeline],
+    owner: NamedDependency[str],
 ) -> None:
     """WebSocket of every task of ``client_id``, live."""
     try:
-        subscriber = await _client_subscriber(live, "websocket", client_id, None)
+        subscriber = await _client_subscriber(live, pipeline, "websocket", client_id, owner=owner, last_event_id=None)
     except InvalidRequest as exc:
-        await _reject(socket, 400, str(exc), exc.field)
+        await refuse_websocket(socket.scope, socket.send, 400, str(exc), field=exc.field)
+        return
+    except ClientIdTaken as exc:
+        await refuse_websocket(socket.scope, socket.send, 403, str(exc), field=exc.field)
         return
     await _serve_websocket(socket, live, subscriber)
 
 
 @websocket("/ws/tasks/{task_id:str}")
 async def ws_task(
-    socket: WebSocket[object, object, State], task_id: FromPath[str], live: NamedDependency[LiveEvents]
+    socket: WebSocket[object, object, State],
+    task_id: FromPath[str],
+    live: NamedDependency[LiveEvents],
+    owner: NamedDependency[str],
 ) -> None:
     """WebSocket of one task: its history, then live, closing after the terminal event."""
     try:
-        subscriber = await _task_subscriber(live, "websocket", task_id, None)
+        subscriber = await _task_subscriber(live, "websocket", task_id, owner=owner, last_event_id=None)
+    except InvalidRequest as exc:
+        await refuse_websocket(socket.scope, socket.send, 400, str(exc), field=exc.field)
+        return
     except JobNotFound:
-        await _reject(socket, 404, f"no task with id {task_id}")
+        await refuse_websocket(socket.scope, socket.send, 404, f"no task with id {task_id}")
         return
     await _serve_websocket(socket, live, subscriber)
 

@@ -9,16 +9,14 @@ from litestar.di import NamedDependency
 from litestar.params import FromPath
 
 from contracts import TaskAccepted, TaskStatus
-from pipeline.errors import JobNotFound
 from pipeline.runtime import Pipeline
-from pipeline.schema import parse_reprocess_request
+from pipeline.schema import check_task_id, parse_reprocess_request
+from services.api.auth import STARTS_JOBS, owned_job
 from services.api.datasets import accepted, read_body
 
 
-def _status(pipeline: Pipeline, task_id: str) -> TaskStatus:
-    job = pipeline.store.load(task_id)
-    if job is None:
-        raise JobNotFound(task_id)
+def _status(pipeline: Pipeline, task_id: str, owner: str) -> TaskStatus:
+    job = owned_job(pipeline, task_id, owner)
     return TaskStatus(
         task_id=job.task_id,
         client_id=job.client_id,
@@ -36,27 +34,37 @@ def _status(pipeline: Pipeline, task_id: str) -> TaskStatus:
     )
 
 
+def _revoke(pipeline: Pipeline, task_id: str, owner: str) -> TaskStatus:
+    owned_job(pipeline, task_id, owner)
+    pipeline.cancel(task_id)
+    return _status(pipeline, task_id, owner)
+
+
 class TaskController(Controller):
-    """Follow and cancel jobs."""
+    """Follow and cancel jobs (another API key's jobs are unknown: 404)."""
 
     path = "/tasks"
 
     @get("/{task_id:str}", operation_id="getTask", sync_to_thread=True)
-    def status(self, task_id: FromPath[str], pipeline: NamedDependency[Pipeline]) -> TaskStatus:
+    def status(
+        self, task_id: FromPath[str], pipeline: NamedDependency[Pipeline], owner: NamedDependency[str]
+    ) -> TaskStatus:
         """Job status; with ``result`` once completed and ``error`` once failed."""
-        return _status(pipeline, task_id)
+        return _status(pipeline, task_id, owner)
 
     @get("/{task_id:str}/revoke", operation_id="revokeTask", sync_to_thread=True)
-    def revoke(self, task_id: FromPath[str], pipeline: NamedDependency[Pipeline]) -> TaskStatus:
+    def revoke(
+        self, task_id: FromPath[str], pipeline: NamedDependency[Pipeline], owner: NamedDependency[str]
+    ) -> TaskStatus:
         """Cancel a queued job or abort a running one (409 when it already finished)."""
-        pipeline.cancel(task_id)
-        return _status(pipeline, task_id)
+        return _revoke(pipeline, task_id, owner)
 
     @post("/{task_id:str}/revoke", operation_id="revokeTaskPost", status_code=200, sync_to_thread=True)
-    def revoke_post(self, task_id: FromPath[str], pipeline: NamedDependency[Pipeline]) -> TaskStatus:
+    def revoke_post(
+        self, task_id: FromPath[str], pipeline: NamedDependency[Pipeline], owner: NamedDependency[str]
+    ) -> TaskStatus:
         """Same as ``GET /tasks/{task_id}/revoke``."""
-        pipeline.cancel(task_id)
-        return _status(pipeline, task_id)
+        return _revoke(pipeline, task_id, owner)
 
 
 class ReprocessController(Controller):
@@ -64,9 +72,13 @@ class ReprocessController(Controller):
 
     path = "/api/v1/tasks"
 
-    @post("/{task_id:str}/reprocess", status_code=202, operation_id="reprocessTask")
+    @post("/{task_id:str}/reprocess", status_code=202, operation_id="reprocessTask", opt={STARTS_JOBS: True})
     async def reprocess(
-        self, task_id: FromPath[str], request: Request[object, object, State], pipeline: NamedDependency[Pipeline]
+        self,
+        task_id: FromPath[str],
+        request: Request[object, object, State],
+        pipeline: NamedDependency[Pipeline],
+        owner: NamedDependency[str],
     ) -> TaskAccepted:
         """A new job (``parent_task_id`` = this one) from ``from_stage`` on, reusing the earlier stages' outputs.
 
@@ -75,5 +87,7 @@ class ReprocessController(Controller):
         (new columns need extraction), 404 for unknown tasks, 409 while the parent runs or when its outputs
         are gone.
         """
+        check_task_id(task_id)
         change = parse_reprocess_request(await read_body(request))
-        return accepted(await anyio.to_thread.run_sync(pipeline.reprocess, task_id, change))
+        job = await anyio.to_thread.run_sync(lambda: pipeline.reprocess(task_id, change, owner=owner))
+        return accepted(job)

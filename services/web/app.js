@@ -38,11 +38,11 @@ function clientId() {
   return id;
 }
 
-/** A URL with ?api_key=… appended when a key is stored (for EventSource and WebSocket, which take no headers). */
+/** A URL with ?token=… appended when a key is stored (for EventSource and WebSocket, which take no headers). */
 function withKey(path) {
   const key = apiKey();
   if (!key) return path;
-  return path + (path.includes("?") ? "&" : "?") + "api_key=" + encodeURIComponent(key);
+  return path + (path.includes("?") ? "&" : "?") + "token=" + encodeURIComponent(key);
 }
 
 function saveApiKey() {

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import msgspec
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
@@ -300,3 +301,26 @@ def test_ops_page_lists_jobs_queues_and_workers_and_cancels(
     page.get_by_role("link", name="Datasets").click()
     expect(page.locator("#user_query")).to_be_visible()
     expect(page.get_by_role("link", name="Operations")).to_have_attribute("href", "/ops")
+
+
+@pytest.mark.parametrize("transport", ["sse", "websocket"])
+def test_with_api_keys_the_page_asks_for_one_and_follows_with_it(
+    page: Page, settings, serve_api, make_pipeline, run_worker, transport: str
+):
+    secured = msgspec.structs.replace(settings, api_keys=("page-key-1",))
+    api_url = serve_api(secured)
+    run_worker(make_pipeline(settings_=secured))
+    if transport == "websocket":
+        page.add_init_script("delete window.EventSource;")
+    streams: list[str] = []
+    page.on("request", lambda request: streams.append(request.url) if "/sse/" in request.url else None)
+    page.on("websocket", lambda socket: streams.append(socket.url))
+    page.goto(api_url)
+    expect(page.locator("#auth")).to_be_visible()  # the recent-tasks list got a 401
+    page.fill("#api-key", "page-key-1")
+    page.click("#save-api-key")
+    expect(page.locator("#auth")).to_be_hidden()
+    page.fill("#rows", "3")
+    task_id = submit(page)
+    expect_completed(page, rows=3)
+    assert any(f"/tasks/{task_id}?token=page-key-1" in url for url in streams), streams

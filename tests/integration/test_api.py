@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import uuid
 from urllib.parse import urlencode
 
 import httpx
@@ -81,7 +82,8 @@ def test_bad_input_is_a_400_naming_the_field_and_stores_nothing(api_url, make_pi
     assert reply.status_code == 400, reply.text
     assert reply.json()["field"] == field
     assert field in reply.json()["detail"]
-    assert list(pipeline.client.scan_iter(f"{settings.key_prefix}*")) == []
+    stored = pipeline.client.scan_iter(f"{settings.key_prefix}*")
+    assert [key for key in stored if not key.decode().startswith(pipeline.keys.rate_limit)] == []  # no job key
 
 
 def test_malformed_json_body_and_unknown_content_type_are_400(api_url):
@@ -93,11 +95,14 @@ def test_malformed_json_body_and_unknown_content_type_are_400(api_url):
     assert reply.status_code == 400 and reply.json()["field"] == "content-type"
 
 
-def test_unknown_task_is_404_json(api_url):
-    for method, path in [("GET", "/tasks/nope"), ("GET", "/tasks/nope/revoke"), ("POST", "/tasks/nope/revoke")]:
-        reply = httpx.request(method, f"{api_url}{path}")
+def test_unknown_task_is_404_json_and_a_malformed_id_400(api_url):
+    unknown = str(uuid.uuid4())
+    for method, path in [("GET", "/tasks/{}"), ("GET", "/tasks/{}/revoke"), ("POST", "/tasks/{}/revoke")]:
+        reply = httpx.request(method, f"{api_url}{path.format(unknown)}")
         assert reply.status_code == 404
-        assert "nope" in reply.json()["detail"]
+        assert unknown in reply.json()["detail"]
+        reply = httpx.request(method, f"{api_url}{path.format('nope')}")
+        assert reply.status_code == 400 and reply.json()["field"] == "task_id"
 
 
 def test_revoke_queued_then_again_then_finished_is_409(api_url, make_pipeline, run_worker):

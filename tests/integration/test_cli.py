@@ -13,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 
 import httpx
 import msgspec
@@ -105,8 +106,11 @@ def test_status_of_a_finished_task_human_and_json(stack, capsys):
     assert main(["status", task_id, "--json", "--api", url]) == 0
     status = json.loads(capsys.readouterr().out)
     assert status["status"] == "completed" and len(status["result"]["rows"]) == 5
-    assert main(["status", "no-such-task", "--api", url]) == 1
-    assert "no task with id no-such-task" in capsys.readouterr().err
+    unknown = str(uuid.uuid4())
+    assert main(["status", unknown, "--api", url]) == 1
+    assert f"no task with id {unknown}" in capsys.readouterr().err
+    assert main(["status", "no-such-task", "--api", url]) == 2  # not a task id: the API's 400
+    assert "task_id" in capsys.readouterr().err
 
 
 def test_cancel_refuses_finished_and_unknown_jobs(stack, capsys):
@@ -115,7 +119,7 @@ def test_cancel_refuses_finished_and_unknown_jobs(stack, capsys):
     follow(pipeline, finished)
     assert main(["cancel", finished, "--api", url]) == 1
     assert "already completed" in capsys.readouterr().err  # the API's 409
-    assert main(["cancel", "no-such-task", "--api", url]) == 1
+    assert main(["cancel", str(uuid.uuid4()), "--api", url]) == 1
     assert "no task with id" in capsys.readouterr().err
 
 

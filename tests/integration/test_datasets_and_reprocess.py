@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import uuid
 
 import httpx
 import msgspec
@@ -129,8 +130,11 @@ def test_each_export_format_parses_back_to_the_dataset(stack):
 def test_dataset_errors_404_for_unknown_tasks_409_until_completed_400_for_bad_format(settings, make_pipeline, api_url):
     pipeline = make_pipeline()  # no worker: the job stays queued
     job = pipeline.submit(msgspec.convert({"user_query": QUERY, "field_definitions": FIELDS}, type=GenerateRequest))
-    unknown = fetch(api_url, "no-such-task", "csv")
-    assert unknown.status_code == 404 and "no-such-task" in unknown.json()["detail"]
+    task_id = str(uuid.uuid4())
+    unknown = fetch(api_url, task_id, "csv")
+    assert unknown.status_code == 404 and task_id in unknown.json()["detail"]
+    malformed = fetch(api_url, "no-such-task", "csv")
+    assert malformed.status_code == 400 and malformed.json()["field"] == "task_id"
     queued = fetch(api_url, job.task_id, "csv")
     assert queued.status_code == 409 and "queued" in queued.json()["detail"]
     bad = fetch(api_url, job.task_id, "xlsx")
@@ -216,8 +220,10 @@ def test_invalid_reprocess_requests_are_400s_naming_the_field_and_change_nothing
 def test_reprocess_refuses_unknown_and_running_parents(settings, make_pipeline, api_url):
     pipeline = make_pipeline()  # no worker: the parent stays queued
     job = pipeline.submit(msgspec.convert({"user_query": QUERY, "field_definitions": FIELDS}, type=GenerateRequest))
-    unknown = httpx.post(f"{api_url}/api/v1/tasks/nope/reprocess", json={"from_stage": "search"})
+    unknown = httpx.post(f"{api_url}/api/v1/tasks/{uuid.uuid4()}/reprocess", json={"from_stage": "search"})
     assert unknown.status_code == 404
+    malformed = httpx.post(f"{api_url}/api/v1/tasks/nope/reprocess", json={"from_stage": "search"})
+    assert malformed.status_code == 400 and malformed.json()["field"] == "task_id"
     running = httpx.post(f"{api_url}/api/v1/tasks/{job.task_id}/reprocess", json={"from_stage": "search"})
     assert running.status_code == 409 and "still queued" in running.json()["detail"]
 
@@ -250,7 +256,7 @@ def test_cli_reprocess_submits_to_the_api_and_reports_bad_combinations(stack, ca
     code = main(["reprocess", parent, "--from-stage", "assembly", "--fields", fields, "--api", url])
     assert code == 2
     assert "field_definitions" in capsys.readouterr().err
-    assert main(["reprocess", "nope", "--from-stage", "search", "--api", url]) == 1
+    assert main(["reprocess", str(uuid.uuid4()), "--from-stage", "search", "--api", url]) == 1
 
 
 def test_rerun_reopens_a_finished_job_in_place(make_pipeline, run_worker, settings, monkeypatch, capsys):

@@ -330,11 +330,17 @@ def test_a_client_that_stops_reading_is_disconnected_and_others_get_everything(s
 
 
 def test_unknown_tasks_and_bad_resume_ids_are_refused_before_the_stream_opens(api_url):
+    unknown = str(uuid.uuid4())
+    reply = httpx.get(f"{api_url}/sse/tasks/{unknown}")
+    assert reply.status_code == 404 and unknown in reply.json()["detail"]
+    with pytest.raises(InvalidStatus) as refused:
+        ws_connect(ws_url(api_url, f"/ws/tasks/{unknown}"), open_timeout=5)
+    assert refused.value.response.status_code == 404
     reply = httpx.get(f"{api_url}/sse/tasks/no-such-task")
-    assert reply.status_code == 404 and "no-such-task" in reply.json()["detail"]
+    assert reply.status_code == 400 and reply.json()["field"] == "task_id"
     with pytest.raises(InvalidStatus) as refused:
         ws_connect(ws_url(api_url, "/ws/tasks/no-such-task"), open_timeout=5)
-    assert refused.value.response.status_code == 404
+    assert refused.value.response.status_code == 400
 
     reply = httpx.get(f"{api_url}/sse/some-client", headers={"Last-Event-ID": "garbage"})
     assert reply.status_code == 400 and reply.json()["field"] == "Last-Event-ID"

@@ -6,6 +6,7 @@ import io
 import json
 import logging
 import time
+import uuid
 
 import httpx
 import msgspec
@@ -121,9 +122,9 @@ def test_tokens_of_an_llm_job_show_in_the_task_list(llm_settings, make_pipeline,
 def test_api_metrics_count_requests_by_route(make_pipeline, settings, api_url):
     make_pipeline()
     for _ in range(3):
-        assert httpx.get(f"{api_url}/tasks/not-a-task").status_code == 404
+        assert httpx.get(f"{api_url}/tasks/{uuid.uuid4()}").status_code == 404
     before = _samples(httpx.get(f"{api_url}/metrics").text)
-    assert httpx.get(f"{api_url}/tasks/another").status_code == 404
+    assert httpx.get(f"{api_url}/tasks/{uuid.uuid4()}").status_code == 404
     after = _samples(httpx.get(f"{api_url}/metrics").text)
 
     route = (("app_name", "litminer"), ("method", "GET"), ("path", "/tasks/{task_id}"), ("status_code", "404"))
