@@ -239,7 +239,9 @@ def _supported(field: FieldDefinition, value: FieldValue, passage: str, threshol
 def _item_supported(item: object, passage: str, numeric: bool, threshold: float) -> bool:
     if isinstance(item, bool):
         return True
-    if isinstance(item, int | float):
+    if isinstance(item, int):  # exact, however many digits (str() of a huge int raises)
+        return Decimal(item).copy_abs() in _numbers(passage)
+    if isinstance(item, float):
         return math.isfinite(item) and Decimal(str(item)).copy_abs() in _numbers(passage)
     if not isinstance(item, str):
         return True  # nested lists and dicts are not judged here: conversion reports them

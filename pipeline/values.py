@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime
 import math
 import re
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 from typing import NamedTuple
 
 from contracts import FieldDefinition, FieldValue
@@ -21,6 +21,9 @@ _NUMBER = re.compile(
 _ISO_DATE = re.compile(r"(\d{4})-(\d{2})-(\d{2})(?:[T ].*)?")
 _TRUE = frozenset({"true", "yes", "y", "1"})
 _FALSE = frozenset({"false", "no", "n", "0"})
+#: integers are stored as signed 64-bit values (what JSON consumers and msgspec decoders agree on)
+_INT_LIMIT = 2**63
+_INT_DIGITS = 19  # 2**63 has 19 digits: a Decimal whose leading digit sits further left is too large
 
 
 class Converted(NamedTuple):
@@ -62,8 +65,12 @@ def parse_number(text: str) -> Decimal | None:
     if match["decimal_comma"] is not None:
         digits += "." + match["decimal_comma"]
     digits += (match["fraction"] or "") + (match["exponent"] or "")
-    number = Decimal(digits)
-    return -number if match["sign"] in ("-", "\u2212") else number
+    try:
+        number = Decimal(digits)
+    except InvalidOperation:  # an exponent beyond what Decimal holds ("1e99999999999999999999")
+        return None
+    # copy_negate, not "-": unary minus rounds to the context, and "-1e999999999" overflows it
+    return number.copy_negate() if match["sign"] in ("-", "\u2212") else number
 
 
 def _to_str(value: FieldValue) -> Converted:
@@ -72,13 +79,18 @@ def _to_str(value: FieldValue) -> Converted:
     if isinstance(value, str):
         return Converted(value.strip())
     if isinstance(value, int | float):
-        return Converted(str(value))
+        try:
+            return Converted(str(value))
+        except ValueError:  # an integer of over 4300 digits (sys.get_int_max_str_digits)
+            return Converted(None, f"{_show(value)} is too long")
     return Converted(None, f"expected a single value, got a {type(value).__name__}")
 
 
 def _to_number(value: FieldValue, kind: str) -> Converted:
     number: Decimal | None = None
-    if isinstance(value, int | float) and not isinstance(value, bool):
+    if isinstance(value, int) and not isinstance(value, bool):
+        number = Decimal(value)  # exact, any size (math.isfinite overflows on ints beyond float range)
+    elif isinstance(value, float):
         number = Decimal(value) if math.isfinite(value) else None
     elif isinstance(value, str):
         number = parse_number(value)
@@ -89,6 +101,9 @@ def _to_number(value: FieldValue, kind: str) -> Converted:
         return Converted(as_float) if math.isfinite(as_float) else Converted(None, f"{_show(value)} is too large")
     if number != number.to_integral_value():
         return Converted(None, f"{_show(value)} is not an integer")
+    # Checked before int(): int(Decimal("1e2000000")) takes minutes and "1e999999999" never finishes.
+    if number.adjusted() >= _INT_DIGITS or not -_INT_LIMIT <= number < _INT_LIMIT:
+        return Converted(None, f"{_show(value)} is too large for an integer")
     return Converted(int(number))
 
 
@@ -147,5 +162,8 @@ def _to_dict(value: FieldValue) -> Converted:
 
 
 def _show(value: FieldValue) -> str:
-    text = repr(value)
+    try:
+        text = repr(value)
+    except ValueError:  # it holds an integer of over 4300 digits
+        return "a value holding an integer of over 4300 digits"
     return text if len(text) <= 60 else text[:57] + "..."

@@ -164,6 +164,14 @@ def test_thousands_separated_number_is_verified_as_an_int():
     assert counts == GroundingCounts(verified=2)
 
 
+def test_an_integer_too_big_for_a_float_is_judged_not_crashed_on():
+    row, _ = one(
+        {"technology_name": "reverse osmosis", "capacity_litres": 10**5000},  # an LLM may reply with one
+        {"technology_name": RO, "capacity_litres": PILOT},
+    )
+    assert row.values["capacity_litres"] is None  # not stated by the passage
+
+
 @pytest.mark.parametrize(
     ("description", "kept"),
     [
