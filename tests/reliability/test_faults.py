@@ -171,8 +171,8 @@ def test_cancel_under_load_stops_everything_quickly(cluster: Cluster) -> None:
     delayed = cluster.pipeline.client.hlen(f"{cluster.settings.key_prefix}dramatiq:extraction.DQ.msgs")
     assert delayed == 0  # no aborted stage was scheduled for a retry
     print(
-        f"fault: 20 jobs revoked ({running} running, the rest queued): 20/20 cancelled, workers idle and queue empty "
-        f"{idle_s:.1f} s after the revokes, 0 later stages, 0 retries"
+        f"fault: 20 jobs revoked ({running} processing, all 8 threads busy): 20/20 cancelled, "
+        f"workers idle and queue empty {idle_s:.1f} s after the revokes, 0 later stages, 0 retries"
     )
 
 
