@@ -169,7 +169,9 @@ class JobEvents(Middleware):
         task_id = message.args[0]
         context = {"task_id": task_id, "stage": stage}
         self._delivered(message, context)
-        if not message.failed:  # skipped because an abort arrived before the stage started
+        # Skipped before the stage ran: a finished job (a no-op here), or an abort. Pipeline.cancel cancels the
+        # job before it aborts, so this only matters for an abort sent some other way (dramatiq_abort.abort).
+        if not message.failed:
             message_ = f"Cancelled before {stage}"
             until_redis_answers(
                 lambda: self.store.transition(task_id, status="cancelled", message=message_), "cancelling", context
