@@ -1,4 +1,4 @@
-"""Run benchmarks: ``python -m bench [events|library|all] [--quick]``; prints markdown, writes bench/results/*.json."""
+"""Run benchmarks: ``python -m bench [NAME|all] [--quick]``; prints markdown tables, writes bench/results/NAME.json."""
 
 from __future__ import annotations
 
@@ -8,12 +8,15 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from bench import events, extract, library
+from bench import baseline, events, extract, library, memory, pipeline
 
 BENCHMARKS: dict[str, Callable[[bool], dict[str, object]]] = {
+    "pipeline": pipeline.run,
+    "celery": baseline.run,
     "events": events.run,
     "library": library.run,
     "extract": extract.run,
+    "memory": memory.run,
 }
 RESULTS = Path(__file__).parent / "results"
 

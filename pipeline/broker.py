@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import threading
+from typing import Any
+
+import dramatiq
 import redis
-from dramatiq.brokers.redis import RedisBroker
+from dramatiq.brokers.redis import RedisBroker, _RedisConsumer
 from dramatiq.middleware import (
     AgeLimit,
     Callbacks,
@@ -23,13 +27,95 @@ from pipeline.settings import Settings
 from pipeline.store import JobStore
 from pipeline.workers import WorkerStatus
 
+# Run before Dramatiq's own dispatch script: an enqueue (or a requeue at shutdown) leaves a wake-up token for the
+# queue's idle consumers, which wait on it with BLPOP instead of polling. A script runs atomically, so a consumer
+# woken by the token finds the message. At most 64 tokens: one per idle consumer is enough.
+_WAKE = """
+if ARGV[1] == "enqueue" or ARGV[1] == "requeue" then
+  local wake = KEYS[1] .. ":__wake__." .. ARGV[3]
+  redis.call("lpush", wake, "1")
+  redis.call("ltrim", wake, 0, 63)
+  redis.call("pexpire", wake, 60000)
+end
+"""
+
+
+class WakingRedisBroker(RedisBroker):
+    """Dramatiq's Redis broker whose idle consumers are woken by new messages instead of polling.
+
+    Dramatiq's consumer sleeps between empty fetches, up to the worker timeout: a message enqueued meanwhile
+    waits for the sleep to end, at every stage of a job. Here an empty fetch is followed by a BLPOP on the
+    queue's wake-up list (up to the worker timeout), and a full consumer waits for one of its messages to
+    be acknowledged instead of sleeping.
+    """
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)  # type: ignore[no-untyped-call]
+        dispatch = self.scripts["dispatch"].script
+        assert isinstance(dispatch, bytes)  # Dramatiq reads its scripts as bytes
+        self.scripts["dispatch"] = self.client.register_script(_WAKE.encode() + dispatch)
+
+    @property
+    def consumer_class(self) -> type[_RedisConsumer]:
+        return _WakingConsumer
+
+    def wake_key(self, queue_name: str) -> str:
+        return f"{self.namespace}:__wake__.{queue_name}"
+
+
+class _WakingConsumer(_RedisConsumer):
+    def __init__(self, broker: WakingRedisBroker, queue_name: str, prefetch: int, timeout: int) -> None:
+        super().__init__(broker, queue_name, prefetch, timeout=0)  # type: ignore[no-untyped-call] # Dramatiq's consumer never sleeps: we wait
+        self.wait_s = timeout / 1000
+        self.wake_key = broker.wake_key(queue_name)
+        self.freed = threading.Event()
+
+    def ack(self, message: dramatiq.MessageProxy) -> None:
+        try:
+            super().ack(message)  # type: ignore[no-untyped-call]
+        finally:
+            self.freed.set()
+
+    def nack(self, message: dramatiq.MessageProxy) -> None:
+        try:
+            super().nack(message)  # type: ignore[no-untyped-call]
+        finally:
+            self.freed.set()
+
+    def __next__(self) -> dramatiq.MessageProxy | None:
+        self.freed.clear()  # before looking: an acknowledgement from now on ends the wait below
+        full = not self.message_cache and self.outstanding_message_count >= self.prefetch
+        message: dramatiq.MessageProxy | None = super().__next__()  # type: ignore[no-untyped-call]
+        if message is not None:
+            return message
+        if full:
+            self.freed.wait(self.wait_s)
+        else:
+            try:
+                self.broker.client.blpop([self.wake_key], timeout=self.wait_s)
+            except redis.ConnectionError as exc:
+                raise dramatiq.ConnectionClosed(exc) from None  # type: ignore[no-untyped-call]
+        return None
+
+
+class JobAbortable(Abortable):  # type: ignore[misc]
+    """dramatiq-abort's middleware without its poll for a cancel before every message (a round trip each).
+
+    A queued message of a cancelled job needs no such signal here: ``Pipeline.cancel`` marks the job cancelled
+    before it aborts anything, and JobEvents skips every message of a finished job.
+    """
+
+    def before_process_message(self, broker: dramatiq.Broker, message: dramatiq.Message[Any]) -> None:
+        if self.is_abortable(broker.get_actor(message.actor_name), message):
+            self.manager.add_abortable(message.message_id)
+
 
 def build_broker(
     settings: Settings, client: redis.Redis, store: JobStore, stages: dict[str, Stage], *, parts: set[str]
 ) -> tuple[RedisBroker, Abortable, WorkerStatus]:
     """A Redis broker whose middleware retries with exact backoff, aborts, reports job status and heartbeats."""
     keys = Keys(settings.key_prefix)
-    abortable = Abortable(backend=RedisBackend(client=client, namespace=keys.abort_namespace))
+    abortable = JobAbortable(backend=RedisBackend(client=client, namespace=keys.abort_namespace))
     retries = StageRetries(
         max_retries=settings.max_retries,
         min_backoff_ms=settings.retry_min_backoff_ms,
@@ -62,7 +148,7 @@ def build_broker(
     ]
     # A worker killed mid-message never acknowledges it: once its broker heartbeat is older than the timeout,
     # queue maintenance (run by a share of every broker's commands) moves its messages back onto the queue.
-    broker = RedisBroker(  # type: ignore[no-untyped-call]
+    broker = WakingRedisBroker(
         client=client,
         namespace=keys.dramatiq_namespace,
         middleware=middleware,

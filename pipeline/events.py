@@ -17,6 +17,7 @@ log = logging.getLogger(__name__)
 
 # Numbering, storing and publishing happen in one script so the streams hold events in seq order
 # even when the API (cancel) and a worker publish for the same task at the same moment.
+# KEYS: seq, task stream, client stream, published counter; ARGV: payload head, tail, maxlen, ttl, channel.
 _PUBLISH = """
 local seq = redis.call('INCR', KEYS[1])
 redis.call('EXPIRE', KEYS[1], ARGV[4])
@@ -29,6 +30,23 @@ redis.call('PUBLISH', ARGV[5], payload)
 redis.call('INCR', KEYS[4])
 return seq
 """
+
+#: A job change and its event in one round trip: a compare-and-set of the whole record (KEYS[5]) from the
+#: version the change was computed on (ARGV[6]) to the new one (ARGV[7]), the stage outputs that go with the
+#: change (KEYS[6…] = ARGV[8…], with the TTL), then the publish above. Returns the event's seq; the current
+#: record when it was not the expected one (compute the change again); nil when the job is gone.
+TRANSITION = (
+    """
+local current = redis.call('GET', KEYS[5])
+if not current then return false end
+if current ~= ARGV[6] then return current end
+redis.call('SET', KEYS[5], ARGV[7], 'KEEPTTL')
+for i = 6, #KEYS do
+  redis.call('SET', KEYS[i], ARGV[i + 2], 'EX', ARGV[4])
+end
+"""
+    + _PUBLISH
+)
 
 _SEQ_MARK = b',"seq":0,'
 
@@ -57,7 +75,7 @@ class EventBus:
         self.maxlen = maxlen
         self._script = publisher.register_script(_PUBLISH)
 
-    def publish(
+    def prepare(
         self,
         job: JobRecord,
         status: EventStatus,
@@ -65,8 +83,8 @@ class EventBus:
         stage: Stage | None = None,
         message: str = "",
         data: dict[str, EventValue] | None = None,
-    ) -> Event | None:
-        """Publish one event for ``job``; returns it, or None when Redis could not take it."""
+    ) -> tuple[Event, list[str], list[bytes | int | str]]:
+        """The event announcing ``job``'s state, and the keys and arguments of the publish script for it."""
         event = Event(
             task_id=job.task_id,
             client_id=job.client_id,
@@ -93,6 +111,26 @@ class EventBus:
             self.ttl_s,
             self.keys.channel(job.task_id),
         ]
+        return event, keys, args
+
+    def publish(
+        self,
+        job: JobRecord,
+        status: EventStatus,
+        *,
+        stage: Stage | None = None,
+        message: str = "",
+        data: dict[str, EventValue] | None = None,
+        pipe: redis.client.Pipeline | None = None,
+    ) -> Event | None:
+        """Publish one event for ``job``; returns it, or None when Redis could not take it.
+
+        With ``pipe``, the publish is only queued on that pipeline (its seq is unknown until it runs).
+        """
+        event, keys, args = self.prepare(job, status, stage=stage, message=message, data=data)
+        if pipe is not None:
+            self._script(keys=keys, args=args, client=pipe)
+            return event
         for attempt in range(1, _ATTEMPTS + 1):
             try:
                 seq = int(self._script(keys=keys, args=args))

@@ -122,7 +122,9 @@ class JobEvents(Middleware):
         if stage is None:
             return
         task_id = message.args[0]
-        crashes = self._deliver(task_id, message.message_id) - 1
+        # Redis hands out the same enqueued message again when its worker died; a retry is enqueued anew.
+        delivery = str(message.options.get("redis_message_id", message.message_id))
+        crashes = self.store.count_delivery(task_id, delivery) - 1
         if crashes >= self.max_crashes:  # a poison message: end the job instead of killing workers forever
             text = f"worker died {crashes} times in stage {stage}"
             log.error("giving up: %s", text, extra={"task_id": task_id, "stage": stage})
@@ -146,37 +148,6 @@ class JobEvents(Middleware):
             log.info("skipping stage of a finished job", extra={"task_id": task_id, "stage": stage})
             raise SkipMessage()
 
-    def _deliver(self, task_id: str, message_id: str) -> int:
-        """Count a delivery of a message; a count above 1 means earlier deliveries died with their worker.
-
-        The count is cleared when processing returns (success, failure or skip), so retries start afresh.
-        """
-        key = self.store.keys.output(task_id, "deliveries")
-        with self.store.client.pipeline(transaction=False) as pipe:
-            pipe.hincrby(key, message_id, 1)
-            pipe.expire(key, self.store.ttl_s)
-            count, _ = pipe.execute()
-        return int(count)
-
-    def _delivered(self, message: Any, context: dict[str, str]) -> None:
-        key = self.store.keys.output(message.args[0], "deliveries")
-        until_redis_answers(lambda: self.store.client.hdel(key, message.message_id), "clearing a delivery", context)
-
-    def after_skip_message(self, broker: dramatiq.Broker, message: Any) -> None:
-        stage = self.stages.get(message.actor_name)
-        if stage is None:
-            return
-        task_id = message.args[0]
-        context = {"task_id": task_id, "stage": stage}
-        self._delivered(message, context)
-        # Skipped before the stage ran: a finished job (a no-op here), or an abort. Pipeline.cancel cancels the
-        # job before it aborts, so this only matters for an abort sent some other way (dramatiq_abort.abort).
-        if not message.failed:
-            message_ = f"Cancelled before {stage}"
-            until_redis_answers(
-                lambda: self.store.transition(task_id, status="cancelled", message=message_), "cancelling", context
-            )
-
     def after_process_message(
         self, broker: dramatiq.Broker, message: Any, *, result: object = None, exception: BaseException | None = None
     ) -> None:
@@ -185,7 +156,6 @@ class JobEvents(Middleware):
             return
         task_id = message.args[0]
         context = {"task_id": task_id, "stage": stage}
-        self._delivered(message, context)
         if exception is None:
             return
         change: dict[str, Any]

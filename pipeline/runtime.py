@@ -7,9 +7,10 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Coroutine, Mapping
-from typing import TypeVar
+from typing import TypeVar, cast
 
 import dramatiq
+import msgspec
 import redis
 from dramatiq.asyncio import EventLoopThread
 from dramatiq.middleware import CurrentMessage
@@ -27,6 +28,7 @@ from pipeline.reprocess import STAGE_INPUTS, earlier_stages, reprocessed_request
 from pipeline.schema import InvalidRequest, check_request
 from pipeline.settings import Settings, SettingsError
 from pipeline.sources.base import Source
+from pipeline.sources.http import SourceHttp
 from pipeline.sources.registry import available_sources
 from pipeline.stages import assembly, extraction, schema_preparation, search
 from pipeline.store import JobStore
@@ -85,6 +87,7 @@ class Pipeline:
         self.batch_actor = self._declare_batch()
         self._loop: EventLoopThread | None = None
         self._loop_lock = threading.Lock()
+        self._source_http: SourceHttp | None = None
 
     def _declare(self, stage: Stage, name: str, body: Callable[[Pipeline, str], None]) -> dramatiq.Actor[[str], None]:
         def run_stage(task_id: str) -> None:
@@ -123,6 +126,16 @@ class Pipeline:
                 self._loop.start(timeout=5)
         result: T = self._loop.run_coroutine(coroutine)
         return result
+
+    def source_http(self) -> SourceHttp:
+        """The HTTP client (and its Redis connections) that sources share; only on this process's event loop.
+
+        One per process, kept open: creating one costs a TLS context (about 10 ms of CPU), and open
+        connections to a source's API are reused by later searches.
+        """
+        if self._source_http is None:
+            self._source_http = SourceHttp.create(self.settings)
+        return self._source_http
 
     # -- used by the API, the CLI and the demo --------------------------------------------------------
 
@@ -285,17 +298,19 @@ class Pipeline:
 
     def job(self, task_id: str) -> JobRecord:
         """The job a stage works on; stops the stage when it is gone."""
-        job = self.store.load(task_id)
+        job = self.store.load(task_id, recent=True)  # JobEvents has just read and updated it
         if job is None:
             raise JobCancelled(f"job {task_id} no longer exists")
         return job
 
     def input(self, task_id: str, name: str, kind: type[T]) -> T:
         """A previous stage's output; missing input is permanent (re-run that stage first)."""
-        value = self.store.get_output(task_id, name, kind)
-        if value is None:
-            raise PermanentError(f"job {task_id} has no {name}; re-run the stage that produces it")
-        return value
+        return self.inputs(task_id, name).get(name, kind)
+
+    def inputs(self, task_id: str, *names: str) -> Inputs:
+        """Several previous stages' outputs, read in one round trip."""
+        raws = cast("list[bytes | None]", self.client.mget([self.keys.output(task_id, name) for name in names]))
+        return Inputs(task_id, dict(zip(names, raws, strict=True)))
 
     def report(
         self,
@@ -305,21 +320,30 @@ class Pipeline:
         progress: int | None = None,
         tokens: int | None = None,
         data: dict[str, EventValue] | None = None,
+        outputs: Mapping[str, object] | None = None,
     ) -> None:
-        """Progress inside a stage; stops the stage when the job was cancelled meanwhile."""
+        """Progress inside a stage, with ``outputs`` to store; stops the stage when the job was cancelled meanwhile."""
         job = self.store.transition(
-            task_id, status="processing", progress=progress, message=message, tokens=tokens, data=data
+            task_id, status="processing", progress=progress, message=message, tokens=tokens, data=data, outputs=outputs
         )
         if job is None:
             raise JobCancelled(task_id)
 
     def hand_off(
-        self, task_id: str, next_stage: Stage, *, progress: int, message: str, data: dict[str, EventValue] | None = None
+        self,
+        task_id: str,
+        next_stage: Stage,
+        *,
+        progress: int,
+        message: str,
+        outputs: Mapping[str, object],
+        data: dict[str, EventValue] | None = None,
     ) -> None:
-        """Finish a stage: record the next stage's message, then enqueue it (unless cancelled meanwhile)."""
+        """Finish a stage: store its ``outputs`` and record the next stage's message (one round trip), then
+        enqueue it; unless the job was cancelled meanwhile."""
         queued = self.actors[next_stage].message(task_id)
         job = self.store.transition(
-            task_id, progress=progress, message=message, message_id=queued.message_id, data=data
+            task_id, progress=progress, message=message, message_id=queued.message_id, data=data, outputs=outputs
         )
         if job is None:
             raise JobCancelled(task_id)
@@ -327,10 +351,10 @@ class Pipeline:
         log.info("%s; next: %s", message, next_stage, extra={"task_id": task_id, "stage": job.stage})
 
     def complete(self, task_id: str, dataset: Dataset, *, message: str) -> None:
-        """Store the dataset and mark the job completed."""
-        self.store.put_output(task_id, "dataset", dataset)
+        """Store the dataset and mark the job completed (one round trip)."""
         self.store.transition(
             task_id,
+            outputs={"dataset": dataset},
             status="completed",
             stage="done",
             progress=100,
@@ -349,11 +373,34 @@ class Pipeline:
         if self._loop is not None:
             for extractor in self.extractors.values():
                 self._loop.run_coroutine(extractor.close())
+            if self._source_http is not None:
+                self._loop.run_coroutine(self._source_http.close())
+                self._source_http = None
             self._loop.stop()  # type: ignore[no-untyped-call]
             self._loop = None
         self.broker.close()
         self.client.close()
         self.publisher.close()
+
+
+class Inputs:
+    """Previous stages' outputs of one job, as read together; decoded on demand."""
+
+    def __init__(self, task_id: str, raws: dict[str, bytes | None]) -> None:
+        self.task_id = task_id
+        self.raws = raws
+
+    def get(self, name: str, kind: type[T]) -> T:
+        """One output; missing input is permanent (re-run the stage that produces it)."""
+        value = self.optional(name, kind)
+        if value is None:
+            raise PermanentError(f"job {self.task_id} has no {name}; re-run the stage that produces it")
+        return value
+
+    def optional(self, name: str, kind: type[T]) -> T | None:
+        """One output, or None when missing."""
+        raw = self.raws[name]
+        return None if raw is None else msgspec.json.decode(raw, type=kind)
 
 
 def default_extractors(settings: Settings) -> dict[str, Extractor]:

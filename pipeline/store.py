@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from typing import TypeVar, cast
 
 import msgspec
 import redis
 
 from contracts import STAGE_ORDER, TERMINAL_STATUSES, EventStatus, EventValue, JobRecord, JobStatus, Stage
-from pipeline.events import EventBus
+from pipeline.events import TRANSITION, EventBus
 from pipeline.keys import Keys
 
 T = TypeVar("T")
@@ -44,8 +45,17 @@ class ClientIdTaken(Exception):
         self.field = "client_id"
 
 
+#: how many job records a process remembers (the last version it read or wrote of each)
+_REMEMBERED = 10_000
+
+
 class JobStore:
-    """Loads and updates job records; every accepted change is announced on the event bus."""
+    """Loads and updates job records; every accepted change is announced on the event bus.
+
+    A change and its event take one round trip: the change is computed on the version of the record this
+    process last saw, and written only if Redis still holds that version (else computed again on the one
+    it holds). So a late worker never overwrites a cancel, and a job's events follow its changes in order.
+    """
 
     def __init__(self, client: redis.Redis, keys: Keys, events: EventBus, *, ttl_s: int) -> None:
         self.client = client
@@ -53,6 +63,16 @@ class JobStore:
         self.events = events
         self.ttl_s = ttl_s
         self._claim_client = client.register_script(_CLAIM_CLIENT)
+        self._transition = client.register_script(TRANSITION)
+        self._seen: dict[str, bytes] = {}  # task id → the record as this process last read or wrote it
+
+    def _remember(self, task_id: str, raw: bytes | None) -> None:
+        if raw is None:
+            self._seen.pop(task_id, None)
+            return
+        if len(self._seen) >= _REMEMBERED:
+            self._seen.clear()
+        self._seen[task_id] = raw
 
     def claim_client(self, client_id: str, owner: str) -> None:
         """Claim ``client_id`` for ``owner``, or renew its claim, for the result TTL (nothing to do without owner).
@@ -68,20 +88,44 @@ class JobStore:
         indexes = [self.keys.jobs, self.keys.client_jobs(job.client_id)]
         if job.owner:
             indexes.append(self.keys.owner_jobs(job.owner))
+        raw = _encode(job)
         with self.client.pipeline(transaction=False) as pipe:
-            pipe.set(self.keys.job(job.task_id), _encode(job), ex=self.ttl_s)
+            pipe.set(self.keys.job(job.task_id), raw, ex=self.ttl_s)
             for index in indexes:
                 pipe.zadd(index, {job.task_id: job.created_at})
                 pipe.zremrangebyscore(index, "-inf", expired)
                 pipe.expire(index, self.ttl_s)
+            self.events.publish(job, "started", stage="queued", message=message, pipe=pipe)
             pipe.execute()
-        self.events.publish(job, "started", stage="queued", message=message)
+        self._remember(job.task_id, raw)
 
-    def load(self, task_id: str, *, owner: str = "") -> JobRecord | None:
-        """The job record, or None when unknown, expired, or (``owner`` given) another API key's."""
-        raw = self.client.get(self.keys.job(task_id))
+    def load(self, task_id: str, *, owner: str = "", recent: bool = False) -> JobRecord | None:
+        """The job record, or None when unknown, expired, or (``owner`` given) another API key's.
+
+        ``recent``: the version this process last read or wrote will do, when it has one (a stage reading
+        its job's request, right after its start was recorded); its next change checks it anyway.
+        """
+        raw = self._seen.get(task_id) if recent else None
+        if raw is None:
+            raw = cast("bytes | None", self.client.get(self.keys.job(task_id)))
+            self._remember(task_id, raw)
         job = None if raw is None else _decode_job(raw)
         return job if job is not None and owned_by(job, owner) else None
+
+    def count_delivery(self, task_id: str, delivery_id: str) -> int:
+        """Count a delivery of a queued message (one ``delivery_id`` per enqueue); also refreshes the job record.
+
+        A count above 1 means earlier deliveries died with their worker: Redis hands the same enqueued
+        message out again. A retry is enqueued anew, so it counts from 1.
+        """
+        key = self.keys.output(task_id, "deliveries")
+        with self.client.pipeline(transaction=False) as pipe:
+            pipe.hincrby(key, delivery_id, 1)
+            pipe.expire(key, self.ttl_s)
+            pipe.get(self.keys.job(task_id))
+            count, _, raw = pipe.execute()
+        self._remember(task_id, raw)
+        return int(count)
 
     def recent(self, *, limit: int, client_id: str | None = None, owner: str = "") -> list[JobRecord]:
         """The newest jobs first: of one client, else of ``owner`` when given, else of everyone.
@@ -112,51 +156,51 @@ class JobStore:
         result_url: str | None = None,
         tokens: int | None = None,
         data: dict[str, EventValue] | None = None,
+        outputs: Mapping[str, object] | None = None,
         reopen: bool = False,
     ) -> JobRecord | None:
-        """Apply a change and publish its event.
+        """Apply a change, store the stage ``outputs`` that come with it, and publish its event.
 
         Returns the new record, or None when the job is unknown or already finished: a finished job
-        changes only when ``reopen`` is set (reprocessing), so a late worker never overwrites a cancel.
+        changes only when ``reopen`` is set (reprocessing), so a late worker never overwrites a cancel
+        (and its outputs are not stored).
         """
-        key = self.keys.job(task_id)
-        with self.client.pipeline() as pipe:
-            while True:
-                try:
-                    pipe.watch(key)  # type: ignore[no-untyped-call]
-                    raw = pipe.get(key)
-                    if raw is None:
-                        return None
-                    job = _decode_job(raw)
-                    if job.status in TERMINAL_STATUSES and not reopen:
-                        return None
-                    now = time.time()
-                    changes: dict[str, object] = {"updated_at": now}
-                    if job.status in TERMINAL_STATUSES:  # reopened: the old outcome no longer holds
-                        changes |= {"error": None, "result_url": None}
-                    for name, value in (
-                        ("status", status),
-                        ("stage", stage),
-                        ("progress", progress),
-                        ("message", message),
-                        ("error", error),
-                        ("message_id", message_id),
-                        ("result_url", result_url),
-                        ("tokens", tokens),
-                    ):
-                        if value is not None:
-                            changes[name] = value
-                    if stage is not None and stage != job.stage:
-                        changes |= _timings(job, stage, now)
-                    job = msgspec.structs.replace(job, **changes)
-                    pipe.multi()
-                    pipe.set(key, _encode(job), keepttl=True)
-                    pipe.execute()
-                    break
-                except redis.WatchError:
-                    continue
-        self.events.publish(job, _EVENT_STATUS[job.status], data=data)
-        return job
+        fields = {
+            "status": status,
+            "stage": stage,
+            "progress": progress,
+            "message": message,
+            "error": error,
+            "message_id": message_id,
+            "result_url": result_url,
+            "tokens": tokens,
+        }
+        output_keys = [self.keys.output(task_id, name) for name in outputs or {}]
+        output_values = [_encode(value) for value in (outputs or {}).values()]
+        raw = self._seen.get(task_id)
+        checked = raw is None  # a remembered version may be stale: only the compare-and-set checks it
+        if raw is None:
+            raw = cast("bytes | None", self.client.get(self.keys.job(task_id)))
+        while raw is not None:
+            job = _decode_job(raw)
+            if job.status in TERMINAL_STATUSES and not reopen:
+                if checked:
+                    self._remember(task_id, raw)
+                    return None
+                raw, checked = cast("bytes | None", self.client.get(self.keys.job(task_id))), True
+                continue
+            job = _changed(job, fields)
+            new = _encode(job)
+            _, keys, args = self.events.prepare(job, _EVENT_STATUS[job.status], data=data)
+            reply = self._transition(
+                keys=[*keys, self.keys.job(task_id), *output_keys], args=[*args, raw, new, *output_values]
+            )
+            if isinstance(reply, int) or reply == new:  # done (``new``: a retried call had already done it)
+                self._remember(task_id, new)
+                return job
+            raw, checked = cast("bytes | None", reply), True
+        self._remember(task_id, None)
+        return None
 
     def put_output(self, task_id: str, name: str, value: object) -> None:
         """Store (overwrite) one stage output of a job."""
@@ -171,6 +215,19 @@ class JobStore:
 def owned_by(job: JobRecord, owner: str) -> bool:
     """Whether the API key with owner id ``owner`` may see ``job`` ("" sees every job: the API has no keys)."""
     return not owner or job.owner == owner
+
+
+def _changed(job: JobRecord, fields: Mapping[str, object]) -> JobRecord:
+    """``job`` with the given (not None) fields changed, its update time, and its stage timings."""
+    now = time.time()
+    changes: dict[str, object] = {"updated_at": now}
+    if job.status in TERMINAL_STATUSES:  # reopened: the old outcome no longer holds
+        changes |= {"error": None, "result_url": None}
+    changes |= {name: value for name, value in fields.items() if value is not None}
+    stage = fields["stage"]
+    if isinstance(stage, str) and stage != job.stage:
+        changes |= _timings(job, cast("Stage", stage), now)
+    return msgspec.structs.replace(job, **changes)
 
 
 def _timings(job: JobRecord, stage: Stage, now: float) -> dict[str, object]:

@@ -7,7 +7,6 @@ Exit codes: 0 done, 1 the job failed or was cancelled (or the task is unknown, o
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import os
 import sys
@@ -191,29 +190,12 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     if args.command == "api":
-        import uvicorn  # noqa: PLC0415
-
         from services.api.app import create_app  # noqa: PLC0415
+        from services.api.server import serve  # noqa: PLC0415
 
         configure_logging("INFO" if args.log_level == "WARNING" else args.log_level)
         settings = Settings.from_env()
-        app = create_app(settings)
-        # Garbage-collector pauses set the API's tail latency (docs/performance.md): keep everything imported
-        # so far out of full scans, and collect the young generation every 50,000 net allocations instead
-        # of 700. Measured with 1,000 live clients at 2,000 events/s: p99 from 16-27 ms to 5-7 ms.
-        gc.collect()
-        gc.freeze()
-        gc.set_threshold(50_000, 20, 10)
-        # WebSocket heartbeat: uvicorn pings every LITMINER_HEARTBEAT_S (SSE streams send comments instead).
-        uvicorn.run(
-            app,
-            host=args.host,
-            port=args.port,
-            ws_ping_interval=settings.heartbeat_s,
-            ws_ping_timeout=settings.heartbeat_s,
-            timeout_graceful_shutdown=5,  # event streams never end by themselves; clients resume elsewhere
-            log_config=None,  # uvicorn's loggers go through configure_logging's handler (LITMINER_LOG_FORMAT)
-        )
+        serve(create_app(settings), settings, host=args.host, port=args.port)
         return 0
     if args.command == "worker":
         from services.worker import run_workers  # noqa: PLC0415

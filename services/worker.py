@@ -6,13 +6,16 @@ import logging
 import multiprocessing
 import signal
 import threading
+from collections.abc import Mapping
 
 import dramatiq
 import msgspec
 from dramatiq import Worker
 
+from pipeline.extractors.base import Extractor
 from pipeline.runtime import Pipeline
 from pipeline.settings import Settings
+from pipeline.sources.base import Source
 from services.logs import configure_logging
 
 log = logging.getLogger(__name__)
@@ -21,7 +24,9 @@ log = logging.getLogger(__name__)
 def start_worker(pipeline: Pipeline, *, threads: int = 8) -> Worker:
     """Start a Dramatiq worker for all stage queues of ``pipeline`` in this process."""
     dramatiq.set_broker(pipeline.broker)
-    worker = Worker(pipeline.broker, worker_threads=threads, worker_timeout=100)
+    # Idle consumers block on a wake-up list (pipeline.broker.WakingRedisBroker): the timeout only bounds how
+    # long a stop or a delayed retry waits, and costs one BLPOP per queue per timeout while idle.
+    worker = Worker(pipeline.broker, worker_threads=threads, worker_timeout=500)
     # Hold no more messages than there are threads (Dramatiq's default is twice as many), so the
     # batches of one big job spread over all workers instead of queueing behind one worker's threads.
     worker.queue_prefetch = threads
@@ -29,10 +34,17 @@ def start_worker(pipeline: Pipeline, *, threads: int = 8) -> Worker:
     return worker
 
 
-def run_worker_process(settings: Settings, threads: int, log_level: str = "INFO") -> None:
-    """Run one worker until SIGINT or SIGTERM, then stop gracefully."""
+def run_worker_process(
+    settings: Settings,
+    threads: int,
+    log_level: str = "INFO",
+    *,
+    sources: Mapping[str, Source] | None = None,
+    extractors: Mapping[str, Extractor] | None = None,
+) -> None:
+    """Run one worker until SIGINT or SIGTERM, then stop gracefully (``sources``/``extractors``: as in Pipeline)."""
     configure_logging(log_level)
-    pipeline = Pipeline(settings)
+    pipeline = Pipeline(settings, sources=sources, extractors=extractors)
     worker = start_worker(pipeline, threads=threads)
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):

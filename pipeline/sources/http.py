@@ -88,24 +88,33 @@ class SourceHttp:
         self._lease_ms = int(((client.timeout.read or 30.0) + max_wait_s + 10) * 1000)
 
     @classmethod
-    @asynccontextmanager
-    async def open(cls, settings: Settings) -> AsyncIterator[SourceHttp]:
-        """A client for one search run (an event loop's lifetime)."""
+    def create(cls, settings: Settings) -> SourceHttp:
+        """A client for the event loop it is first used on; ``close`` it on that loop."""
         agent = "litminer/0.1" + (f" (mailto:{settings.contact_email})" if settings.contact_email else "")
         timeout = httpx.Timeout(settings.http_timeout_s, connect=min(settings.http_timeout_s, 10.0))
-        async with httpx.AsyncClient(timeout=timeout, headers={"User-Agent": agent}, follow_redirects=True) as client:
-            redis = aioredis.Redis.from_url(settings.redis_url, socket_timeout=10, socket_connect_timeout=5)
-            try:
-                yield cls(
-                    client,
-                    redis,
-                    Keys(settings.key_prefix),
-                    retries=settings.http_retries,
-                    backoff_s=settings.http_backoff_ms / 1000,
-                    cache_ttl_s=settings.search_cache_ttl_s,
-                )
-            finally:
-                await redis.aclose()
+        return cls(
+            httpx.AsyncClient(timeout=timeout, headers={"User-Agent": agent}, follow_redirects=True),
+            aioredis.Redis.from_url(settings.redis_url, socket_timeout=10, socket_connect_timeout=5),
+            Keys(settings.key_prefix),
+            retries=settings.http_retries,
+            backoff_s=settings.http_backoff_ms / 1000,
+            cache_ttl_s=settings.search_cache_ttl_s,
+        )
+
+    @classmethod
+    @asynccontextmanager
+    async def open(cls, settings: Settings) -> AsyncIterator[SourceHttp]:
+        """A client for one search run."""
+        http = cls.create(settings)
+        try:
+            yield http
+        finally:
+            await http.close()
+
+    async def close(self) -> None:
+        """Release the HTTP and Redis connections."""
+        await self.client.aclose()
+        await self.redis.aclose()
 
     async def get(
         self,

@@ -220,9 +220,10 @@ def durations(job: JobRecord, now: float) -> dict[str, float]:
 def process(pipeline: Pipeline, task_id: str) -> None:
     """Actor body: assemble the dataset, store it, complete the job."""
     job = pipeline.job(task_id)
-    schema = pipeline.input(task_id, "schema", PreparedSchema)
-    candidates = pipeline.input(task_id, "candidates", list[CandidateRow])
-    documents = pipeline.input(task_id, "documents", list[Document])
+    inputs = pipeline.inputs(task_id, "schema", "candidates", "documents", "extraction_stats")
+    schema = inputs.get("schema", PreparedSchema)
+    candidates = inputs.get("candidates", list[CandidateRow])
+    documents = inputs.get("documents", list[Document])
     dataset = run(
         task_id,
         job.request,
@@ -230,7 +231,7 @@ def process(pipeline: Pipeline, task_id: str) -> None:
         candidates,
         documents=len(documents),
         sources=sorted({d.source for d in documents}),
-        extraction=pipeline.store.get_output(task_id, "extraction_stats", ExtractionStats),
+        extraction=inputs.optional("extraction_stats", ExtractionStats),
         threshold=pipeline.settings.merge_threshold,
     )
     stats = msgspec.structs.replace(

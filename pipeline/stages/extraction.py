@@ -32,9 +32,11 @@ _encode = msgspec.json.Encoder().encode
 _decode_extraction = msgspec.json.Decoder(Extraction).decode
 _COUNTS = [f.name for f in msgspec.structs.fields(ExtractionStats) if f.type is int]
 
-# Marks batch ARGV[1] done; returns 1 to the one message that completes the set (ARGV[2] batches) and
-# owns the hand-off, also when that very message (ARGV[3]) is redelivered; 0 to every other.
+# Stores batch ARGV[1]'s rows (ARGV[5] in KEYS[3]) and marks it done; returns 1 to the one message that completes
+# the set (ARGV[2] batches) and owns the hand-off, also when that very message (ARGV[3]) is redelivered; 0 to every
+# other.
 _FINISH_BATCH = """
+redis.call('SET', KEYS[3], ARGV[5], 'EX', ARGV[4])
 redis.call('SADD', KEYS[1], ARGV[1])
 redis.call('EXPIRE', KEYS[1], ARGV[4])
 if redis.call('SCARD', KEYS[1]) < tonumber(ARGV[2]) then return 0 end
@@ -91,10 +93,9 @@ def process(pipeline: Pipeline, task_id: str) -> None:
         batches=len(queued),
         message_ids=[m.message_id for m in queued],
     )
+    outputs: dict[str, object] = {"extraction_run": run}
     for index in range(run.batches):  # each batch reads only its own documents
-        part = documents[index * size : (index + 1) * size]
-        pipeline.store.put_output(task_id, _batch_output(run, index, "documents"), part)
-    pipeline.store.put_output(task_id, "extraction_run", run)
+        outputs[_batch_output(run.run_id, index, "documents")] = documents[index * size : (index + 1) * size]
     pipeline.report(
         task_id,
         progress=_START,
@@ -107,6 +108,7 @@ def process(pipeline: Pipeline, task_id: str) -> None:
             "documents": len(documents),
             "batches": len(queued),
         },
+        outputs=outputs,
     )
     if not queued:
         finish(pipeline, task_id, run, info)
@@ -117,26 +119,25 @@ def process(pipeline: Pipeline, task_id: str) -> None:
 def process_batch(pipeline: Pipeline, task_id: str, run_id: str, index: int, message_id: str) -> None:
     """Actor body of one batch: extract, ground and store its rows; the last batch hands off to assembly."""
     job = pipeline.job(task_id)
-    run = pipeline.input(task_id, "extraction_run", ExtractionRun)
+    documents_name = _batch_output(run_id, index, "documents")
+    inputs = pipeline.inputs(task_id, "extraction_run", "schema", documents_name)
+    run = inputs.get("extraction_run", ExtractionRun)
     if run.run_id != run_id:  # the stage was re-run since this message was sent
         log.info("dropping a batch of a superseded run", extra={"task_id": task_id, "stage": "extraction"})
         return
-    schema = pipeline.input(task_id, "schema", PreparedSchema)
-    documents = pipeline.input(task_id, _batch_output(run, index, "documents"), list[Document])
+    schema = inputs.get("schema", PreparedSchema)
+    documents = inputs.get(documents_name, list[Document])
     extractor = choose_extractor(pipeline, job.request.extractor)
     batch = _Batch(pipeline, task_id=task_id, run=run, query=job.request.user_query, schema=schema, extractor=extractor)
     result = pipeline.run_async(batch.extract(documents))
-    pipeline.store.put_output(task_id, _batch_output(run, index, "rows"), result)
     keys = pipeline.keys
-    owner = pipeline.client.eval(
-        _FINISH_BATCH,
-        2,
-        keys.extraction(task_id, run_id, "done"),
-        keys.extraction(task_id, run_id, "owner"),
-        index,
-        run.batches,
-        message_id,
-        pipeline.settings.result_ttl_s,
+    owner = pipeline.client.register_script(_FINISH_BATCH)(
+        keys=[
+            keys.extraction(task_id, run_id, "done"),
+            keys.extraction(task_id, run_id, "owner"),
+            keys.output(task_id, _batch_output(run.run_id, index, "rows")),
+        ],
+        args=[index, run.batches, message_id, pipeline.settings.result_ttl_s, _encode(result)],
     )
     if owner == 1:
         finish(pipeline, task_id, run, extractor.info())
@@ -148,12 +149,12 @@ def finish(pipeline: Pipeline, task_id: str, run: ExtractionRun, info: Extractor
     stats = ExtractionStats(
         extractor=info.name, provider=info.provider, base_url=info.base_url, model=info.model, batches=run.batches
     )
-    for index in range(run.batches):
-        result = pipeline.input(task_id, _batch_output(run, index, "rows"), BatchResult)
+    names = [_batch_output(run.run_id, index, "rows") for index in range(run.batches)]
+    inputs = pipeline.inputs(task_id, *names)
+    for name in names:
+        result = inputs.get(name, BatchResult)
         rows += result.rows
         stats = add_stats(stats, result.stats)
-    pipeline.store.put_output(task_id, "candidates", rows)
-    pipeline.store.put_output(task_id, "extraction_stats", stats)
     tokens = stats.prompt_tokens + stats.completion_tokens
     pipeline.hand_off(
         task_id,
@@ -172,6 +173,7 @@ def finish(pipeline: Pipeline, task_id: str, run: ExtractionRun, info: Extractor
             "prompt_tokens": stats.prompt_tokens,
             "completion_tokens": stats.completion_tokens,
         },
+        outputs={"candidates": rows, "extraction_stats": stats},
     )
 
 
@@ -186,8 +188,8 @@ def add_stats(total: ExtractionStats, part: ExtractionStats) -> ExtractionStats:
     )
 
 
-def _batch_output(run: ExtractionRun, index: int, what: str) -> str:
-    return f"extraction:{run.run_id}:{index}:{what}"
+def _batch_output(run_id: str, index: int, what: str) -> str:
+    return f"extraction:{run_id}:{index}:{what}"
 
 
 class _Batch:

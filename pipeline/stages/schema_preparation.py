@@ -23,12 +23,12 @@ def run(request: GenerateRequest) -> PreparedSchema:
 def process(pipeline: Pipeline, task_id: str) -> None:
     """Actor body: prepare the schema, store it, hand off to search."""
     schema = run(pipeline.job(task_id).request)
-    pipeline.store.put_output(task_id, "schema", schema)
     names = ", ".join(f.name for f in schema.fields)
     pipeline.hand_off(
         task_id,
         "search",
         progress=10,
         message=f"Schema {schema.model_name} prepared ({names})",
+        outputs={"schema": schema},
         data={"fields": len(schema.fields), "key_field": schema.key_field},
     )

@@ -151,12 +151,10 @@ def process(pipeline: Pipeline, task_id: str) -> None:
         pipeline.report(task_id, progress=progress, message=message, data=data)
 
     async def run() -> SearchResult:
-        async with SourceHttp.open(pipeline.settings) as http:
-            chosen = [pipeline.sources[n] for n in names]
-            return await search(request.user_query, queries, chosen, target, http=http, report=report)
+        chosen = [pipeline.sources[n] for n in names]
+        return await search(request.user_query, queries, chosen, target, http=pipeline.source_http(), report=report)
 
     result = pipeline.run_async(run())
-    pipeline.store.put_output(task_id, "documents", result.documents)
     found = sum(result.found.values())
     data: dict[str, EventValue] = {
         "documents": len(result.documents),
@@ -175,5 +173,6 @@ def process(pipeline: Pipeline, task_id: str) -> None:
             f"Kept {len(result.documents)} documents ({found} found, {result.duplicates} duplicates merged, "
             f"{result.without_text} without abstract or full text)"
         ),
+        outputs={"documents": result.documents},
         data=data,
     )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 
 import redis.asyncio as aioredis
@@ -19,9 +19,11 @@ from litestar.stores.redis import RedisStore
 from litestar.types import Middleware
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
+from pipeline.extractors.base import Extractor
 from pipeline.keys import Keys
 from pipeline.runtime import Pipeline
 from pipeline.settings import Settings
+from pipeline.sources.base import Source
 from services.api.auth import RATE_LIMIT_STORE, ApiKeyAuth, provide_owner, rate_limit_config
 from services.api.datasets import DatasetController
 from services.api.errors import exception_handlers
@@ -53,8 +55,16 @@ async def metrics(live: NamedDependency[LiveEvents]) -> Response[bytes]:
 _requests = PrometheusConfig(app_name="litminer", prefix="litminer_http", group_path=True, exclude=["/metrics"])
 
 
-def create_app(settings: Settings) -> Litestar:
-    """The litminer API for ``settings``; Redis connections live as long as the app."""
+def create_app(
+    settings: Settings,
+    *,
+    sources: Mapping[str, Source] | None = None,
+    extractors: Mapping[str, Extractor] | None = None,
+) -> Litestar:
+    """The litminer API for ``settings``; Redis connections live as long as the app.
+
+    ``sources`` and ``extractors`` replace the installed ones (as in ``Pipeline``): for benchmarks and embedding.
+    """
     middleware: list[Middleware] = [_requests.middleware]
     if settings.api_keys:
         middleware.append(DefineMiddleware(ApiKeyAuth, keys=settings.api_keys))
@@ -74,7 +84,7 @@ def create_app(settings: Settings) -> Litestar:
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         if not settings.api_keys:
             log.warning("LITMINER_API_KEYS is not set: the API is open to anyone who can reach it")
-        app.state.pipeline = Pipeline(settings)
+        app.state.pipeline = Pipeline(settings, sources=sources, extractors=extractors)
         app.state.live = LiveEvents(settings, Metrics())
         await app.state.live.start()
         try:

@@ -172,10 +172,10 @@ ENDLESS = "/sse/{client_id}"
 def test_openapi_operations_never_fail(fuzz_url: str, fuzz_settings: Settings, make_pipeline, tally: Tally) -> None:
     """Positive and negative cases of every operation, also on task ids that exist: no 5xx, 4xx explained."""
     pipeline = make_pipeline(settings_=fuzz_settings)
+    cancelled = cancel(fuzz_url, submit(fuzz_url))  # before any worker runs: a job finishes in milliseconds
     worker = start_worker(pipeline, threads=2)  # /ready is ready, and the jobs below really run
     try:
         finished = completed_job(fuzz_url, pipeline)
-        cancelled = cancel(fuzz_url, submit(fuzz_url))
         # the worker keeps running: /ready answers 200, and a task followed over SSE ends with its last event
 
         schema = schemathesis.openapi.from_url(f"{fuzz_url}/schema/openapi.json").exclude(path=ENDLESS)
