@@ -29,12 +29,14 @@ from pipeline.workers import WorkerStatus
 
 # Run before Dramatiq's own dispatch script: an enqueue (or a requeue at shutdown) leaves a wake-up token for the
 # queue's idle consumers, which wait on it with BLPOP instead of polling. A script runs atomically, so a consumer
-# woken by the token finds the message. At most 64 tokens: one per idle consumer is enough.
+# woken by the token finds the message. A token goes straight to a consumer already waiting; one is kept for
+# the next to wait (its fetch takes every message queued meanwhile), so a busy queue leaves no pile of
+# tokens that would each cost an idle consumer an empty fetch.
 _WAKE = """
 if ARGV[1] == "enqueue" or ARGV[1] == "requeue" then
   local wake = KEYS[1] .. ":__wake__." .. ARGV[3]
   redis.call("lpush", wake, "1")
-  redis.call("ltrim", wake, 0, 63)
+  redis.call("ltrim", wake, 0, 0)
   redis.call("pexpire", wake, 60000)
 end
 """
