@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -28,9 +29,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     RESULTS.mkdir(exist_ok=True)
     for name in BENCHMARKS if args.name == "all" else [args.name]:
+        started = time.monotonic()
         result = BENCHMARKS[name](args.quick)
+        result["seconds"] = round(time.monotonic() - started, 1)
         (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-        print(f"\nwrote {RESULTS / f'{name}.json'}")
+        print(f"\nwrote {RESULTS / f'{name}.json'} ({result['seconds']} s)")
     return 0
 
 

@@ -19,8 +19,8 @@ from services.embedded_redis import EmbeddedRedis
 def run(quick: bool) -> dict[str, object]:
     for name in ("", "dramatiq", "pipeline", "services", "celery"):
         logging.getLogger(name).setLevel(logging.WARNING)
-    jobs, rounds = (300, 1) if quick else (2000, 2)
-    sequential, idle = (20, 5) if quick else (200, 50)
+    jobs, rounds = (100, 1) if quick else (2000, 2)
+    sequential, idle = (10, 2) if quick else (200, 50)
     litminer: list[float] = []
     celery: list[float] = []
     with EmbeddedRedis() as server, scratch_folder() as folder:

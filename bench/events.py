@@ -214,7 +214,7 @@ def _percentile(values: list[float], share: float) -> float:
 
 def run(quick: bool) -> dict[str, object]:
     _raise_fd_limit()  # the API and the client process inherit it
-    seconds = 8.0 if quick else 30.0
+    seconds = 4.0 if quick else 30.0
     prefix = "bench-events:"
     request = GenerateRequest(user_query="bench", field_definitions=[FieldDefinition(name="name")])
     client_ids = [f"bench-{i}" for i in range(CLIENTS)]

@@ -140,7 +140,7 @@ def _measure(base: Settings, llm: FakeLLM, rows: int, concurrency: int, processe
 def run(quick: bool) -> dict[str, object]:
     for name in ("", "dramatiq", "pipeline", "services"):
         logging.getLogger(name).setLevel(logging.WARNING)
-    rows = 8 if quick else 16
+    rows = 4 if quick else 16
     results: dict[str, dict[str, object]] = {}
     with EmbeddedRedis() as server, FakeLLM() as llm, tempfile.TemporaryDirectory(prefix="litminer-bench-") as folder:
         llm.latency_s = LATENCY_S

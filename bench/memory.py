@@ -21,7 +21,7 @@ from bench.pipeline import cpu_s, rss_mb
 from services.embedded_redis import EmbeddedRedis, free_port
 
 RESULTS = Path(__file__).parent / "results"
-SETTLE_S = 3.0
+SETTLE_S = 1.0
 
 
 def _start(command: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
@@ -59,7 +59,7 @@ def _under_load() -> dict[str, float | None]:
 
 
 def run(quick: bool) -> dict[str, object]:
-    idle_s = 5.0 if quick else 20.0
+    idle_s = 2.0 if quick else 20.0
     with EmbeddedRedis() as server:
         port = free_port()
         env = {**os.environ, "REDIS_URL": server.url, "LITMINER_KEY_PREFIX": "bench-memory:"}

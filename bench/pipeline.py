@@ -214,6 +214,7 @@ def bench_settings(redis_url: str) -> Settings:
         sources=(NAME,),
         extractor="heuristic",
         rate_limit_per_minute=0,
+        heartbeat_s=1,  # an SSE stream the benchmark closed ends at the next heartbeat, so the API stops at once
     )
 
 
@@ -293,17 +294,20 @@ def latencies(api: str, jobs: int, gap_s: float) -> list[float]:
     listening = threading.Event()
     stop = threading.Event()
 
+    sse_http = httpx.Client(timeout=httpx.Timeout(5, read=None))
+    streams: list[httpx.Response] = []
+
     def listen() -> None:
-        with (
-            httpx.Client(timeout=httpx.Timeout(5, read=None)) as http,
-            connect_sse(http, "GET", f"{api}/sse/{client_id}") as source,
-        ):
-            listening.set()
-            for sse in source.iter_sse():
-                if stop.is_set():
-                    return
-                if '"status":"completed"' in sse.data:
-                    completed.put((msgspec.json.decode(sse.data)["task_id"], time.perf_counter()))
+        try:
+            with connect_sse(sse_http, "GET", f"{api}/sse/{client_id}") as source:
+                streams.append(source.response)
+                listening.set()
+                for sse in source.iter_sse():
+                    if '"status":"completed"' in sse.data:
+                        completed.put((msgspec.json.decode(sse.data)["task_id"], time.perf_counter()))
+        except httpx.HTTPError:
+            if not stop.is_set():
+                raise
 
     listener = threading.Thread(target=listen, daemon=True)
     listener.start()
@@ -326,6 +330,10 @@ def latencies(api: str, jobs: int, gap_s: float) -> list[float]:
             if i:
                 measured.append((at - started) * 1000)
     stop.set()
+    for stream in streams:  # ends the stream before the API stops (a stream still open delays its shutdown)
+        stream.close()
+    listener.join(5)
+    sse_http.close()
     return measured
 
 
@@ -363,8 +371,8 @@ def measure_latency(redis_url: str, jobs: int, idle_jobs: int, folder: Path) -> 
 def run(quick: bool) -> dict[str, object]:
     for name in ("", "dramatiq", "pipeline", "services"):
         logging.getLogger(name).setLevel(logging.WARNING)
-    jobs = 300 if quick else 2000
-    sequential, idle = (40, 10) if quick else (200, 100)
+    jobs = 150 if quick else 2000
+    sequential, idle = (20, 4) if quick else (200, 100)
     with EmbeddedRedis() as server, scratch_folder() as folder:
         throughput = {f"{p}x{THREADS}": drain(server, p, jobs, folder) for p in (1, 2)}
         latency = measure_latency(server.url, sequential, idle, folder)

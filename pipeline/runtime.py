@@ -21,7 +21,6 @@ from pipeline.errors import JobCancelled, JobConflict, JobFinished, JobNotFound,
 from pipeline.events import EventBus, publisher_client
 from pipeline.extractors.base import Extractor
 from pipeline.extractors.heuristic import HeuristicExtractor
-from pipeline.extractors.llm import OpenAIExtractor
 from pipeline.keys import Keys
 from pipeline.middleware import STAGE_START
 from pipeline.reprocess import STAGE_INPUTS, earlier_stages, reprocessed_request
@@ -407,5 +406,8 @@ def default_extractors(settings: Settings) -> dict[str, Extractor]:
     """The heuristic extractor, plus the LLM when an OpenAI key or base URL is configured."""
     extractors: dict[str, Extractor] = {"heuristic": HeuristicExtractor()}
     if settings.llm_configured:
+        # imported here: the openai package is about 30 MB of modules that a process without an LLM never needs
+        from pipeline.extractors.llm import OpenAIExtractor  # noqa: PLC0415
+
         extractors["openai"] = OpenAIExtractor(settings)
     return extractors

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import msgspec
-import pypdf
 from bibtexparser.entrypoint import parse_string
 from bibtexparser.middlewares import LatexDecodingMiddleware, SeparateCoAuthors
 
@@ -375,6 +374,8 @@ def _csv(path: Path, rel: str) -> list[LibraryRecord]:
 
 def _pdf(path: Path) -> tuple[str, str]:
     """The PDF's metadata title (or "") and the text of all its pages."""
+    import pypdf  # noqa: PLC0415  (only when a library has PDFs: about 10 MB that the API never needs)
+
     try:
         reader = pypdf.PdfReader(path)
         if reader.is_encrypted and not reader.decrypt(""):
