@@ -24,16 +24,17 @@ def run(quick: bool) -> dict[str, object]:
     litminer: list[float] = []
     celery: list[float] = []
     with EmbeddedRedis() as server, scratch_folder() as folder:
-        for _ in range(rounds):
+        for round_ in range(rounds):
             rate = drain(server, 2, jobs, folder)["jobs_per_s"]
             assert isinstance(rate, float)
             litminer.append(rate)
-            seconds = celery_app.drain(server.url, f"bench-celery-{uuid.uuid4().hex[:8]}:", jobs)
+            prefix = f"bench-celery-{uuid.uuid4().hex[:8]}:"
+            seconds, worker = celery_app.drain(server.url, prefix, jobs)
             celery.append(round(jobs / seconds, 1))
+            if round_ < rounds - 1:
+                celery_app.stop_worker(worker)
         ours = measure_latency(server.url, sequential, idle, folder)
-        prefix = f"bench-celery-{uuid.uuid4().hex[:8]}:"
-        worker = celery_app.start_worker(server.url, prefix)
-        try:
+        try:  # the last round's Celery worker, idle since
             theirs = {
                 "back_to_back": latency_summary(celery_app.latencies(server.url, prefix, sequential)),
                 "after_idle": latency_summary(celery_app.latencies(server.url, prefix, idle, gap_s=IDLE_GAP_S)),

@@ -309,9 +309,11 @@ def _completed(pubsub: PubSub, deadline: float) -> str:
     return event.task_id
 
 
-def drain(redis_url: str, prefix: str, jobs: int, *, concurrency: int = 8, timeout_s: float = 120) -> float:
+def drain(
+    redis_url: str, prefix: str, jobs: int, *, concurrency: int = 8, timeout_s: float = 120
+) -> tuple[float, subprocess.Popen[bytes]]:
     """Queue ``jobs`` jobs with no worker running, then start one; seconds from its first event to the last
-    "completed" (event timestamps, as litminer's pipeline benchmark measures)."""
+    "completed" (event timestamps, as litminer's pipeline benchmark measures), and the worker, still running."""
     request_json = _request_json()
     with _session(redis_url, prefix) as (driver, client, pubsub):
         for _ in range(jobs):
@@ -327,9 +329,10 @@ def drain(redis_url: str, prefix: str, jobs: int, *, concurrency: int = 8, timeo
                 first = first or event.timestamp
                 if event.status == "completed":
                     last, done = max(last, event.timestamp), done + 1
-        finally:
+        except BaseException:
             stop_worker(worker)
-        return last - first
+            raise
+        return last - first, worker
 
 
 def latencies(redis_url: str, prefix: str, jobs: int, *, gap_s: float = 0.0, timeout_s: float = 30) -> list[float]:

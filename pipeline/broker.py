@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any
 
 import dramatiq
@@ -107,9 +108,19 @@ class JobAbortable(Abortable):  # type: ignore[misc]
     before it aborts anything, and JobEvents skips every message of a finished job.
     """
 
+    closing = False
+
     def before_process_message(self, broker: dramatiq.Broker, message: dramatiq.Message[Any]) -> None:
         if self.is_abortable(broker.get_actor(message.actor_name), message):
             self.manager.add_abortable(message.message_id)
+
+    def _get_abort_requests(self) -> None:
+        try:
+            super()._get_abort_requests()
+        except redis.ConnectionError:
+            if not self.closing:
+                raise
+            time.sleep(1)  # its connection was closed under it at shutdown: nothing to report
 
 
 def build_broker(

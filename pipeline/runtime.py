@@ -377,6 +377,7 @@ class Pipeline:
                 self._source_http = None
             self._loop.stop()  # type: ignore[no-untyped-call]
             self._loop = None
+        self.abortable.closing = True  # its watcher's BLPOP is about to lose its connection
         self.broker.close()
         self.client.close()
         self.publisher.close()
