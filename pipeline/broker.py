@@ -68,7 +68,8 @@ class WakingRedisBroker(RedisBroker):
 
 class _WakingConsumer(_RedisConsumer):
     def __init__(self, broker: WakingRedisBroker, queue_name: str, prefetch: int, timeout: int) -> None:
-        super().__init__(broker, queue_name, prefetch, timeout=0)  # type: ignore[no-untyped-call] # Dramatiq's consumer never sleeps: we wait
+        # timeout 0: Dramatiq's own consumer never sleeps between fetches; __next__ below waits instead
+        super().__init__(broker, queue_name, prefetch, timeout=0)  # type: ignore[no-untyped-call]
         self.wait_s = timeout / 1000
         self.wake_key = broker.wake_key(queue_name)
         self.freed = threading.Event()
@@ -114,7 +115,7 @@ class JobAbortable(Abortable):  # type: ignore[misc]
         if self.is_abortable(broker.get_actor(message.actor_name), message):
             self.manager.add_abortable(message.message_id)
 
-    def _get_abort_requests(self) -> None:
+    def _get_abort_requests(self) -> None:  # (the watcher thread's loop body in dramatiq-abort 1.2)
         try:
             super()._get_abort_requests()
         except redis.ConnectionError:

@@ -45,8 +45,9 @@ class ClientIdTaken(Exception):
         self.field = "client_id"
 
 
-#: how many job records a process remembers (the last version it read or wrote of each)
-_REMEMBERED = 10_000
+#: how many job records a process remembers (the last version it read or wrote of each; a few MB at most):
+#: far more than the jobs a worker runs at once
+_REMEMBERED = 1_000
 
 
 class JobStore:

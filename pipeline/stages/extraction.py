@@ -135,7 +135,7 @@ def process_batch(pipeline: Pipeline, task_id: str, run_id: str, index: int, mes
         keys=[
             keys.extraction(task_id, run_id, "done"),
             keys.extraction(task_id, run_id, "owner"),
-            keys.output(task_id, _batch_output(run.run_id, index, "rows")),
+            keys.output(task_id, _batch_output(run_id, index, "rows")),
         ],
         args=[index, run.batches, message_id, pipeline.settings.result_ttl_s, _encode(result)],
     )
