@@ -1,14 +1,14 @@
-# One image for the API and the workers, built from uv.lock (no dev dependencies).
+# One image for the API and the workers, built from uv.lock (no dev or bench dependency groups).
 FROM python:3.11-slim
 COPY --from=ghcr.io/astral-sh/uv:0.13.9 /uv /usr/local/bin/uv
 ENV UV_COMPILE_BYTECODE=1 UV_LINK_MODE=copy
 WORKDIR /app
 COPY pyproject.toml uv.lock README.md ./
-RUN uv sync --locked --no-dev --no-install-project
+RUN uv sync --locked --no-default-groups --no-install-project
 COPY contracts contracts
 COPY pipeline pipeline
 COPY services services
-RUN uv sync --locked --no-dev
+RUN uv sync --locked --no-default-groups
 ENV PATH="/app/.venv/bin:$PATH"
 RUN useradd --create-home litminer
 USER litminer
