@@ -54,7 +54,7 @@ def test_one_image_for_api_and_worker_built_from_the_lock_file():
     assert services["worker"]["image"] == services["api"]["image"]
     dockerfile = (ROOT / "Dockerfile").read_text(encoding="utf-8")
     assert "COPY pyproject.toml uv.lock" in dockerfile
-    assert dockerfile.count("uv sync --locked --no-dev") == 2
+    assert dockerfile.count("uv sync --locked --no-default-groups") == 2  # no dev or bench groups in the image
 
 
 def test_every_variable_compose_passes_is_documented():
