@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import threading
 import uuid
 from typing import TYPE_CHECKING
 
@@ -213,6 +214,9 @@ class _Batch:
         self.extractor = extractor
         self.budget = pipeline.settings.max_tokens_per_job
         self.budget_reported = False
+        # the batch's documents report one at a time: their events then follow the count in seq order, and
+        # no report is computed on a job record another document's report has just changed (a second try)
+        self.reporting = threading.Lock()
         info = extractor.info()
         self.cache_prefix = _encode([info.identity, extractor.version, query, schema])
 
@@ -273,6 +277,10 @@ class _Batch:
 
     def _progress(self, rows: int, spent: int, *, skipped: tuple[Document, str] | None = None) -> None:
         """Count the document done and its tokens in the run's shared counters (one round trip); report both."""
+        with self.reporting:
+            self._count_and_report(rows, spent, skipped)
+
+    def _count_and_report(self, rows: int, spent: int, skipped: tuple[Document, str] | None) -> None:
         ttl = self.pipeline.settings.result_ttl_s
         with self.pipeline.client.pipeline() as pipe:
             pipe.incr(self._key("documents_done"))
