@@ -9,14 +9,7 @@ from typing import Any
 import dramatiq
 import redis
 from dramatiq.brokers.redis import RedisBroker, _RedisConsumer
-from dramatiq.middleware import (
-    AgeLimit,
-    Callbacks,
-    CurrentMessage,
-    Pipelines,
-    ShutdownNotifications,
-    TimeLimit,
-)
+from dramatiq.middleware import CurrentMessage, TimeLimit
 from dramatiq_abort import Abort, Abortable
 from dramatiq_abort.backends import RedisBackend
 
@@ -144,12 +137,10 @@ def build_broker(
         interval_s=settings.worker_heartbeat_s,
         metrics_port=settings.worker_metrics_port,
     )
+    # Only what litminer uses: every middleware's hooks run around every message (Dramatiq's defaults add
+    # AgeLimit, ShutdownNotifications, Callbacks and Pipelines, which no actor here asks for).
     middleware = [
-        AgeLimit(),
         TimeLimit(time_limit=settings.stage_time_limit_ms),
-        ShutdownNotifications(),
-        Callbacks(),
-        Pipelines(),
         CurrentMessage(),
         # WorkerStatus before JobEvents: it must see every message JobEvents may skip.
         status,
