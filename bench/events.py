@@ -17,7 +17,6 @@ import sys
 import time
 import uuid
 from multiprocessing.connection import Connection
-from pathlib import Path
 
 import httpx
 import msgspec
@@ -25,6 +24,7 @@ import redis
 from prometheus_client.parser import text_string_to_metric_families
 from websockets.asyncio.client import connect as ws_connect
 
+from bench.proc import cpu_s, percentile, rss_mb
 from contracts import FieldDefinition, GenerateRequest, JobRecord
 from pipeline.events import EventBus, publisher_client
 from pipeline.keys import Keys
@@ -152,19 +152,6 @@ def _clients_main(port: int, client_ids: list[str], conn: Connection) -> None:
 # -- the benchmark --------------------------------------------------------------------------------------
 
 
-def _rss_mb(pid: int, field: str) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError(f"no {field} for pid {pid}")
-
-
-def _cpu_s(pid: int) -> float:
-    """User + system CPU seconds a process has used so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def _start_api(redis_url: str, prefix: str, port: int) -> subprocess.Popen[bytes]:
     env = {**os.environ, "REDIS_URL": redis_url, "LITMINER_KEY_PREFIX": prefix}
     api = subprocess.Popen(
@@ -207,11 +194,6 @@ def _publish(bus: EventBus, jobs: list[JobRecord], seconds: float) -> tuple[int,
     return published, time.monotonic() - start
 
 
-def _percentile(values: list[float], share: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(share * len(ordered)))] if ordered else float("nan")
-
-
 def run(quick: bool) -> dict[str, object]:
     _raise_fd_limit()  # the API and the client process inherit it
     seconds = 4.0 if quick else 30.0
@@ -231,7 +213,7 @@ def run(quick: bool) -> dict[str, object]:
         parent, child = multiprocessing.get_context("spawn").Pipe()
         clients = multiprocessing.get_context("spawn").Process(target=_clients_main, args=(port, client_ids, child))
         try:
-            idle_rss = _rss_mb(api.pid, "VmRSS")
+            idle_rss = rss_mb(api.pid, "VmRSS")
             connect_start = time.monotonic()
             clients.start()
             _, opened = parent.recv()
@@ -239,13 +221,13 @@ def run(quick: bool) -> dict[str, object]:
             time.sleep(SETTLE_S)
             assert server.process is not None and clients.pid is not None
             pids = {"api": api.pid, "clients": clients.pid, "publisher": os.getpid(), "redis": server.process.pid}
-            cpu_before = {name: _cpu_s(pid) for name, pid in pids.items()}
+            cpu_before = {name: cpu_s(pid) for name, pid in pids.items()}
             published, elapsed = _publish(bus, jobs, seconds)
-            cpu = {name: round((_cpu_s(pid) - cpu_before[name]) / elapsed, 2) for name, pid in pids.items()}
+            cpu = {name: round((cpu_s(pid) - cpu_before[name]) / elapsed, 2) for name, pid in pids.items()}
             parent.send(published)
             _, raw = parent.recv()
             stats = msgspec.msgpack.decode(raw, type=ClientStats)
-            peak_rss = _rss_mb(api.pid, "VmHWM")
+            peak_rss = rss_mb(api.pid, "VmHWM")
             api_counts = _api_counts(port)
         finally:
             clients.join(30)
@@ -256,8 +238,8 @@ def run(quick: bool) -> dict[str, object]:
 
     latencies = stats.latencies_ms
     lat = {
-        "p50": round(_percentile(latencies, 0.50), 2),
-        "p99": round(_percentile(latencies, 0.99), 2),
+        "p50": round(percentile(latencies, 0.50), 2),
+        "p99": round(percentile(latencies, 0.99), 2),
         "max": round(max(latencies, default=float("nan")), 2),
     }
     result: dict[str, object] = {

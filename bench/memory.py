@@ -17,7 +17,7 @@ from pathlib import Path
 
 import httpx
 
-from bench.pipeline import cpu_s, rss_mb
+from bench.proc import cpu_s, rss_mb
 from services.embedded_redis import EmbeddedRedis, free_port
 
 RESULTS = Path(__file__).parent / "results"

@@ -30,6 +30,7 @@ import redis
 from httpx_sse import connect_sse
 
 from bench.inmemory import NAME, MemoryExtractor, MemorySource, request
+from bench.proc import cpu_s, percentile, rss_mb
 from contracts import decode_event
 from pipeline.runtime import Pipeline
 from pipeline.settings import Settings
@@ -185,25 +186,6 @@ def api_process(settings: Settings) -> Iterator[tuple[str, int]]:
     finally:
         process.terminate()
         process.join(15)
-
-
-def rss_mb(pid: int, field: str = "VmRSS") -> float:
-    """Resident memory of a process (VmHWM: its peak)."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError(f"no {field} for pid {pid}")
-
-
-def cpu_s(pid: int) -> float:
-    """User + system CPU seconds a process has used so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def percentile(values: list[float], share: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(share * len(ordered)))] if ordered else float("nan")
 
 
 def bench_settings(redis_url: str) -> Settings:
