@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
+import msgspec
+
 from contracts.base import Record
 from contracts.jobs import JobStatus, Stage
 
@@ -66,3 +70,11 @@ class OpsView(Record, frozen=True, kw_only=True):
     queues: list[QueueDepth]
     workers: list[WorkerInfo]
     redis_ok: bool
+
+
+class Readiness(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """Reply to ``GET /ready``: "ready" with the live workers, or "unavailable" saying what is missing."""
+
+    status: Literal["ready", "unavailable"]
+    workers: int
+    detail: str | None = None

@@ -1,27 +1,78 @@
-"""Pipeline errors. Permanent ones are never retried; anything else is retried with backoff."""
+"""litminer's errors: one tree, so callers catch by meaning and the API maps each branch to one status.
+
+A stage that raises ``PermanentError`` (or ``JobCancelled``) is not retried; any other exception in a stage is
+retried with backoff. The API turns ``InvalidRequest``, ``ClientIdTaken``, ``JobNotFound``, ``JobConflict`` and
+``StoreUnavailable`` into 400, 403, 404, 409 and 503 (``services/api/errors.py``); the pipeline never raises
+HTTP errors itself.
+"""
 
 from __future__ import annotations
 
 
-class PipelineError(Exception):
-    """Base of litminer's pipeline errors."""
+class LitminerError(Exception):
+    """Base of every error litminer raises on purpose."""
 
 
-class PermanentError(PipelineError):
-    """Retrying cannot help (bad stored input, an unknown source): the job ends as ``error``."""
+class SettingsError(LitminerError):
+    """An environment variable (or a setting) holds a value litminer cannot use."""
 
 
-class JobCancelled(PipelineError):
-    """The job was cancelled or finished while a stage ran; the stage stops quietly."""
+class InvalidRequest(LitminerError):
+    """A request that cannot be run; ``field`` names the offending input."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
 
 
-class JobNotFound(PipelineError):
-    """No job with that id (never created, or expired)."""
+class ClientIdTaken(LitminerError):
+    """Another API key claimed this client id first (with keys, a client id belongs to the first key using it)."""
+
+    def __init__(self, client_id: str) -> None:
+        super().__init__(f"client_id: {client_id!r} belongs to another API key; choose another client id")
+        self.field = "client_id"
 
 
-class JobConflict(PipelineError):
+class JobNotFound(LitminerError):
+    """No job with that id (never created, expired, or another API key's)."""
+
+    def __init__(self, task_id: str) -> None:
+        super().__init__(f"no task with id {task_id}")
+        self.task_id = task_id
+
+
+class JobConflict(LitminerError):
     """The job's state does not allow the request (still running, already finished, outputs missing)."""
 
 
 class JobFinished(JobConflict):
     """The job already completed or failed, so it cannot be cancelled."""
+
+
+class StoreUnavailable(LitminerError):
+    """Redis did not answer."""
+
+
+class StageError(LitminerError):
+    """Raised inside a stage; retried with backoff unless it is a ``PermanentError``."""
+
+
+class PermanentError(StageError):
+    """Retrying cannot help (bad stored input, an unknown source, a refused key): the job ends as ``error``."""
+
+
+class JobCancelled(StageError):
+    """The job was cancelled or finished while a stage ran; the stage stops quietly."""
+
+
+class SourceError(StageError):
+    """A literature source failed (after its retries); the message says why, without secrets."""
+
+
+class ExtractionError(StageError):
+    """Extraction failed for now; the batch is retried with backoff (cached documents are kept)."""
+
+
+class ExtractorRefused(PermanentError):
+    """The extractor's endpoint refused us (bad key, no access, unknown model): retrying cannot help."""

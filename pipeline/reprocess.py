@@ -5,7 +5,7 @@ from __future__ import annotations
 import msgspec
 
 from contracts import STAGE_ORDER, STAGES, GenerateRequest, JobRecord, ReprocessRequest, Stage
-from pipeline.schema import InvalidRequest
+from pipeline.errors import InvalidRequest
 
 #: stage → the outputs of earlier stages it reads (missing ones make it fail at once)
 STAGE_INPUTS: dict[Stage, tuple[str, ...]] = {

@@ -9,9 +9,7 @@ from urllib.parse import quote
 
 import msgspec
 
-
-class SettingsError(ValueError):
-    """An environment variable holds a value litminer cannot use."""
+from pipeline.errors import SettingsError
 
 
 class Settings(msgspec.Struct, frozen=True, kw_only=True):

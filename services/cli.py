@@ -17,9 +17,8 @@ import msgspec
 from rich.console import Console
 
 from contracts import STAGES, TaskStatus
-from pipeline.errors import JobConflict, JobNotFound
-from pipeline.schema import InvalidRequest
-from pipeline.settings import Settings, SettingsError
+from pipeline.errors import InvalidRequest, JobConflict, JobNotFound, SettingsError
+from pipeline.settings import Settings
 from services.client import DEFAULT_API_URL, ApiClient, ApiError, ExportFormat
 from services.logs import configure_logging
 from services.progress import generate, run_job, say
@@ -359,13 +358,13 @@ def _events(args: argparse.Namespace) -> int:
 
 
 def _rerun(args: argparse.Namespace) -> int:
-    from pipeline.runtime import Pipeline  # noqa: PLC0415
+    from pipeline.jobs import JobService  # noqa: PLC0415
 
-    pipeline = Pipeline(Settings.from_env())
+    jobs = JobService(Settings.from_env())
     try:
-        job = pipeline.rerun(args.task_id, args.stage)
+        job = jobs.rerun(args.task_id, args.stage)
     finally:
-        pipeline.close()
+        jobs.close()
     print(f"task {job.task_id}: re-running from {args.stage} (its later outputs will be overwritten)")
     return 0
 

@@ -8,8 +8,9 @@ from pathlib import Path
 
 from rich.console import Console
 
-from pipeline.schema import parse_generate_request
+from pipeline.schema import check_request
 from pipeline.settings import Settings
+from services.api.requests import parse_generate_request
 from services.client import ApiClient, ExportFormat
 from services.embedded import EmbeddedStack
 from services.progress import generate, say
@@ -68,7 +69,7 @@ def run_embedded(
     """
     env = dict(os.environ if env is None else env)
     console = console or Console()
-    parse_generate_request(body, max_rows=Settings.from_env(env).max_rows)
+    check_request(parse_generate_request(body), max_rows=Settings.from_env(env).max_rows)
     shown = console
 
     def on_redis(url: str) -> None:

@@ -17,8 +17,8 @@ from types import TracebackType
 import msgspec
 import uvicorn
 
-from pipeline.runtime import Pipeline
 from pipeline.settings import Settings
+from pipeline.worker.runtime import WorkerRuntime
 from services.api.app import create_app
 from services.embedded_redis import EmbeddedRedis
 from services.worker import start_worker
@@ -75,9 +75,9 @@ class EmbeddedStack:
         # The API listens on loopback for this process only: no keys, no rate limit.
         settings = msgspec.structs.replace(Settings.from_env(env), api_keys=(), rate_limit_per_minute=0)
         self.settings = settings
-        pipeline = Pipeline(settings)
-        self._stack.callback(pipeline.close)
-        worker = start_worker(pipeline, threads=self.threads)
+        runtime = WorkerRuntime(settings)
+        self._stack.callback(runtime.close)
+        worker = start_worker(runtime, threads=self.threads)
         self._stack.callback(worker.stop)
         self.url = self._stack.enter_context(serve_api(settings, start_timeout_s=self.start_timeout_s))
 

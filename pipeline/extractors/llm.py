@@ -11,8 +11,9 @@ import openai
 from openai.types.chat import ChatCompletion, ChatCompletionMessageParam
 
 from contracts import Document, ExtractedRow, ExtractionReply, PreparedSchema
+from pipeline.errors import ExtractionError, ExtractorRefused
 from pipeline.extractors import prompts
-from pipeline.extractors.base import Extraction, ExtractionError, ExtractorInfo, ExtractorRefused
+from pipeline.extractors.base import Extraction, ExtractorInfo
 from pipeline.extractors.chunks import split
 from pipeline.settings import Settings
 

@@ -47,7 +47,3 @@ class FullTextSource(Protocol):
     async def full_text(self, document: Document, http: SourceHttp) -> str | None:
         """The document's full text, or None when the source has none for it."""
         ...
-
-
-class SourceError(RuntimeError):
-    """A source failed (after its retries); the message says why, without secrets."""

@@ -19,11 +19,11 @@ from contextlib import asynccontextmanager
 from typing import TypeVar
 
 import httpx
-import redis.asyncio as aioredis
 
-from pipeline.keys import Keys
+from pipeline.errors import SourceError
 from pipeline.settings import Settings
-from pipeline.sources.base import Limits, SourceError
+from pipeline.sources.base import Limits
+from pipeline.store.sources import SourceState
 
 log = logging.getLogger(__name__)
 
@@ -32,33 +32,6 @@ T = TypeVar("T")
 #: statuses worth another attempt: rate limited, or the server's trouble
 RETRYABLE = frozenset({429, 500, 502, 503, 504})
 
-# Reserve the next request slot of a source: returns how many ms to wait before sending.
-# ARGV: interval between requests (ms), earliest start from now (ms; a Retry-After).
-_RESERVE = """
-redis.replicate_commands()
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local slot = math.max(now + tonumber(ARGV[2]), tonumber(redis.call('GET', KEYS[1]) or '0'))
-local after = slot + tonumber(ARGV[1])
-redis.call('SET', KEYS[1], after, 'PX', after - now + 1000)
-return slot - now
-"""
-
-# Take one of a source's concurrent-request leases; expired leases (a crashed worker's) are freed.
-# ARGV: limit, lease id, lease length (ms). Returns 1 when taken.
-_LEASE = """
-redis.replicate_commands()
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
-if redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[1]) then
-  redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), ARGV[2])
-  redis.call('PEXPIRE', KEYS[1], ARGV[3])
-  return 1
-end
-return 0
-"""
-
 
 class SourceHttp:
     """What an online source uses to ask its API: ``get`` returns a parsed, cached, polite answer."""
@@ -66,23 +39,17 @@ class SourceHttp:
     def __init__(
         self,
         client: httpx.AsyncClient,
-        redis: aioredis.Redis,
-        keys: Keys,
+        state: SourceState,
         *,
         retries: int,
         backoff_s: float,
-        cache_ttl_s: int,
         max_wait_s: float = 60.0,
     ) -> None:
         self.client = client
-        self.redis = redis
-        self.keys = keys
+        self.state = state
         self.retries = retries
         self.backoff_s = backoff_s
-        self.cache_ttl_s = cache_ttl_s
         self.max_wait_s = max_wait_s
-        self._reserve = redis.register_script(_RESERVE)
-        self._lease = redis.register_script(_LEASE)
         # a lease outlives the longest a holder may wait for its slot plus its request, yet frees itself
         # when a worker dies holding it
         self._lease_ms = int(((client.timeout.read or 30.0) + max_wait_s + 10) * 1000)
@@ -94,11 +61,9 @@ class SourceHttp:
         timeout = httpx.Timeout(settings.http_timeout_s, connect=min(settings.http_timeout_s, 10.0))
         return cls(
             httpx.AsyncClient(timeout=timeout, headers={"User-Agent": agent}, follow_redirects=True),
-            aioredis.Redis.from_url(settings.redis_url, socket_timeout=10, socket_connect_timeout=5),
-            Keys(settings.key_prefix),
+            SourceState.connect(settings),
             retries=settings.http_retries,
             backoff_s=settings.http_backoff_ms / 1000,
-            cache_ttl_s=settings.search_cache_ttl_s,
         )
 
     @classmethod
@@ -114,7 +79,7 @@ class SourceHttp:
     async def close(self) -> None:
         """Release the HTTP and Redis connections."""
         await self.client.aclose()
-        await self.redis.aclose()
+        await self.state.close()
 
     async def get(
         self,
@@ -134,9 +99,8 @@ class SourceHttp:
         """
         params = dict(params or {})
         digest = hashlib.sha256(f"{url}?{sorted(params.items())}".encode()).hexdigest()[:32]
-        key = self.keys.search_cache(source, digest)
-        cached = await self.redis.get(key)
-        if isinstance(cached, bytes):
+        cached = await self.state.cached(source, digest)
+        if cached is not None:
             try:
                 return parse(cached)
             except (ValueError, SyntaxError):
@@ -148,7 +112,7 @@ class SourceHttp:
             value = parse(body)
         except (ValueError, SyntaxError) as exc:
             raise SourceError(f"{source}: malformed response from {url}: {_short(str(exc))}") from None
-        await self.redis.set(key, body, ex=self.cache_ttl_s)
+        await self.state.cache(source, digest, body)
         return value
 
     async def _fetch(
@@ -182,20 +146,17 @@ class SourceHttp:
     async def _slot(self, source: str, limits: Limits, not_before_s: float) -> AsyncIterator[None]:
         """Hold one of the source's concurrent leases and wait for its next rate-limit slot."""
         lease, pause = uuid.uuid4().hex, 0.02
-        leases = self.keys.source_leases(source)
-        while not await self._lease(keys=[leases], args=[limits.concurrent, lease, self._lease_ms]):
+        while not await self.state.take_lease(source, lease, limit=limits.concurrent, lease_ms=self._lease_ms):
             await asyncio.sleep(pause)
             pause = min(pause * 2, 0.5)
         try:
             interval_ms = int(1000 / limits.per_second)
-            wait_ms = await self._reserve(
-                keys=[self.keys.source_rate(source)], args=[interval_ms, int(not_before_s * 1000)]
-            )
+            wait_ms = await self.state.reserve(source, interval_ms=interval_ms, not_before_ms=int(not_before_s * 1000))
             if wait_ms > 0:
                 await asyncio.sleep(wait_ms / 1000)
             yield
         finally:
-            await self.redis.zrem(leases, lease)
+            await self.state.release_lease(source, lease)
 
 
 def _retry_after(response: httpx.Response) -> float | None:

@@ -19,7 +19,8 @@ from bibtexparser.entrypoint import parse_string
 from bibtexparser.middlewares import LatexDecodingMiddleware, SeparateCoAuthors
 
 from contracts import Document, Provenance
-from pipeline.sources.base import Page, SourceError
+from pipeline.errors import SourceError
+from pipeline.sources.base import Page
 from pipeline.sources.markup import normalise_doi
 from pipeline.text import head_terms, keywords
 

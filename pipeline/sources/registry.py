@@ -27,3 +27,8 @@ def available_sources(settings: Settings) -> dict[str, Source]:
         SemanticScholar(settings.semantic_scholar_url, api_key=settings.semantic_scholar_api_key),
     ]
     return {source.name: source for source in sources}
+
+
+def source_names(settings: Settings) -> list[str]:
+    """The names of ``available_sources``."""
+    return list(available_sources(settings))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 import msgspec
 
@@ -29,10 +28,8 @@ from pipeline.entities import EntityMatcher, aliases_from
 from pipeline.extractors.heuristic import make_identifier
 from pipeline.reprocess import earlier_stages
 from pipeline.schema import row_type_for
+from pipeline.stages.context import StageContext
 from pipeline.text import head_terms, normalise_key
-
-if TYPE_CHECKING:
-    from pipeline.runtime import Pipeline
 
 
 @dataclass
@@ -217,10 +214,10 @@ def durations(job: JobRecord, now: float) -> dict[str, float]:
     return job.durations_s | current
 
 
-def process(pipeline: Pipeline, task_id: str) -> None:
-    """Actor body: assemble the dataset, store it, complete the job."""
-    job = pipeline.job(task_id)
-    inputs = pipeline.inputs(task_id, "schema", "candidates", "documents", "extraction_stats")
+def process(ctx: StageContext, task_id: str) -> None:
+    """Assemble the dataset, store it, complete the job."""
+    job = ctx.job(task_id)
+    inputs = ctx.inputs(task_id, "schema", "candidates", "documents", "extraction_stats")
     schema = inputs.get("schema", PreparedSchema)
     candidates = inputs.get("candidates", list[CandidateRow])
     documents = inputs.get("documents", list[Document])
@@ -232,7 +229,7 @@ def process(pipeline: Pipeline, task_id: str) -> None:
         documents=len(documents),
         sources=sorted({d.source for d in documents}),
         extraction=inputs.optional("extraction_stats", ExtractionStats),
-        threshold=pipeline.settings.merge_threshold,
+        threshold=ctx.settings.merge_threshold,
     )
     stats = msgspec.structs.replace(
         dataset.stats,
@@ -244,4 +241,4 @@ def process(pipeline: Pipeline, task_id: str) -> None:
     done = f"Dataset ready: {len(dataset.rows)} rows"
     if dataset.stats.shortfall:
         done += f" ({dataset.stats.shortfall})"
-    pipeline.complete(task_id, dataset, message=done)
+    ctx.complete(task_id, dataset, message=done)

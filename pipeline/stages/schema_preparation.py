@@ -2,33 +2,26 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from contracts import GenerateRequest, PreparedSchema
-from pipeline.errors import PermanentError
-from pipeline.schema import InvalidRequest, prepare_schema
-
-if TYPE_CHECKING:
-    from pipeline.runtime import Pipeline
+from contracts.progress import SchemaPrepared, stage_end
+from pipeline.schema import prepare_schema
+from pipeline.stages.context import StageContext
 
 
 def run(request: GenerateRequest) -> PreparedSchema:
-    """The prepared schema of a request."""
-    try:
-        return prepare_schema(request.model_name, request.field_definitions)
-    except InvalidRequest as exc:  # the API validates first; a stored request that fails is not retryable
-        raise PermanentError(str(exc)) from exc
+    """The prepared schema of a request (checked when it was submitted)."""
+    return prepare_schema(request.model_name, request.field_definitions)
 
 
-def process(pipeline: Pipeline, task_id: str) -> None:
-    """Actor body: prepare the schema, store it, hand off to search."""
-    schema = run(pipeline.job(task_id).request)
+def process(ctx: StageContext, task_id: str) -> None:
+    """Prepare the schema, store it, hand off to search."""
+    schema = run(ctx.job(task_id).request)
     names = ", ".join(f.name for f in schema.fields)
-    pipeline.hand_off(
+    ctx.hand_off(
         task_id,
         "search",
-        progress=10,
+        progress=stage_end("schema_preparation"),
         message=f"Schema {schema.model_name} prepared ({names})",
         outputs={"schema": schema},
-        data={"fields": len(schema.fields), "key_field": schema.key_field},
+        data=SchemaPrepared(fields=len(schema.fields), key_field=schema.key_field),
     )

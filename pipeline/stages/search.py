@@ -4,25 +4,30 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable, Sequence
-from typing import TYPE_CHECKING
 
 import msgspec
 
-from contracts import Document, EventValue
-from pipeline.errors import PermanentError
-from pipeline.middleware import STAGE_START
-from pipeline.sources.base import FullTextSource, Page, Source, SourceError
+from contracts import Document
+from contracts.progress import (
+    EventData,
+    FullTextFetched,
+    SearchDone,
+    SearchPlanned,
+    SourceFailed,
+    SourcePage,
+    SourceWarning,
+    stage_end,
+    stage_progress,
+)
+from pipeline.errors import PermanentError, SourceError
+from pipeline.sources.base import FullTextSource, Page, Source
 from pipeline.sources.http import SourceHttp
 from pipeline.sources.merge import DocumentPool, has_text, rank
+from pipeline.stages.context import StageContext
 from pipeline.text import plan_queries
 
-if TYPE_CHECKING:
-    from pipeline.runtime import Pipeline
-
-_START, _END = STAGE_START["search"], STAGE_START["extraction"]
-
 #: ``report(message, data, fraction_done)``: a progress event from inside the search
-Report = Callable[[str, dict[str, EventValue], float], None]
+Report = Callable[[str, EventData, float], None]
 
 
 class SearchResult(msgspec.Struct, frozen=True, kw_only=True):
@@ -66,7 +71,7 @@ async def search(
                     rest = f"; continuing with {', '.join(others)}" if others else ""
                     report(
                         f"Source {name} failed: {answer}{rest}",
-                        {"source": name, "error": str(answer)},
+                        SourceFailed(source=name, error=str(answer)),
                         pool.usable / target,
                     )
                     continue
@@ -77,13 +82,13 @@ async def search(
                 for warning in answer.warnings:
                     if warning not in warned:
                         warned.add(warning)
-                        report(f"{name}: {warning}", {"source": name, "warning": warning}, pool.usable / target)
+                        report(f"{name}: {warning}", SourceWarning(source=name, warning=warning), pool.usable / target)
                 for document in answer.documents:
                     pool.add(document)
                 found[name] += len(answer.documents)
                 report(
                     f"{name}: {len(answer.documents)} documents for {query!r} ({pool.usable}/{target} with text)",
-                    {"source": name, "query": query, "documents": len(answer.documents), "usable": pool.usable},
+                    SourcePage(source=name, query=query, documents=len(answer.documents), usable=pool.usable),
                     pool.usable / target,
                 )
         if pool.usable >= target:
@@ -126,53 +131,55 @@ async def _add_full_text(
             documents[i] = msgspec.structs.replace(documents[i], full_text=text)
     added = sum(1 for d in documents if d.full_text)
     note = f" ({failed} could not be fetched)" if failed else ""
-    report(f"Full text for {added} of {len(documents)} documents{note}", {"full_text": added, "failed": failed}, 1.0)
+    report(
+        f"Full text for {added} of {len(documents)} documents{note}",
+        FullTextFetched(full_text=added, failed=failed),
+        1.0,
+    )
     return documents
 
 
-def process(pipeline: Pipeline, task_id: str) -> None:
-    """Actor body: plan queries, search, store the documents, hand off to extraction."""
-    request = pipeline.job(task_id).request
-    names = request.sources or list(pipeline.settings.default_sources())
-    unknown = [n for n in names if n not in pipeline.sources]
+def process(ctx: StageContext, task_id: str) -> None:
+    """Plan queries, search, store the documents, hand off to extraction."""
+    request = ctx.job(task_id).request
+    names = request.sources or list(ctx.settings.default_sources())
+    unknown = [n for n in names if n not in ctx.sources]
     if unknown or not names:
-        raise PermanentError(f"no usable source among {names} (available: {', '.join(pipeline.sources)})")
-    target = min(request.rows * pipeline.settings.docs_per_row, pipeline.settings.max_documents)
+        raise PermanentError(f"no usable source among {names} (available: {', '.join(ctx.sources)})")
+    target = min(request.rows * ctx.settings.docs_per_row, ctx.settings.max_documents)
     queries = plan_queries(request.user_query)
-    pipeline.report(
+    ctx.report(
         task_id,
-        progress=_START,
+        progress=stage_progress("search", 0),
         message=f"Searching {', '.join(names)} for up to {target} documents with {len(queries)} queries",
-        data={"sources": ",".join(names), "queries": " | ".join(queries), "target": target},
+        data=SearchPlanned(sources=",".join(names), queries=" | ".join(queries), target=target),
     )
 
-    def report(message: str, data: dict[str, EventValue], done: float) -> None:
-        progress = _START + int((_END - _START - 1) * min(done, 1.0))
-        pipeline.report(task_id, progress=progress, message=message, data=data)
+    def report(message: str, data: EventData, done: float) -> None:
+        ctx.report(task_id, progress=stage_progress("search", done), message=message, data=data)
 
     async def run() -> SearchResult:
-        chosen = [pipeline.sources[n] for n in names]
-        return await search(request.user_query, queries, chosen, target, http=pipeline.source_http(), report=report)
+        chosen = [ctx.sources[n] for n in names]
+        return await search(request.user_query, queries, chosen, target, http=ctx.source_http(), report=report)
 
-    result = pipeline.run_async(run())
+    result = ctx.run_async(run())
     found = sum(result.found.values())
-    data: dict[str, EventValue] = {
-        "documents": len(result.documents),
-        "found": found,
-        "duplicates": result.duplicates,
-        "without_text": result.without_text,
-        "sources": ",".join(names),
-        **{f"found_{name}": count for name, count in result.found.items()},
-        **{f"failed_{name}": reason for name, reason in result.failures.items()},
-    }
-    pipeline.hand_off(
+    ctx.hand_off(
         task_id,
         "extraction",
-        progress=_END,
+        progress=stage_end("search"),
         message=(
             f"Kept {len(result.documents)} documents ({found} found, {result.duplicates} duplicates merged, "
             f"{result.without_text} without abstract or full text)"
         ),
         outputs={"documents": result.documents},
-        data=data,
+        data=SearchDone(
+            documents=len(result.documents),
+            found=found,
+            duplicates=result.duplicates,
+            without_text=result.without_text,
+            sources=",".join(names),
+            found_by_source=result.found,
+            failed_sources=",".join(result.failures),
+        ),
     )

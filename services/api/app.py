@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Collection
 from contextlib import asynccontextmanager
 
-import redis.asyncio as aioredis
 from litestar import Litestar, Response, get
 from litestar.config.cors import CORSConfig
 from litestar.datastructures import State
@@ -19,17 +18,16 @@ from litestar.stores.redis import RedisStore
 from litestar.types import Middleware
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
-from pipeline.extractors.base import Extractor
-from pipeline.keys import Keys
-from pipeline.runtime import Pipeline
+from pipeline.jobs import JobService
 from pipeline.settings import Settings
-from pipeline.sources.base import Source
+from pipeline.store import connect_async
 from services.api.auth import RATE_LIMIT_STORE, ApiKeyAuth, provide_owner, rate_limit_config
 from services.api.datasets import DatasetController
 from services.api.errors import exception_handlers
 from services.api.health import HealthController
 from services.api.live import LiveEvents
 from services.api.metrics import Metrics
+from services.api.openapi import SECURITY, SECURITY_SCHEMES
 from services.api.ops import OpsController
 from services.api.streams import stream_handlers
 from services.api.tasks import ReprocessController, TaskController
@@ -44,8 +42,7 @@ CORS_HEADERS = ["Authorization", "X-API-Key", "Content-Type", "Last-Event-ID"]
 @get("/metrics", operation_id="metrics", media_type=CONTENT_TYPE_LATEST)
 async def metrics(live: NamedDependency[LiveEvents]) -> Response[bytes]:
     """Prometheus metrics: requests by route, open connections, events published / delivered / dropped."""
-    published = await live.redis.get(live.keys.events_published)
-    live.metrics.published.value = float(published or 0)
+    live.metrics.published.value = float(await live.events.published())
     # Litestar's request metrics and the process collectors live in the default registry; ours per app.
     body = generate_latest(REGISTRY) + generate_latest(live.metrics.registry)
     return Response(body, media_type=CONTENT_TYPE_LATEST)
@@ -58,22 +55,24 @@ _requests = PrometheusConfig(app_name="litminer", prefix="litminer_http", group_
 def create_app(
     settings: Settings,
     *,
-    sources: Mapping[str, Source] | None = None,
-    extractors: Mapping[str, Extractor] | None = None,
+    sources: Collection[str] | None = None,
+    extractors: Collection[str] | None = None,
 ) -> Litestar:
     """The litminer API for ``settings``; Redis connections live as long as the app.
 
-    ``sources`` and ``extractors`` replace the installed ones (as in ``Pipeline``): for benchmarks and embedding.
+    ``sources`` and ``extractors`` name what the workers can use when it is not what the settings install
+    (as in ``JobService``): for benchmarks and embedding.
     """
     middleware: list[Middleware] = [_requests.middleware]
     if settings.api_keys:
         middleware.append(DefineMiddleware(ApiKeyAuth, keys=settings.api_keys))
+    jobs = JobService(settings, sources=sources, extractors=extractors)
     stores: dict[str, Store] = {}
     limiter_redis = None
     if settings.rate_limit_per_minute:  # counted in Redis, so every API process shares the limit
         middleware.append(rate_limit_config(settings.rate_limit_per_minute).middleware)
-        limiter_redis = aioredis.Redis.from_url(settings.redis_url, socket_connect_timeout=5)
-        stores[RATE_LIMIT_STORE] = RedisStore(limiter_redis, namespace=Keys(settings.key_prefix).rate_limit)
+        limiter_redis = connect_async(settings)
+        stores[RATE_LIMIT_STORE] = RedisStore(limiter_redis, namespace=jobs.rate_limit_namespace)
     cors = None
     if settings.cors_origins:
         cors = CORSConfig(
@@ -84,20 +83,20 @@ def create_app(
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         if not settings.api_keys:
             log.warning("LITMINER_API_KEYS is not set: the API is open to anyone who can reach it")
-        app.state.pipeline = Pipeline(settings, sources=sources, extractors=extractors)
+        app.state.jobs = jobs
         app.state.live = LiveEvents(settings, Metrics())
         await app.state.live.start()
         try:
             yield
         finally:
             await app.state.live.stop()
-            app.state.pipeline.close()
+            jobs.close()
             if limiter_redis is not None:
                 await limiter_redis.aclose()
 
-    def provide_pipeline(state: State) -> Pipeline:
-        pipeline: Pipeline = state.pipeline
-        return pipeline
+    def provide_jobs(state: State) -> JobService:
+        jobs: JobService = state.jobs
+        return jobs
 
     def provide_live(state: State) -> LiveEvents:
         live: LiveEvents = state.live
@@ -115,7 +114,7 @@ def create_app(
             *web_handlers,
         ],
         dependencies={
-            "pipeline": Provide(provide_pipeline, sync_to_thread=False),
+            "jobs": Provide(provide_jobs, sync_to_thread=False),
             "live": Provide(provide_live, sync_to_thread=False),
             "owner": Provide(provide_owner, sync_to_thread=False),
         },
@@ -126,5 +125,11 @@ def create_app(
         cors_config=cors,
         logging_config=None,  # the process's logging is configure_logging's (text or JSON, with task context)
         lifespan=[lifespan],
-        openapi_config=OpenAPIConfig(title="litminer", version="0.1.0", path="/schema"),
+        openapi_config=OpenAPIConfig(
+            title="litminer",
+            version="0.1.0",
+            path="/schema",
+            components=SECURITY_SCHEMES,
+            security=SECURITY if settings.api_keys else None,
+        ),
     )

@@ -22,11 +22,7 @@ from litestar.middleware.authentication import AbstractAuthenticationMiddleware,
 from litestar.middleware.rate_limit import RateLimitConfig, get_remote_address
 from litestar.types import ASGIApp, Receive, Scope, Send
 
-from contracts import JobRecord
-from pipeline.errors import JobNotFound
-from pipeline.runtime import Pipeline
-from pipeline.schema import check_task_id
-from services.api.errors import refuse_websocket
+from services.api.errors import ErrorBody, refuse_websocket
 
 #: route ``opt`` key: anyone may call the route (a page shell or a probe, no data behind it)
 PUBLIC = "public"
@@ -84,7 +80,9 @@ class ApiKeyAuth(AbstractAuthenticationMiddleware):
             connection: ASGIConnection[Any, Any, Any, Any] = ASGIConnection(scope)
             owner = self.owner(connection)
             if owner is None:
-                await refuse_websocket(scope, send, 401, _refusal(connection), headers=_CHALLENGE)
+                await refuse_websocket(
+                    scope, send, ErrorBody(status_code=401, detail=_refusal(connection)), headers=_CHALLENGE
+                )
                 return
             scope["user"] = owner
         await super().__call__(scope, receive, send)
@@ -103,15 +101,6 @@ def _refusal(connection: ASGIConnection[Any, Any, Any, Any]) -> str:
 def provide_owner(scope: Scope) -> str:
     """The caller's owner id ("" when the API needs no key)."""
     return str(scope.get("user") or "")
-
-
-def owned_job(pipeline: Pipeline, task_id: str, owner: str) -> JobRecord:
-    """The job ``task_id`` if the caller may see it; a malformed id is a 400, another key's job a 404."""
-    check_task_id(task_id)
-    job = pipeline.store.load(task_id, owner=owner)
-    if job is None:
-        raise JobNotFound(task_id)
-    return job
 
 
 def _rate_limited_caller(request: Request[Any, Any, Any]) -> str:

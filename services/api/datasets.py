@@ -1,76 +1,53 @@
-"""Dataset generation requests."""
+"""Dataset generation requests and dataset downloads."""
 
 from __future__ import annotations
 
-import json
 from urllib.parse import quote
 
 import anyio.to_thread
 from litestar import Controller, Request, Response, get, post
 from litestar.datastructures import State
 from litestar.di import NamedDependency
-from litestar.exceptions import ClientException
 from litestar.params import FromPath, FromQuery
 
 from contracts import JobRecord, TaskAccepted
-from pipeline.errors import JobConflict
 from pipeline.export import MEDIA_TYPES, ExportFormat, export
-from pipeline.runtime import Pipeline
-from pipeline.schema import InvalidRequest, parse_generate_request
-from services.api.auth import STARTS_JOBS, owned_job
-
-
-async def read_body(request: Request[object, object, State]) -> dict[str, object]:
-    """The generate request's fields from a JSON or a form-urlencoded body."""
-    content_type = request.headers.get("content-type", "")
-    if content_type.startswith("application/json"):
-        try:
-            body = json.loads(await request.body())
-        except (ValueError, RecursionError) as exc:  # also integers of over 4300 digits, and nesting past the stack
-            reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
-            raise InvalidRequest("body", f"invalid JSON ({reason})") from None
-        if not isinstance(body, dict):
-            raise InvalidRequest("body", "must be a JSON object")
-        return body
-    if content_type.startswith(("application/x-www-form-urlencoded", "multipart/form-data")):
-        try:
-            form = await request.form()
-        except ClientException as exc:  # a malformed multipart body, refused by Litestar's parser (too large: 413)
-            if exc.status_code != 400:
-                raise
-            raise InvalidRequest("body", exc.detail) from None
-        return {key: form.get(key) for key in form}
-    raise InvalidRequest("content-type", "send application/json or application/x-www-form-urlencoded")
+from pipeline.jobs import JobService
+from services.api.auth import STARTS_JOBS
+from services.api.openapi import GENERATE_BODY, GENERATE_RESPONSES
+from services.api.requests import parse_generate_request, read_body
 
 
 class DatasetController(Controller):
-    """Start dataset generation jobs."""
+    """Start dataset generation jobs; download their datasets."""
 
     path = "/api/v1/datasets"
 
-    @post("/generate", status_code=202, operation_id="generateDataset", opt={STARTS_JOBS: True})
+    @post(
+        "/generate",
+        status_code=202,
+        operation_id="generateDataset",
+        opt={STARTS_JOBS: True},
+        dependencies=GENERATE_BODY,
+        responses=GENERATE_RESPONSES,
+    )
     async def generate(
-        self, request: Request[object, object, State], pipeline: NamedDependency[Pipeline], owner: NamedDependency[str]
+        self, request: Request[object, object, State], jobs: NamedDependency[JobService], owner: NamedDependency[str]
     ) -> TaskAccepted:
-        """Validate the request, queue the job and say where to follow it."""
-        generate = parse_generate_request(await read_body(request), max_rows=pipeline.settings.max_rows)
-        return accepted(await anyio.to_thread.run_sync(lambda: pipeline.submit(generate, owner=owner)))
+        """Check the request, queue the job and say where to follow it."""
+        generate = parse_generate_request(await read_body(request))
+        return accepted(await anyio.to_thread.run_sync(lambda: jobs.submit(generate, owner=owner)))
 
     @get("/{task_id:str}", operation_id="getDataset", sync_to_thread=True)
     def dataset(
         self,
         task_id: FromPath[str],
-        pipeline: NamedDependency[Pipeline],
+        jobs: NamedDependency[JobService],
         owner: NamedDependency[str],
         format: FromQuery[ExportFormat] = "json",
     ) -> Response[bytes]:
         """The finished dataset as JSON, CSV or JSON Lines (404 for unknown tasks, 409 until completed)."""
-        job = owned_job(pipeline, task_id, owner)
-        dataset = pipeline.dataset(task_id) if job.status == "completed" else None
-        if dataset is None:
-            raise JobConflict(
-                f"job {task_id} is {job.status} (stage {job.stage}); the dataset exists once it completes"
-            )
+        dataset = jobs.dataset(task_id, owner)
         filename = f"{dataset.model_name}-{task_id}.{format}"
         return Response(
             export(dataset, format),

@@ -1,7 +1,11 @@
-"""Maps pipeline errors to HTTP responses whose message names the offending field."""
+"""litminer's errors as HTTP answers: one table, used by HTTP handlers and WebSocket handshakes alike.
+
+Every error body is ``{"status_code", "detail"}``, plus ``field`` when one input is to blame.
+"""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 
 import msgspec
@@ -11,63 +15,76 @@ from litestar.exceptions import TooManyRequestsException
 from litestar.exceptions.http_exceptions import RequestEntityTooLarge
 from litestar.types import ExceptionHandlersMap, Scope, Send, WebSocketResponseBodyEvent, WebSocketResponseStartEvent
 
-from pipeline.errors import JobConflict, JobNotFound
-from pipeline.schema import InvalidRequest
-from pipeline.store import ClientIdTaken
+from pipeline.errors import ClientIdTaken, InvalidRequest, JobConflict, JobNotFound, LitminerError, StoreUnavailable
+
+log = logging.getLogger(__name__)
+
+#: each branch of the error tree and its status (the first match wins: subclasses come before their bases)
+STATUSES: dict[type[LitminerError], int] = {
+    InvalidRequest: 400,
+    ClientIdTaken: 403,
+    JobNotFound: 404,
+    JobConflict: 409,
+    StoreUnavailable: 503,
+}
 
 
-def _invalid(_: Request[object, object, State], exc: InvalidRequest) -> Response[dict[str, object]]:
-    return Response({"status_code": 400, "detail": str(exc), "field": exc.field}, status_code=400)
+class ErrorBody(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """What every error answer carries."""
+
+    status_code: int
+    detail: str
+    field: str | None = None
 
 
-def _taken(_: Request[object, object, State], exc: ClientIdTaken) -> Response[dict[str, object]]:
-    return Response({"status_code": 403, "detail": str(exc), "field": exc.field}, status_code=403)
+def error_body(exc: LitminerError) -> ErrorBody:
+    """The status and body of ``exc`` (500 for an error no branch of the table covers)."""
+    status = next((code for kind, code in STATUSES.items() if isinstance(exc, kind)), 500)
+    if status == 500:
+        log.error("request failed: %r", exc)
+        return ErrorBody(status_code=500, detail="Internal Server Error")
+    field = exc.field if isinstance(exc, InvalidRequest | ClientIdTaken) else None
+    return ErrorBody(status_code=status, detail=str(exc), field=field)
 
 
-def _not_found(_: Request[object, object, State], exc: JobNotFound) -> Response[dict[str, object]]:
-    return Response({"status_code": 404, "detail": f"no task with id {exc}"}, status_code=404)
+def _litminer(_: Request[object, object, State], exc: LitminerError) -> Response[ErrorBody]:
+    body = error_body(exc)
+    return Response(body, status_code=body.status_code)
 
 
-def _conflict(_: Request[object, object, State], exc: JobConflict) -> Response[dict[str, object]]:
-    return Response({"status_code": 409, "detail": str(exc)}, status_code=409)
-
-
-def _too_large(request: Request[object, object, State], _: RequestEntityTooLarge) -> Response[dict[str, object]]:
+def _too_large(request: Request[object, object, State], _: RequestEntityTooLarge) -> Response[ErrorBody]:
     limit = request.route_handler.resolve_request_max_body_size()
-    detail = f"request body too large: at most {limit} bytes"
-    return Response({"status_code": 413, "detail": detail}, status_code=413)
+    return Response(
+        ErrorBody(status_code=413, detail=f"request body too large: at most {limit} bytes"), status_code=413
+    )
 
 
-def _too_many(_: Request[object, object, State], exc: TooManyRequestsException) -> Response[dict[str, object]]:
+def _too_many(_: Request[object, object, State], exc: TooManyRequestsException) -> Response[ErrorBody]:
     headers = {name: str(value) for name, value in (exc.headers or {}).items()}
     retry_after = str(max(1, int(headers.get("RateLimit-Reset", "60"))))
     limit = headers.get("RateLimit-Limit", "")
     detail = f"too many requests: at most {limit} jobs a minute per API key (or address); retry in {retry_after} s"
     return Response(
-        {"status_code": 429, "detail": detail}, status_code=429, headers={**headers, "Retry-After": retry_after}
+        ErrorBody(status_code=429, detail=detail), status_code=429, headers={**headers, "Retry-After": retry_after}
     )
 
 
 exception_handlers: ExceptionHandlersMap = {
-    InvalidRequest: _invalid,
-    ClientIdTaken: _taken,
-    JobNotFound: _not_found,
-    JobConflict: _conflict,
+    LitminerError: _litminer,
     RequestEntityTooLarge: _too_large,
     TooManyRequestsException: _too_many,
 }
 
 
 async def refuse_websocket(
-    scope: Scope, send: Send, status: int, detail: str, *, field: str = "", headers: Mapping[str, str] | None = None
+    scope: Scope, send: Send, body: ErrorBody, *, headers: Mapping[str, str] | None = None
 ) -> None:
     """Refuse a WebSocket handshake with an HTTP error when the server can, else close with 4000 + status."""
     if "websocket.http.response" in (scope.get("extensions") or {}):
-        body = {"status_code": status, "detail": detail, **({"field": field} if field else {})}
         extra = [(name.lower().encode(), value.encode()) for name, value in (headers or {}).items()]
         start: WebSocketResponseStartEvent = {
             "type": "websocket.http.response.start",
-            "status": status,
+            "status": body.status_code,
             "headers": [(b"content-type", b"application/json"), *extra],
         }
         await send(start)
@@ -78,4 +95,4 @@ async def refuse_websocket(
         }
         await send(end)
     else:
-        await send({"type": "websocket.close", "code": 4000 + status, "reason": detail[:120]})
+        await send({"type": "websocket.close", "code": 4000 + body.status_code, "reason": body.detail[:120]})

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import redis
 from litestar import Controller, Response, get
 from litestar.di import NamedDependency
 
-from pipeline.runtime import Pipeline
-from pipeline.workers import LIVE_S, live_workers
+from contracts.ops import Readiness
+from pipeline.jobs import JobService
 from services.api.auth import PUBLIC
 
 
@@ -20,13 +19,7 @@ class HealthController(Controller):
         return {"status": "ok"}
 
     @get("/ready", operation_id="ready", sync_to_thread=True)
-    def ready(self, pipeline: NamedDependency[Pipeline]) -> Response[dict[str, object]]:
+    def ready(self, jobs: NamedDependency[JobService]) -> Response[Readiness]:
         """Jobs can run: Redis answers and at least one worker sent a heartbeat in the last 30 s (else 503)."""
-        try:
-            workers = live_workers(pipeline.client, pipeline.keys)
-        except redis.RedisError as exc:
-            return Response({"status": "unavailable", "detail": f"redis: {exc}", "workers": 0}, status_code=503)
-        if not workers:
-            detail = f"no worker heartbeat in the last {LIVE_S:g} s"
-            return Response({"status": "unavailable", "detail": detail, "workers": 0}, status_code=503)
-        return Response({"status": "ready", "workers": len(workers)})
+        readiness = jobs.readiness()
+        return Response(readiness, status_code=200 if readiness.status == "ready" else 503)

@@ -8,6 +8,8 @@ client, because every event is in a Redis stream before it is published (see pip
 3. live events with a ``seq`` the subscriber already sent are skipped; a gap in ``seq`` is filled
    from the task stream; after the Redis subscription is re-established every subscriber catches up
    from its stream again.
+
+Redis itself is behind ``EventFeed`` (``pipeline/store/events.py``); this module routes and orders.
 """
 
 from __future__ import annotations
@@ -17,17 +19,15 @@ import enum
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import suppress
-from typing import Literal, cast
+from typing import Literal
 
 import msgspec
-import redis.asyncio as aioredis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
 
 from contracts import TERMINAL_STATUSES
-from pipeline.keys import Keys
+from pipeline.errors import StoreUnavailable
 from pipeline.settings import Settings
+from pipeline.store import EventFeed
+from pipeline.store.events import StreamEntry
 from services.api.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -37,8 +37,6 @@ PROTOCOLS: tuple[Protocol, ...] = ("websocket", "sse")
 
 #: how many stream entries one catch-up read asks for
 _PAGE = 500
-#: Redis connections for catch-up reads, shared by all subscribers of the process
-_READ_CONNECTIONS = 32
 
 
 class Route(msgspec.Struct):
@@ -52,17 +50,6 @@ class Route(msgspec.Struct):
 
 _route = msgspec.json.Decoder(Route).decode
 
-
-class _Owner(msgspec.Struct):
-    """The part of a job record that says whose it is."""
-
-    owner: str = ""
-
-
-_owner = msgspec.json.Decoder(_Owner).decode
-
-#: what XRANGE and XREVRANGE return: (entry id, fields)
-Entries = list[tuple[bytes, dict[bytes, bytes]]]
 #: a routed event: its route and the exact bytes every protocol sends
 Item = tuple[Route, bytes]
 
@@ -180,25 +167,8 @@ class LiveEvents:
 
     def __init__(self, settings: Settings, metrics: Metrics) -> None:
         self.settings = settings
-        self.keys = Keys(settings.key_prefix)
         self.metrics = metrics
-        self.subscription_name = f"{settings.key_prefix}events-subscriber"  # as shown by CLIENT LIST
-        # Catch-up reads wait for a free connection rather than fail when 1,000 clients connect at once.
-        pool = aioredis.BlockingConnectionPool.from_url(
-            settings.redis_url,
-            max_connections=_READ_CONNECTIONS,
-            timeout=settings.send_timeout_s,
-            socket_connect_timeout=5,
-        )
-        self.redis = aioredis.Redis(connection_pool=pool)
-        # Errors must reach the listen loop (which resubscribes and resyncs), not be retried silently.
-        self._subscriber_redis = aioredis.Redis.from_url(
-            settings.redis_url,
-            socket_connect_timeout=5,
-            health_check_interval=30,
-            retry=Retry(NoBackoff(), 0),
-            client_name=self.subscription_name,
-        )
+        self.events = EventFeed(settings)
         self.managers = {protocol: ConnectionManager(protocol, metrics) for protocol in PROTOCOLS}
         self.subscribed = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -216,30 +186,25 @@ class LiveEvents:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        await self._subscriber_redis.aclose()
-        await self.redis.aclose()
+        await self.events.close()
 
     async def _listen(self) -> None:
         delay = 0.1
         while True:
-            pubsub = self._subscriber_redis.pubsub(ignore_subscribe_messages=True)
             try:
-                await pubsub.psubscribe(self.keys.channel_pattern)
-                self.subscribed.set()
-                delay = 0.1
-                for manager in self.managers.values():
-                    manager.broadcast(Marker.RESYNC)  # whatever was published while we were not subscribed
-                while True:
-                    message = await pubsub.get_message(timeout=self.settings.heartbeat_s)
-                    if message is not None and message["type"] == "pmessage":
-                        self._dispatch(message["data"])
-            except (RedisError, OSError) as exc:
+                async with self.events.subscription() as subscription:
+                    self.subscribed.set()
+                    delay = 0.1
+                    for manager in self.managers.values():
+                        manager.broadcast(Marker.RESYNC)  # whatever was published while we were not subscribed
+                    while True:
+                        payload = await subscription.next(self.settings.heartbeat_s)
+                        if payload is not None:
+                            self._dispatch(payload)
+            except StoreUnavailable as exc:
                 self.subscribed.clear()
                 self.metrics.resubscribed.inc()
                 log.warning("event subscription lost (%s); resubscribing in %.1f s", exc, delay)
-            finally:
-                with suppress(RedisError, OSError):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)
 
@@ -272,11 +237,6 @@ class LiveEvents:
             manager.dispatch(route, payload)
 
     # -- serving one subscriber -----------------------------------------------------------------------
-
-    async def task_visible(self, task_id: str, owner: str) -> bool:
-        """Whether the task exists and the caller may follow it (``owner`` "": the API has no keys)."""
-        raw = await self.redis.get(self.keys.job(task_id))
-        return raw is not None and (not owner or _owner(raw).owner == owner)
 
     async def serve(
         self,
@@ -362,35 +322,26 @@ class LiveEvents:
             items = await self._client_history(subscriber)
         return [item for item in items if subscriber.accept(item[0])]
 
-    async def _xrange(self, key: str, *, first: str, last: str = "+", count: int | None = None) -> Entries:
-        return cast(Entries, await self.redis.xrange(key, min=first, max=last, count=count))
-
-    async def _xrevrange(self, key: str, *, last: str, count: int) -> Entries:
-        return cast(Entries, await self.redis.xrevrange(key, max=last, count=count))
-
     @staticmethod
-    def _items(entries: Entries) -> list[Item]:
-        return [(_route(fields[b"event"]), fields[b"event"]) for _, fields in entries]
+    def _items(entries: list[StreamEntry]) -> list[Item]:
+        return [(_route(payload), payload) for _, payload in entries]
 
     async def _task_history(self, task_id: str, *, after: int, until: int | None = None) -> list[Item]:
-        last = "+" if until is None else f"{until}-0"
-        entries = await self._xrange(self.keys.task_stream(task_id), first=f"({after}-0", last=last)
-        return self._items(entries)
+        return self._items(await self.events.job_events(task_id, after=after, until=until))
 
     async def _client_history(self, subscriber: Subscriber) -> list[Item]:
-        key = self.keys.client_stream(subscriber.client_id)
         items: list[Item] = []
         while True:
-            entries = await self._xrange(key, first=f"({subscriber.cursor}", count=_PAGE)
+            entries = await self.events.client_events(subscriber.client_id, after=subscriber.cursor, count=_PAGE)
             items += self._items(entries)
             if entries:
-                subscriber.cursor = entries[-1][0].decode()
+                subscriber.cursor = entries[-1][0]
             if len(entries) < _PAGE:
                 return items
 
     async def _client_stream_end(self, client_id: str) -> str:
-        last = await self._xrevrange(self.keys.client_stream(client_id), last="+", count=1)
-        return last[0][0].decode() if last else "0-0"
+        last = await self.events.client_events_before(client_id, before=None, count=1)
+        return last[0][0] if last else "0-0"
 
     async def resume_client(self, subscriber: Subscriber, task_id: str, seq: int) -> None:
         """Position a client subscriber just after its event ``task_id``/``seq`` (an SSE Last-Event-ID).
@@ -400,14 +351,13 @@ class LiveEvents:
         """
         subscriber.last_seq[task_id] = seq
         subscriber.cursor = "0-0"
-        key = self.keys.client_stream(subscriber.client_id)
-        end = "+"
+        before: str | None = None
         while True:
-            entries = await self._xrevrange(key, last=end, count=_PAGE)
+            entries = await self.events.client_events_before(subscriber.client_id, before=before, count=_PAGE)
             for (route, _), (entry_id, _) in zip(self._items(entries), entries, strict=True):
                 if route.task_id == task_id and route.seq <= seq:
-                    subscriber.cursor = entry_id.decode()
+                    subscriber.cursor = entry_id
                     return
             if len(entries) < _PAGE:
                 return
-            end = f"({entries[-1][0].decode()}"
+            before = entries[-1][0]

@@ -19,11 +19,10 @@ from litestar.exceptions import WebSocketDisconnect
 from litestar.params import FromPath, HeaderParameter
 from litestar.types import ASGIApp, Receive, Scope, Send
 
-from pipeline.errors import JobNotFound
-from pipeline.runtime import Pipeline
-from pipeline.schema import InvalidRequest, check_client_id, check_task_id, is_task_id
-from pipeline.store import ClientIdTaken
-from services.api.errors import refuse_websocket
+from pipeline.errors import InvalidRequest, LitminerError
+from pipeline.jobs import JobService
+from pipeline.schema import check_client_id, is_task_id
+from services.api.errors import error_body, refuse_websocket
 from services.api.live import LiveEvents, Protocol, Route, Subscriber
 
 _SSE_HEADERS = [
@@ -69,11 +68,9 @@ def _sse(live: LiveEvents, subscriber: Subscriber) -> ASGIApp:
 
 
 async def _task_subscriber(
-    live: LiveEvents, protocol: Protocol, task_id: str, *, owner: str, last_event_id: str | None
+    live: LiveEvents, jobs: JobService, protocol: Protocol, task_id: str, *, owner: str, last_event_id: str | None
 ) -> Subscriber:
-    check_task_id(task_id)
-    if not await live.task_visible(task_id, owner):
-        raise JobNotFound(task_id)
+    await anyio.to_thread.run_sync(jobs.find, task_id, owner)  # a bad id: 400; unknown, or another key's: 404
     after = 0
     if last_event_id:
         if not _SEQ.fullmatch(last_event_id):
@@ -87,11 +84,11 @@ async def _task_subscriber(
 
 
 async def _client_subscriber(
-    live: LiveEvents, pipeline: Pipeline, protocol: Protocol, client_id: str, *, owner: str, last_event_id: str | None
+    live: LiveEvents, jobs: JobService, protocol: Protocol, client_id: str, *, owner: str, last_event_id: str | None
 ) -> Subscriber:
     check_client_id(client_id)
     if owner:  # with API keys a client id is its first user's (ClientIdTaken); without, there is nothing to claim
-        await anyio.to_thread.run_sync(pipeline.store.claim_client, client_id, owner)
+        await anyio.to_thread.run_sync(jobs.claim_client, client_id, owner)
     subscriber = Subscriber(protocol, queue_size=live.settings.event_queue_size, client_id=client_id)
     if last_event_id:
         task_id, _, seq = last_event_id.rpartition(":")
@@ -105,12 +102,12 @@ async def _client_subscriber(
 async def sse_client(
     client_id: FromPath[str],
     live: NamedDependency[LiveEvents],
-    pipeline: NamedDependency[Pipeline],
+    jobs: NamedDependency[JobService],
     owner: NamedDependency[str],
     last_event_id: Annotated[str | None, _LAST_EVENT_ID] = None,
 ) -> ASGIApp:
     """Server-Sent Events of every task of ``client_id``, live (resumes after ``Last-Event-ID``)."""
-    subscriber = await _client_subscriber(live, pipeline, "sse", client_id, owner=owner, last_event_id=last_event_id)
+    subscriber = await _client_subscriber(live, jobs, "sse", client_id, owner=owner, last_event_id=last_event_id)
     live.register(subscriber)
     return _sse(live, subscriber)
 
@@ -119,11 +116,12 @@ async def sse_client(
 async def sse_task(
     task_id: FromPath[str],
     live: NamedDependency[LiveEvents],
+    jobs: NamedDependency[JobService],
     owner: NamedDependency[str],
     last_event_id: Annotated[str | None, _LAST_EVENT_ID] = None,
 ) -> ASGIApp:
     """Server-Sent Events of one task: its history, then live, ending after the terminal event."""
-    subscriber = await _task_subscriber(live, "sse", task_id, owner=owner, last_event_id=last_event_id)
+    subscriber = await _task_subscriber(live, jobs, "sse", task_id, owner=owner, last_event_id=last_event_id)
     live.register(subscriber)
     return _sse(live, subscriber)
 
@@ -164,17 +162,14 @@ async def ws_client(
     socket: WebSocket[object, object, State],
     client_id: FromPath[str],
     live: NamedDependency[LiveEvents],
-    pipeline: NamedDependency[Pipeline],
+    jobs: NamedDependency[JobService],
     owner: NamedDependency[str],
 ) -> None:
     """WebSocket of every task of ``client_id``, live."""
     try:
-        subscriber = await _client_subscriber(live, pipeline, "websocket", client_id, owner=owner, last_event_id=None)
-    except InvalidRequest as exc:
-        await refuse_websocket(socket.scope, socket.send, 400, str(exc), field=exc.field)
-        return
-    except ClientIdTaken as exc:
-        await refuse_websocket(socket.scope, socket.send, 403, str(exc), field=exc.field)
+        subscriber = await _client_subscriber(live, jobs, "websocket", client_id, owner=owner, last_event_id=None)
+    except LitminerError as exc:
+        await refuse_websocket(socket.scope, socket.send, error_body(exc))
         return
     await _serve_websocket(socket, live, subscriber)
 
@@ -184,16 +179,14 @@ async def ws_task(
     socket: WebSocket[object, object, State],
     task_id: FromPath[str],
     live: NamedDependency[LiveEvents],
+    jobs: NamedDependency[JobService],
     owner: NamedDependency[str],
 ) -> None:
     """WebSocket of one task: its history, then live, closing after the terminal event."""
     try:
-        subscriber = await _task_subscriber(live, "websocket", task_id, owner=owner, last_event_id=None)
-    except InvalidRequest as exc:
-        await refuse_websocket(socket.scope, socket.send, 400, str(exc), field=exc.field)
-        return
-    except JobNotFound:
-        await refuse_websocket(socket.scope, socket.send, 404, f"no task with id {task_id}")
+        subscriber = await _task_subscriber(live, jobs, "websocket", task_id, owner=owner, last_event_id=None)
+    except LitminerError as exc:
+        await refuse_websocket(socket.scope, socket.send, error_body(exc))
         return
     await _serve_websocket(socket, live, subscriber)
 

@@ -9,35 +9,12 @@ from litestar.di import NamedDependency
 from litestar.params import FromPath
 
 from contracts import TaskAccepted, TaskStatus
-from pipeline.runtime import Pipeline
-from pipeline.schema import check_task_id, parse_reprocess_request
-from services.api.auth import STARTS_JOBS, owned_job
-from services.api.datasets import accepted, read_body
-
-
-def _status(pipeline: Pipeline, task_id: str, owner: str) -> TaskStatus:
-    job = owned_job(pipeline, task_id, owner)
-    return TaskStatus(
-        task_id=job.task_id,
-        client_id=job.client_id,
-        status=job.status,
-        stage=job.stage,
-        progress=job.progress,
-        total=job.total,
-        message=job.message,
-        created_at=job.created_at,
-        updated_at=job.updated_at,
-        error=job.error,
-        parent_task_id=job.parent_task_id,
-        from_stage=job.from_stage,
-        result=pipeline.dataset(task_id) if job.status == "completed" else None,
-    )
-
-
-def _revoke(pipeline: Pipeline, task_id: str, owner: str) -> TaskStatus:
-    owned_job(pipeline, task_id, owner)
-    pipeline.cancel(task_id)
-    return _status(pipeline, task_id, owner)
+from pipeline.jobs import JobService
+from pipeline.schema import check_task_id
+from services.api.auth import STARTS_JOBS
+from services.api.datasets import accepted
+from services.api.openapi import REPROCESS_BODY, REPROCESS_RESPONSES
+from services.api.requests import parse_reprocess_request, read_body
 
 
 class TaskController(Controller):
@@ -47,24 +24,26 @@ class TaskController(Controller):
 
     @get("/{task_id:str}", operation_id="getTask", sync_to_thread=True)
     def status(
-        self, task_id: FromPath[str], pipeline: NamedDependency[Pipeline], owner: NamedDependency[str]
+        self, task_id: FromPath[str], jobs: NamedDependency[JobService], owner: NamedDependency[str]
     ) -> TaskStatus:
         """Job status; with ``result`` once completed and ``error`` once failed."""
-        return _status(pipeline, task_id, owner)
+        return jobs.status(task_id, owner)
 
     @get("/{task_id:str}/revoke", operation_id="revokeTask", sync_to_thread=True)
     def revoke(
-        self, task_id: FromPath[str], pipeline: NamedDependency[Pipeline], owner: NamedDependency[str]
+        self, task_id: FromPath[str], jobs: NamedDependency[JobService], owner: NamedDependency[str]
     ) -> TaskStatus:
         """Cancel a queued job or abort a running one (409 when it already finished)."""
-        return _revoke(pipeline, task_id, owner)
+        jobs.cancel(task_id, owner)
+        return jobs.status(task_id, owner)
 
     @post("/{task_id:str}/revoke", operation_id="revokeTaskPost", status_code=200, sync_to_thread=True)
     def revoke_post(
-        self, task_id: FromPath[str], pipeline: NamedDependency[Pipeline], owner: NamedDependency[str]
+        self, task_id: FromPath[str], jobs: NamedDependency[JobService], owner: NamedDependency[str]
     ) -> TaskStatus:
         """Same as ``GET /tasks/{task_id}/revoke``."""
-        return _revoke(pipeline, task_id, owner)
+        jobs.cancel(task_id, owner)
+        return jobs.status(task_id, owner)
 
 
 class ReprocessController(Controller):
@@ -72,12 +51,19 @@ class ReprocessController(Controller):
 
     path = "/api/v1/tasks"
 
-    @post("/{task_id:str}/reprocess", status_code=202, operation_id="reprocessTask", opt={STARTS_JOBS: True})
+    @post(
+        "/{task_id:str}/reprocess",
+        status_code=202,
+        operation_id="reprocessTask",
+        opt={STARTS_JOBS: True},
+        dependencies=REPROCESS_BODY,
+        responses=REPROCESS_RESPONSES,
+    )
     async def reprocess(
         self,
         task_id: FromPath[str],
         request: Request[object, object, State],
-        pipeline: NamedDependency[Pipeline],
+        jobs: NamedDependency[JobService],
         owner: NamedDependency[str],
     ) -> TaskAccepted:
         """A new job (``parent_task_id`` = this one) from ``from_stage`` on, reusing the earlier stages' outputs.
@@ -87,7 +73,6 @@ class ReprocessController(Controller):
         (new columns need extraction), 404 for unknown tasks, 409 while the parent runs or when its outputs
         are gone.
         """
-        check_task_id(task_id)
+        check_task_id(task_id)  # before reading the body: a bad id is the first thing to say
         change = parse_reprocess_request(await read_body(request))
-        job = await anyio.to_thread.run_sync(lambda: pipeline.reprocess(task_id, change, owner=owner))
-        return accepted(job)
+        return accepted(await anyio.to_thread.run_sync(lambda: jobs.reprocess(task_id, change, owner=owner)))

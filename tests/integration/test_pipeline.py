@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from contracts import GENERATED_SOURCE, CandidateRow, Document, FieldDefinition, GenerateRequest, PreparedSchema
+from contracts import GENERATED_SOURCE, CandidateRow, Dataset, Document, FieldDefinition, GenerateRequest, PreparedSchema
 from pipeline.errors import JobFinished, JobNotFound
 from pipeline.extractors.base import Extraction
 from pipeline.extractors.heuristic import HeuristicExtractor
@@ -68,11 +68,11 @@ class SlowExtractor(HeuristicExtractor):
         return Extraction()
 
 
-def test_full_chain_produces_cited_rows(make_pipeline, run_worker, sample_records):
-    pipeline = make_pipeline()
-    run_worker(pipeline)
-    job = pipeline.submit(seed_request())
-    events = follow(pipeline, job.task_id)
+def test_full_chain_produces_cited_rows(make_jobs, run_worker, sample_records):
+    jobs = make_jobs()
+    run_worker()
+    job = jobs.submit(seed_request())
+    events = follow(jobs, job.task_id)
 
     assert [e.seq for e in events] == list(range(1, len(events) + 1))
     assert events[-1].status == "completed" and events[-1].progress == 100
@@ -80,7 +80,7 @@ def test_full_chain_produces_cited_rows(make_pipeline, run_worker, sample_record
     assert started == ["schema_preparation", "search", "extraction", "assembly"]
     assert any(e.message.startswith("Extracted 10/20") for e in events)
 
-    dataset = pipeline.dataset(job.task_id)
+    dataset = jobs.dataset(job.task_id)
     assert dataset is not None and len(dataset.rows) == 5
     names = {r.row["technology_name"] for r in dataset.rows}
     assert len(names) == 5
@@ -91,50 +91,50 @@ def test_full_chain_produces_cited_rows(make_pipeline, run_worker, sample_record
         for citation in row.citations:
             if citation is not generated:
                 assert citation.text_span in sample_records[citation.source_id]
-    record = pipeline.store.load(job.task_id)
+    record = jobs.store.jobs.load(job.task_id)
     assert record is not None and record.status == "completed" and record.stage == "done"
     assert record.result_url == f"/api/v1/datasets/{job.task_id}"
 
 
-def test_every_job_key_has_the_result_ttl(make_pipeline, run_worker, settings):
-    pipeline = make_pipeline()
-    run_worker(pipeline)
-    job = pipeline.submit(seed_request())
-    follow(pipeline, job.task_id)
-    keys = [k.decode() for k in pipeline.client.scan_iter(f"{settings.key_prefix}*{job.task_id}*")]
+def test_every_job_key_has_the_result_ttl(make_jobs, run_worker, settings):
+    jobs = make_jobs()
+    run_worker()
+    job = jobs.submit(seed_request())
+    follow(jobs, job.task_id)
+    keys = [k.decode() for k in jobs.store.client.scan_iter(f"{settings.key_prefix}*{job.task_id}*")]
     assert len(keys) >= 6  # record, seq, stream, schema, documents, candidates, dataset
     for key in keys:
-        assert 0 < pipeline.client.ttl(key) <= settings.result_ttl_s, key
+        assert 0 < jobs.store.client.ttl(key) <= settings.result_ttl_s, key
 
 
-def test_a_redelivered_stage_overwrites_its_output_instead_of_appending(make_pipeline, run_worker):
-    pipeline = make_pipeline()
-    run_worker(pipeline)
-    job = pipeline.submit(seed_request())
-    first_events = follow(pipeline, job.task_id)
-    before = pipeline.store.get_output(job.task_id, "candidates", list[CandidateRow])
-    dataset_before = pipeline.dataset(job.task_id)
+def test_a_redelivered_stage_overwrites_its_output_instead_of_appending(make_jobs, run_worker):
+    jobs = make_jobs()
+    worker = run_worker()
+    job = jobs.submit(seed_request())
+    first_events = follow(jobs, job.task_id)
+    before = jobs.store.jobs.get_output(job.task_id, "candidates", list[CandidateRow])
+    dataset_before = jobs.dataset(job.task_id)
     assert before and dataset_before
 
     # The extraction message is delivered again while the job is (once more) in that stage.
-    pipeline.store.transition(job.task_id, status="processing", stage="extraction", reopen=True)
-    extraction.process(pipeline, job.task_id)
-    second_events = follow(pipeline, job.task_id, after=first_events[-1].seq)
+    jobs.store.jobs.transition(job.task_id, status="processing", stage="extraction", reopen=True)
+    extraction.process(worker.runtime, job.task_id)
+    second_events = follow(jobs, job.task_id, after=first_events[-1].seq)
 
     assert second_events[-1].status == "completed"
-    assert pipeline.store.get_output(job.task_id, "candidates", list[CandidateRow]) == before
-    dataset_after = pipeline.dataset(job.task_id)
+    assert jobs.store.jobs.get_output(job.task_id, "candidates", list[CandidateRow]) == before
+    dataset_after = jobs.dataset(job.task_id)
     assert dataset_after is not None and dataset_before is not None
     assert dataset_after.rows == dataset_before.rows
     assert dataset_after.stats.candidate_rows == dataset_before.stats.candidate_rows
 
 
-def test_transient_failures_retry_with_backoff_then_complete(make_pipeline, run_worker, settings):
+def test_transient_failures_retry_with_backoff_then_complete(make_jobs, run_worker, settings):
     flaky = FlakyExtractor(failures=2)
-    pipeline = make_pipeline(extractors={"heuristic": flaky})
-    run_worker(pipeline)
-    job = pipeline.submit(seed_request())
-    events = follow(pipeline, job.task_id)
+    jobs = make_jobs()
+    run_worker(extractors={"heuristic": flaky})
+    job = jobs.submit(seed_request())
+    events = follow(jobs, job.task_id)
 
     retrying = [e for e in events if e.status == "retrying"]
     assert [e.data["delay_ms"] for e in retrying] == [settings.retry_min_backoff_ms, settings.retry_min_backoff_ms * 2]
@@ -143,65 +143,65 @@ def test_transient_failures_retry_with_backoff_then_complete(make_pipeline, run_
     assert events[-1].status == "completed"
 
 
-def test_a_stage_that_always_fails_ends_in_error_with_its_message(make_pipeline, run_worker, settings):
-    pipeline = make_pipeline(extractors={"heuristic": FlakyExtractor(failures=10**6)})
-    run_worker(pipeline)
-    job = pipeline.submit(seed_request())
-    events = follow(pipeline, job.task_id)
+def test_a_stage_that_always_fails_ends_in_error_with_its_message(make_jobs, run_worker, settings):
+    jobs = make_jobs()
+    run_worker(extractors={"heuristic": FlakyExtractor(failures=10**6)})
+    job = jobs.submit(seed_request())
+    events = follow(jobs, job.task_id)
 
     assert len([e for e in events if e.status == "retrying"]) == settings.max_retries
     assert events[-1].status == "error" and events[-1].stage == "extraction"
-    record = pipeline.store.load(job.task_id)
+    record = jobs.store.jobs.load(job.task_id)
     assert record is not None and record.status == "error"
     assert record.error is not None and "upstream unavailable" in record.error
-    assert pipeline.dataset(job.task_id) is None
-    dead = pipeline.client.hgetall(f"{settings.key_prefix}dramatiq:extraction.XQ.msgs")
+    assert jobs.store.jobs.get_output(job.task_id, "dataset", Dataset) is None
+    dead = jobs.store.client.hgetall(f"{settings.key_prefix}dramatiq:extraction.XQ.msgs")
     assert len(dead) == 1 and b"upstream unavailable" in next(iter(dead.values()))  # the dead-letter queue keeps it
 
 
-def test_revoking_a_queued_job_cancels_it_without_running(make_pipeline, run_worker):
-    pipeline = make_pipeline()
-    job = pipeline.submit(seed_request())  # no worker yet: it stays queued
-    cancelled = pipeline.cancel(job.task_id)
+def test_revoking_a_queued_job_cancels_it_without_running(make_jobs, run_worker):
+    jobs = make_jobs()
+    job = jobs.submit(seed_request())  # no worker yet: it stays queued
+    cancelled = jobs.cancel(job.task_id)
     assert cancelled.status == "cancelled"
-    assert pipeline.cancel(job.task_id).status == "cancelled"  # a second revoke returns the current status
+    assert jobs.cancel(job.task_id).status == "cancelled"  # a second revoke returns the current status
 
-    worker = run_worker(pipeline)
-    pipeline.broker.join("schema_preparation")
+    worker = run_worker()
+    jobs.store.queues.broker.join("schema_preparation")
     worker.join()
-    record = pipeline.store.load(job.task_id)
+    record = jobs.store.jobs.load(job.task_id)
     assert record is not None and record.status == "cancelled" and record.stage == "queued"
-    assert pipeline.store.get_output(job.task_id, "schema", PreparedSchema) is None
-    events = follow(pipeline, job.task_id)
+    assert jobs.store.jobs.get_output(job.task_id, "schema", PreparedSchema) is None
+    events = follow(jobs, job.task_id)
     assert [e.status for e in events] == ["started", "cancelled"]
 
 
-def test_revoking_a_running_job_aborts_it_and_later_stages_never_run(make_pipeline, run_worker):
+def test_revoking_a_running_job_aborts_it_and_later_stages_never_run(make_jobs, run_worker):
     slow = SlowExtractor()
-    pipeline = make_pipeline(extractors={"heuristic": slow})
-    run_worker(pipeline)
-    job = pipeline.submit(seed_request())
+    jobs = make_jobs()
+    run_worker(extractors={"heuristic": slow})
+    job = jobs.submit(seed_request())
     assert slow.started.wait(timeout=30)
-    pipeline.cancel(job.task_id)
+    jobs.cancel(job.task_id)
     assert slow.interrupted.wait(timeout=10), "the running stage was not interrupted"
 
-    events = follow(pipeline, job.task_id)
+    events = follow(jobs, job.task_id)
     assert events[-1].status == "cancelled"
-    pipeline.broker.join("extraction")
-    pipeline.broker.join("assembly")
-    record = pipeline.store.load(job.task_id)
+    jobs.store.queues.broker.join("extraction")
+    jobs.store.queues.broker.join("assembly")
+    record = jobs.store.jobs.load(job.task_id)
     assert record is not None and record.status == "cancelled" and record.stage == "extraction"
-    assert pipeline.store.get_output(job.task_id, "candidates", list[CandidateRow]) is None
-    assert pipeline.dataset(job.task_id) is None
-    assert not [e for e in pipeline.events.history(job.task_id) if b'"stage":"assembly"' in e]
+    assert jobs.store.jobs.get_output(job.task_id, "candidates", list[CandidateRow]) is None
+    assert jobs.store.jobs.get_output(job.task_id, "dataset", Dataset) is None
+    assert not [e for e in jobs.store.events.history(job.task_id) if b'"stage":"assembly"' in e]
 
 
-def test_cancelling_a_finished_job_is_refused(make_pipeline, run_worker):
-    pipeline = make_pipeline()
-    run_worker(pipeline)
-    job = pipeline.submit(seed_request())
-    follow(pipeline, job.task_id)
+def test_cancelling_a_finished_job_is_refused(make_jobs, run_worker):
+    jobs = make_jobs()
+    run_worker()
+    job = jobs.submit(seed_request())
+    follow(jobs, job.task_id)
     with pytest.raises(JobFinished):
-        pipeline.cancel(job.task_id)
+        jobs.cancel(job.task_id)
     with pytest.raises(JobNotFound):
-        pipeline.cancel("no-such-task")
+        jobs.cancel("00000000-0000-4000-8000-000000000000")

@@ -1,4 +1,4 @@
-"""Worker processes seen from outside: heartbeats in Redis, Prometheus metrics, log context per message."""
+"""A worker process seen from outside: its heartbeat, Prometheus metrics, and the log context of each message."""
 
 from __future__ import annotations
 
@@ -8,25 +8,18 @@ import socket
 import threading
 import time
 import uuid
-from typing import Any, cast
+from typing import Any
 
 import dramatiq
-import msgspec
-import redis
 from dramatiq.middleware import Middleware
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 from contracts import Stage
 from contracts.ops import WorkerInfo
-from pipeline.keys import Keys
 from pipeline.log_context import current_job
+from pipeline.store import LIVE_S, REDIS_ERRORS, WorkerRegistry
 
 log = logging.getLogger(__name__)
-
-#: a worker whose heartbeat is older than this is not live (/ready, /ops)
-LIVE_S = 30.0
-
-_decode_worker = msgspec.json.Decoder(WorkerInfo).decode
 
 
 class WorkerMetrics:
@@ -60,15 +53,14 @@ class WorkerMetrics:
 class WorkerStatus(Middleware):
     """Heartbeats, counters and metrics of the worker this broker runs in; sets each message's log context.
 
-    The heartbeat (a WorkerInfo under ``worker:<id>`` plus a score in the ``workers`` sorted set) is
-    written every ``interval_s`` from a thread of its own, so a worker busy in long stages still shows live.
+    The heartbeat is written every ``interval_s`` from a thread of its own, so a worker busy in long stages
+    still shows live.
     """
 
     def __init__(
-        self, client: redis.Redis, keys: Keys, stages: dict[str, Stage], *, interval_s: float, metrics_port: int
+        self, registry: WorkerRegistry, stages: dict[str, Stage], *, interval_s: float, metrics_port: int
     ) -> None:
-        self.client = client
-        self.keys = keys
+        self.registry = registry
         self.stages = stages
         self.interval_s = interval_s
         self.metrics_port = metrics_port
@@ -103,18 +95,15 @@ class WorkerStatus(Middleware):
             self._server.shutdown()
             self._server = None
         try:
-            with self.client.pipeline(transaction=False) as pipe:
-                pipe.zrem(self.keys.workers, self.worker_id)
-                pipe.delete(self.keys.worker(self.worker_id))
-                pipe.execute()
-        except redis.RedisError as exc:  # the heartbeat then expires by itself
+            self.registry.remove(self.worker_id)
+        except REDIS_ERRORS as exc:  # the heartbeat then expires by itself
             log.warning("could not remove the heartbeat of %s: %s", self.worker_id, exc)
 
     def _beat_forever(self) -> None:
         while not self._stop.wait(self.interval_s):
             try:
                 self.beat()
-            except redis.RedisError as exc:  # Redis away for a moment: try again next time
+            except REDIS_ERRORS as exc:  # Redis away for a moment: try again next time
                 log.warning("heartbeat failed: %s", exc)
 
     def beat(self) -> None:
@@ -132,12 +121,7 @@ class WorkerStatus(Middleware):
             age_s=0.0,
             **counts,
         )
-        ttl = max(int(LIVE_S * 2), int(self.interval_s * 3))
-        with self.client.pipeline(transaction=False) as pipe:
-            pipe.set(self.keys.worker(self.worker_id), msgspec.json.encode(info), ex=ttl)
-            pipe.zadd(self.keys.workers, {self.worker_id: now})
-            pipe.zremrangebyscore(self.keys.workers, "-inf", now - ttl)
-            pipe.execute()
+        self.registry.beat(info, ttl_s=max(int(LIVE_S * 2), int(self.interval_s * 3)))
 
     # -- messages --------------------------------------------------------------------------------------
 
@@ -175,14 +159,3 @@ class WorkerStatus(Middleware):
         stage = self.stages.get(message.actor_name)
         if stage is not None:
             self.metrics.duration.labels(stage).observe(time.monotonic() - started)
-
-
-def live_workers(client: redis.Redis, keys: Keys) -> list[WorkerInfo]:
-    """Workers whose heartbeat is younger than ``LIVE_S``, most recently seen first."""
-    now = time.time()
-    worker_ids = cast("list[bytes]", client.zrevrangebyscore(keys.workers, "+inf", now - LIVE_S))
-    if not worker_ids:
-        return []
-    raws = client.mget([keys.worker(w.decode()) for w in worker_ids])
-    infos = [_decode_worker(raw) for raw in raws if raw is not None]
-    return [msgspec.structs.replace(info, age_s=round(max(now - info.last_seen, 0.0), 3)) for info in infos]

@@ -1,22 +1,34 @@
-"""The event bus: one Event per job state change, on a pub/sub channel and two Redis streams."""
+"""The event bus: one Event per job state change, on a pub/sub channel and two Redis streams.
+
+``EventBus`` publishes (workers, and the API for cancels); ``EventFeed`` reads, asynchronously, for the API's
+live fan-out: the channel of every job, and the streams to replay from.
+"""
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager, suppress
+from typing import cast
 
 import msgspec
 import redis
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from contracts import Event, EventStatus, EventValue, JobRecord, Stage, encode_event
-from pipeline.keys import Keys
+from contracts import Event, EventStatus, JobRecord, Stage, encode_event
+from contracts.progress import EventData
+from pipeline.errors import StoreUnavailable
+from pipeline.settings import Settings
+from pipeline.store.keys import Keys
 
 log = logging.getLogger(__name__)
 
 # Numbering, storing and publishing happen in one script so the streams hold events in seq order
-# even when the API (cancel) and a worker publish for the same task at the same moment.
+# even when the API (cancel) and a worker publish for the same job at the same moment.
 # KEYS: seq, task stream, client stream, published counter; ARGV: payload head, tail, maxlen, ttl, channel.
 _PUBLISH = """
 local seq = redis.call('INCR', KEYS[1])
@@ -82,7 +94,7 @@ class EventBus:
         *,
         stage: Stage | None = None,
         message: str = "",
-        data: dict[str, EventValue] | None = None,
+        data: EventData | None = None,
     ) -> tuple[Event, list[str], list[bytes | int | str]]:
         """The event announcing ``job``'s state, and the keys and arguments of the publish script for it."""
         event = Event(
@@ -95,7 +107,7 @@ class EventBus:
             progress=job.progress,
             total=job.total,
             timestamp=time.time(),
-            data=data or {},
+            data=data.as_data() if data is not None else {},
         )
         head, _, tail = encode_event(event).partition(_SEQ_MARK)
         keys = [
@@ -120,7 +132,7 @@ class EventBus:
         *,
         stage: Stage | None = None,
         message: str = "",
-        data: dict[str, EventValue] | None = None,
+        data: EventData | None = None,
         pipe: redis.client.Pipeline | None = None,
     ) -> Event | None:
         """Publish one event for ``job``; returns it, or None when Redis could not take it.
@@ -151,7 +163,7 @@ class EventBus:
         return None
 
     def history(self, task_id: str, *, after: int = 0, block_ms: int | None = None) -> list[bytes]:
-        """Raw events of one task with seq greater than ``after``, optionally waiting for new ones."""
+        """Raw events of one job with seq greater than ``after``, optionally waiting for new ones."""
         key = self.keys.task_stream(task_id)
         if block_ms is None:
             entries: list[tuple[bytes, dict[bytes, bytes]]] = self.client.xrange(key, min=f"({after}-0")  # type: ignore[assignment]
@@ -160,3 +172,98 @@ class EventBus:
             reply = self.client.xread({key: f"{after}-0"}, block=block_ms)  # type: ignore[assignment]
             entries = [entry for _, batch in reply or [] for entry in batch]
         return [fields[b"event"] for _, fields in entries]
+
+
+#: what XRANGE and XREVRANGE return: (entry id, fields)
+_Entries = list[tuple[bytes, dict[bytes, bytes]]]
+#: one stream entry: its id and the event's exact bytes
+StreamEntry = tuple[str, bytes]
+#: Redis connections for catch-up reads, shared by all subscribers of the process
+_READ_CONNECTIONS = 32
+
+
+class EventFeed:
+    """Reads events for the API process: one pattern subscription to every job's channel, and the streams.
+
+    Catch-up reads share a pool that waits for a free connection (up to ``send_timeout_s``) rather than fail
+    when a thousand clients connect at once.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self.keys = Keys(settings.key_prefix)
+        self.subscription_name = f"{settings.key_prefix}events-subscriber"  # as shown by CLIENT LIST
+        pool = aioredis.BlockingConnectionPool.from_url(
+            settings.redis_url,
+            max_connections=_READ_CONNECTIONS,
+            timeout=settings.send_timeout_s,
+            socket_connect_timeout=5,
+        )
+        self.redis = aioredis.Redis(connection_pool=pool)
+        # Errors must reach the subscriber's loop (which resubscribes and resyncs), not be retried silently.
+        self._subscriber_redis = aioredis.Redis.from_url(
+            settings.redis_url,
+            socket_connect_timeout=5,
+            health_check_interval=30,
+            retry=AsyncRetry(NoBackoff(), 0),
+            client_name=self.subscription_name,
+        )
+
+    @asynccontextmanager
+    async def subscription(self) -> AsyncIterator[Subscription]:
+        """Subscribed to every job's channel until the block ends; ``StoreUnavailable`` when Redis is lost."""
+        pubsub = self._subscriber_redis.pubsub(ignore_subscribe_messages=True)
+        try:
+            try:
+                await pubsub.psubscribe(self.keys.channel_pattern)
+            except (redis.RedisError, OSError) as exc:
+                raise StoreUnavailable(str(exc)) from exc
+            yield Subscription(pubsub)
+        finally:
+            with suppress(redis.RedisError, OSError):
+                await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+    async def job_events(self, task_id: str, *, after: int, until: int | None = None) -> list[StreamEntry]:
+        """A job's events with seq in (``after``, ``until``]."""
+        last = "+" if until is None else f"{until}-0"
+        return await self._range(self.keys.task_stream(task_id), first=f"({after}-0", last=last)
+
+    async def client_events(self, client_id: str, *, after: str, count: int) -> list[StreamEntry]:
+        """Up to ``count`` of a client's events after the stream entry ``after``, oldest first."""
+        return await self._range(self.keys.client_stream(client_id), first=f"({after}", count=count)
+
+    async def client_events_before(self, client_id: str, *, before: str | None, count: int) -> list[StreamEntry]:
+        """Up to ``count`` of a client's events before the stream entry ``before`` (None: the end), newest first."""
+        last = "+" if before is None else f"({before}"
+        key = self.keys.client_stream(client_id)
+        entries = cast(_Entries, await self.redis.xrevrange(key, max=last, count=count))
+        return [(entry_id.decode(), fields[b"event"]) for entry_id, fields in entries]
+
+    async def published(self) -> int:
+        """Events published so far, by every process."""
+        return int(await self.redis.get(self.keys.events_published) or 0)
+
+    async def _range(self, key: str, *, first: str, last: str = "+", count: int | None = None) -> list[StreamEntry]:
+        entries = cast(_Entries, await self.redis.xrange(key, min=first, max=last, count=count))
+        return [(entry_id.decode(), fields[b"event"]) for entry_id, fields in entries]
+
+    async def close(self) -> None:
+        await self._subscriber_redis.aclose()
+        await self.redis.aclose()
+
+
+class Subscription:
+    """The live side of an ``EventFeed``: events as they are published."""
+
+    def __init__(self, pubsub: aioredis.client.PubSub) -> None:
+        self.pubsub = pubsub
+
+    async def next(self, timeout_s: float) -> bytes | None:
+        """The next event published, or None when none came within ``timeout_s``."""
+        try:
+            message = await self.pubsub.get_message(timeout=timeout_s)
+        except (redis.RedisError, OSError) as exc:
+            raise StoreUnavailable(str(exc)) from exc
+        if message is not None and message["type"] == "pmessage":
+            data: bytes = message["data"]
+            return data
+        return None

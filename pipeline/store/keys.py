@@ -1,4 +1,4 @@
-"""Redis key names; every key starts with the configured prefix."""
+"""Every Redis key litminer uses, Dramatiq's included; each starts with the configured prefix."""
 
 from __future__ import annotations
 
@@ -88,10 +88,32 @@ class Keys:
         """Counter of every event published, across all processes (exposed at /metrics)."""
         return f"{self.prefix}stats:events_published"
 
+    def deliveries(self, task_id: str) -> str:
+        """How often each enqueued message of a job was delivered (hash of delivery id → count)."""
+        return f"{self.prefix}job:{task_id}:deliveries"
+
     @property
     def dramatiq_namespace(self) -> str:
+        """Prefix of Dramatiq's own keys (its queues, delay queues, dead letters, broker heartbeats)."""
         return f"{self.prefix}dramatiq"
+
+    def queue(self, name: str) -> str:
+        """A queue's ready messages (Dramatiq's list of message ids)."""
+        return f"{self.dramatiq_namespace}:{name}"
+
+    def delayed_messages(self, name: str) -> str:
+        """The messages waiting in a queue's delay queue (retries and delayed sends), by id."""
+        return f"{self.dramatiq_namespace}:{name}.DQ.msgs"
+
+    def dead_letters(self, name: str) -> str:
+        """A queue's dead-lettered messages (sorted set by time of death)."""
+        return f"{self.dramatiq_namespace}:{name}.XQ"
+
+    def wake(self, name: str) -> str:
+        """A queue's wake-up list: an enqueue pushes a token, idle consumers BLPOP it."""
+        return f"{self.dramatiq_namespace}:__wake__.{name}"
 
     @property
     def abort_namespace(self) -> str:
+        """Prefix of dramatiq-abort's keys (abort requests per message id)."""
         return f"{self.prefix}aborts:"

@@ -1,17 +1,19 @@
-"""The job store: job records and stage outputs in Redis, every key with the result TTL."""
+"""The job store: job records, their indexes and stage outputs in Redis, every key with the result TTL."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TypeVar, cast
 
 import msgspec
 import redis
 
-from contracts import STAGE_ORDER, TERMINAL_STATUSES, EventStatus, EventValue, JobRecord, JobStatus, Stage
-from pipeline.events import TRANSITION, EventBus
-from pipeline.keys import Keys
+from contracts import STAGE_ORDER, TERMINAL_STATUSES, EventStatus, JobRecord, JobStatus, Stage
+from contracts.progress import EventData
+from pipeline.errors import ClientIdTaken, PermanentError
+from pipeline.store.events import TRANSITION, EventBus
+from pipeline.store.keys import Keys
 
 T = TypeVar("T")
 
@@ -37,13 +39,8 @@ return 1
 """
 
 
-class ClientIdTaken(Exception):
-    """Another API key claimed this client id first (with keys, a client id belongs to the first key using it)."""
-
-    def __init__(self, client_id: str) -> None:
-        super().__init__(f"client_id: {client_id!r} belongs to another API key; choose another client id")
-        self.field = "client_id"
-
+#: the output holding the message ids of an extraction run's batches (a cancel aborts them too)
+BATCH_MESSAGES = "batch_messages"
 
 #: how many job records a process remembers (the last version it read or wrote of each; a few MB at most):
 #: far more than the jobs a worker runs at once
@@ -119,7 +116,7 @@ class JobStore:
         A count above 1 means earlier deliveries died with their worker: Redis hands the same enqueued
         message out again. A retry is enqueued anew, so it counts from 1.
         """
-        key = self.keys.output(task_id, "deliveries")
+        key = self.keys.deliveries(task_id)
         with self.client.pipeline(transaction=False) as pipe:
             pipe.hincrby(key, delivery_id, 1)
             pipe.expire(key, self.ttl_s)
@@ -156,7 +153,7 @@ class JobStore:
         message_id: str | None = None,
         result_url: str | None = None,
         tokens: int | None = None,
-        data: dict[str, EventValue] | None = None,
+        data: EventData | None = None,
         outputs: Mapping[str, object] | None = None,
         reopen: bool = False,
     ) -> JobRecord | None:
@@ -209,7 +206,56 @@ class JobStore:
 
     def get_output(self, task_id: str, name: str, kind: type[T]) -> T | None:
         """One stage output of a job, decoded as ``kind``; None when missing."""
-        raw = self.client.get(self.keys.output(task_id, name))
+        return self.inputs(task_id, name).optional(name, kind)
+
+    def running_messages(self, job: JobRecord) -> list[str]:
+        """The ids of the messages that may be running for ``job``: its stage's, and its extraction batches'."""
+        running = [job.message_id] if job.message_id else []
+        if job.stage == "extraction":
+            running += self.get_output(job.task_id, BATCH_MESSAGES, list[str]) or []
+        return running
+
+    def inputs(self, task_id: str, *names: str) -> Inputs:
+        """Several stage outputs of a job, read in one round trip."""
+        raws = cast("list[bytes | None]", self.client.mget([self.keys.output(task_id, name) for name in names]))
+        return Inputs(task_id, dict(zip(names, raws, strict=True)))
+
+    def missing_outputs(self, task_id: str, names: Sequence[str]) -> list[str]:
+        """Which of the outputs ``names`` the job does not have (never made, or expired)."""
+        with self.client.pipeline(transaction=False) as pipe:
+            for name in names:
+                pipe.exists(self.keys.output(task_id, name))
+            found = pipe.execute()
+        return [name for name, exists in zip(names, found, strict=True) if not exists]
+
+    def copy_outputs(self, source: str, target: str, names: Sequence[str]) -> list[str]:
+        """Copy job ``source``'s outputs ``names`` to job ``target`` inside Redis (one transaction, with the TTL);
+        returns the names ``source`` no longer has."""
+        with self.client.pipeline(transaction=True) as pipe:
+            for name in names:
+                pipe.copy(self.keys.output(source, name), self.keys.output(target, name), replace=True)
+                pipe.expire(self.keys.output(target, name), self.ttl_s)
+            copied = pipe.execute()[::2]
+        return [name for name, ok in zip(names, copied, strict=True) if not ok]
+
+
+class Inputs:
+    """Stage outputs of one job, as read together; decoded on demand."""
+
+    def __init__(self, task_id: str, raws: dict[str, bytes | None]) -> None:
+        self.task_id = task_id
+        self.raws = raws
+
+    def get(self, name: str, kind: type[T]) -> T:
+        """One output; a missing one is permanent (re-run the stage that produces it)."""
+        value = self.optional(name, kind)
+        if value is None:
+            raise PermanentError(f"job {self.task_id} has no {name}; re-run the stage that produces it")
+        return value
+
+    def optional(self, name: str, kind: type[T]) -> T | None:
+        """One output, or None when missing."""
+        raw = self.raws[name]
         return None if raw is None else msgspec.json.decode(raw, type=kind)
 
 

@@ -1,4 +1,4 @@
-"""Dramatiq middleware of ours: exact retry backoff, and job status + events from actor lifecycle."""
+"""Dramatiq middleware of ours: exact retry backoff, and job status + events from the actors' lifecycle."""
 
 from __future__ import annotations
 
@@ -7,19 +7,16 @@ import random
 import time
 import traceback
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 import dramatiq
-import redis
-from dramatiq.errors import BrokerConnectionError
 from dramatiq.middleware import Middleware, SkipMessage
 from dramatiq_abort import Abort
 
 from contracts import Stage
+from contracts.progress import STAGE_START, StageRetrying, StageStarted
 from pipeline.errors import JobCancelled
-
-if TYPE_CHECKING:
-    from pipeline.store import JobStore
+from pipeline.store import UNREACHABLE, JobStore
 
 log = logging.getLogger(__name__)
 
@@ -39,15 +36,11 @@ def until_redis_answers(action: Callable[[], T], what: str, context: dict[str, s
     while True:
         try:
             return action()
-        except (redis.ConnectionError, redis.TimeoutError, BrokerConnectionError) as exc:
+        except UNREACHABLE as exc:
             if time.monotonic() > deadline:
                 raise
             log.warning("%s: Redis unreachable (%s); trying again in 1 s", what, exc, extra=context)
             time.sleep(1)
-
-
-#: Where each stage starts on the 0–100 progress scale.
-STAGE_START: dict[Stage, int] = {"schema_preparation": 0, "search": 10, "extraction": 35, "assembly": 90}
 
 
 class StageRetries(Middleware):
@@ -142,7 +135,7 @@ class JobEvents(Middleware):
             stage=stage,
             progress=None if part else STAGE_START[stage],
             message=f"{what} started" + "".join(f" ({note})" for note in notes),
-            data={"attempt": attempt, "crashes": crashes},
+            data=StageStarted(attempt=attempt, crashes=crashes),
         )
         if started is None:  # cancelled, finished or expired: nothing to do
             log.info("skipping stage of a finished job", extra={"task_id": task_id, "stage": stage})
@@ -172,6 +165,6 @@ class JobEvents(Middleware):
             change = {
                 "status": "retrying",
                 "message": f"Stage {stage} failed ({exception}); retry {retries} in {delay / 1000:g} s",
-                "data": {"retry": retries, "delay_ms": delay, "error": str(exception)},
+                "data": StageRetrying(retry=retries, delay_ms=delay, error=str(exception)),
             }
         until_redis_answers(lambda: self.store.transition(task_id, **change), "recording the outcome", context)

@@ -1,0 +1,214 @@
+"""What an event's ``data`` says, one Struct per kind of event, and where each stage sits on the progress scale.
+
+Stages build these Structs; the store writes them into ``Event.data`` with their ``kind`` tag
+(``{"kind": "search_done", "documents": 20, …}``); the CLI and the page read them back by the same names
+(``read_data``). Renaming a field here is a change of the event format: clients see it.
+"""
+
+from __future__ import annotations
+
+from typing import TypeAlias
+
+import msgspec
+
+from contracts.base import EventValue
+from contracts.jobs import Stage
+
+#: where each stage starts on the 0–100 progress scale; a stage ends where the next one starts
+STAGE_START: dict[Stage, int] = {"schema_preparation": 0, "search": 10, "extraction": 35, "assembly": 90}
+_STAGE_END: dict[Stage, int] = {"schema_preparation": 10, "search": 35, "extraction": 90, "assembly": 100}
+
+
+def stage_progress(stage: Stage, done: float) -> int:
+    """The job's progress when ``stage`` is ``done`` (0–1) of the way through; below the next stage's start
+    until the stage hands off."""
+    start, end = STAGE_START[stage], _STAGE_END[stage]
+    return start + int((end - start - 1) * min(max(done, 0.0), 1.0))
+
+
+def stage_end(stage: Stage) -> int:
+    """The job's progress when ``stage`` hands off (the next stage's start)."""
+    return _STAGE_END[stage]
+
+
+class EventData(msgspec.Struct, frozen=True, kw_only=True, tag_field="kind"):
+    """Base of every event's data; ``kind`` (the tag) says which Struct it is."""
+
+    def as_data(self) -> dict[str, EventValue]:
+        """The data as ``Event.data`` carries it, ``kind`` included."""
+        data: dict[str, EventValue] = msgspec.to_builtins(self)
+        return data
+
+
+# -- every stage --------------------------------------------------------------------------------------
+
+
+class StageStarted(EventData, frozen=True, kw_only=True, tag="stage_started"):
+    """A stage (or one extraction batch) began: which attempt, and how many earlier deliveries died."""
+
+    attempt: int
+    crashes: int = 0
+
+
+class StageRetrying(EventData, frozen=True, kw_only=True, tag="stage_retrying"):
+    """A stage failed and runs again after ``delay_ms`` (retry number ``retry``)."""
+
+    retry: int
+    delay_ms: int
+    error: str
+
+
+# -- schema preparation -------------------------------------------------------------------------------
+
+
+class SchemaPrepared(EventData, frozen=True, kw_only=True, tag="schema_prepared"):
+    """The schema is ready: how many fields, and which names a row's entity."""
+
+    fields: int
+    key_field: str | None
+
+
+# -- search -------------------------------------------------------------------------------------------
+
+
+class SearchPlanned(EventData, frozen=True, kw_only=True, tag="search_planned"):
+    """The search begins: the sources asked (comma-separated), the planned queries (``" | "``) and how many
+    documents it aims for."""
+
+    sources: str
+    queries: str
+    target: int
+
+
+class SourcePage(EventData, frozen=True, kw_only=True, tag="source_page"):
+    """One page of one source's answer: its documents, and how many documents with text are in hand."""
+
+    source: str
+    query: str
+    documents: int
+    usable: int
+
+
+class SourceWarning(EventData, frozen=True, kw_only=True, tag="source_warning"):
+    """A source said something worth knowing (a skipped library file, a capped answer)."""
+
+    source: str
+    warning: str
+
+
+class SourceFailed(EventData, frozen=True, kw_only=True, tag="source_failed"):
+    """A source failed after its retries; the search goes on without it."""
+
+    source: str
+    error: str
+
+
+class FullTextFetched(EventData, frozen=True, kw_only=True, tag="full_text_fetched"):
+    """Full text was fetched for ``full_text`` of the kept documents; ``failed`` fetches failed."""
+
+    full_text: int
+    failed: int
+
+
+class SearchDone(EventData, frozen=True, kw_only=True, tag="search_done"):
+    """The search's last event: documents kept, of those found, and what happened on the way."""
+
+    documents: int
+    found: int
+    duplicates: int
+    without_text: int
+    sources: str
+    #: documents each source returned
+    found_by_source: dict[str, int] = {}
+    #: sources that failed (comma-separated)
+    failed_sources: str = ""
+
+
+# -- extraction ---------------------------------------------------------------------------------------
+
+
+class ExtractionPlanned(EventData, frozen=True, kw_only=True, tag="extraction_planned"):
+    """Extraction begins: who extracts, how many documents in how many batches."""
+
+    extractor: str
+    provider: str | None
+    base_url: str | None
+    model: str | None
+    documents: int
+    batches: int
+
+
+class DocumentExtracted(EventData, frozen=True, kw_only=True, tag="document_extracted"):
+    """One more document was read: how many of the stage's are done, the rows it gave, the job's tokens so far.
+
+    ``warning`` says why the document was skipped, when it was.
+    """
+
+    documents_done: int
+    documents: int
+    rows: int
+    tokens: int
+    warning: str | None = None
+    document: str | None = None
+
+
+class BudgetReached(EventData, frozen=True, kw_only=True, tag="budget_reached"):
+    """The job's token budget is spent: the remaining documents are skipped."""
+
+    budget: int
+    warning: str = "token budget reached"
+
+
+class ExtractionDone(EventData, frozen=True, kw_only=True, tag="extraction_done"):
+    """Extraction's last event: candidate rows, how their values held up, tokens spent."""
+
+    candidate_rows: int
+    extractor: str
+    values_verified: int
+    values_repaired: int
+    values_rejected: int
+    prompt_tokens: int
+    completion_tokens: int
+
+
+# -- the end ------------------------------------------------------------------------------------------
+
+
+class JobCompleted(EventData, frozen=True, kw_only=True, tag="job_completed"):
+    """The dataset is ready: rows returned of those requested, and why fewer, if so."""
+
+    rows: int
+    requested_rows: int
+    shortfall: str | None = None
+
+
+AnyEventData: TypeAlias = (
+    StageStarted
+    | StageRetrying
+    | SchemaPrepared
+    | SearchPlanned
+    | SourcePage
+    | SourceWarning
+    | SourceFailed
+    | FullTextFetched
+    | SearchDone
+    | ExtractionPlanned
+    | DocumentExtracted
+    | BudgetReached
+    | ExtractionDone
+    | JobCompleted
+)
+
+#: data kinds that carry a warning or an error worth showing (the CLI prints them in yellow)
+WARNINGS: tuple[type[EventData], ...] = (StageRetrying, SourceWarning, SourceFailed, BudgetReached)
+
+
+def read_data(data: dict[str, EventValue]) -> AnyEventData | None:
+    """An event's data as its Struct; None when it has none (or a kind this version does not know)."""
+    if "kind" not in data:
+        return None
+    try:
+        read: AnyEventData = msgspec.convert(data, AnyEventData)
+    except msgspec.ValidationError:
+        return None
+    return read

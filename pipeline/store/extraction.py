@@ -1,0 +1,77 @@
+"""What the batches of one extraction run share in Redis: counters, the document cache, the finish line."""
+
+from __future__ import annotations
+
+from typing import cast
+
+import redis
+
+from pipeline.store.keys import Keys
+
+# Stores batch ARGV[1]'s rows (ARGV[5] in KEYS[3]) and marks it done; returns 1 to the one message that completes
+# the set (ARGV[2] batches) and owns the hand-off, also when that very message (ARGV[3]) is redelivered; 0 to every
+# other.
+_FINISH_BATCH = """
+redis.call('SET', KEYS[3], ARGV[5], 'EX', ARGV[4])
+redis.call('SADD', KEYS[1], ARGV[1])
+redis.call('EXPIRE', KEYS[1], ARGV[4])
+if redis.call('SCARD', KEYS[1]) < tonumber(ARGV[2]) then return 0 end
+local owner = redis.call('GET', KEYS[2])
+if not owner then
+  redis.call('SET', KEYS[2], ARGV[3], 'EX', ARGV[4])
+  return 1
+end
+if owner == ARGV[3] then return 1 end
+return 0
+"""
+
+
+class ExtractionState:
+    """Shared state of extraction runs (each run of the stage has its own id), every key with the result TTL."""
+
+    def __init__(self, client: redis.Redis, keys: Keys, *, ttl_s: int) -> None:
+        self.client = client
+        self.keys = keys
+        self.ttl_s = ttl_s
+        self._finish = client.register_script(_FINISH_BATCH)
+
+    def cached(self, digest: str) -> bytes | None:
+        """A cached extraction of one document (by extractor, prompt, question, schema and text)."""
+        return cast("bytes | None", self.client.get(self.keys.extraction_cache(digest)))
+
+    def cache(self, digest: str, extraction: bytes) -> None:
+        self.client.set(self.keys.extraction_cache(digest), extraction, ex=self.ttl_s)
+
+    def tokens_used(self, task_id: str, run_id: str) -> int:
+        """Tokens the run's documents have spent so far."""
+        return int(cast("bytes | None", self.client.get(self.keys.extraction(task_id, run_id, "tokens"))) or 0)
+
+    def count_document(self, task_id: str, run_id: str, tokens: int) -> tuple[int, int]:
+        """Count one more document done and the tokens it spent (one round trip); the run's totals so far."""
+        done_key = self.keys.extraction(task_id, run_id, "documents_done")
+        tokens_key = self.keys.extraction(task_id, run_id, "tokens")
+        with self.client.pipeline() as pipe:
+            pipe.incr(done_key)
+            pipe.incrby(tokens_key, tokens)
+            pipe.expire(done_key, self.ttl_s)
+            pipe.expire(tokens_key, self.ttl_s)
+            done, spent, *_ = pipe.execute()
+        return int(done), int(spent)
+
+    def finish_batch(
+        self, task_id: str, run_id: str, *, index: int, batches: int, message_id: str, output: str, result: bytes
+    ) -> bool:
+        """Store batch ``index``'s ``result`` as the job's output ``output`` and mark the batch done.
+
+        True for the one message that completes the run (and so hands the job on), also when that message is
+        delivered again; False for every other.
+        """
+        owner = self._finish(
+            keys=[
+                self.keys.extraction(task_id, run_id, "done"),
+                self.keys.extraction(task_id, run_id, "owner"),
+                self.keys.output(task_id, output),
+            ],
+            args=[index, batches, message_id, self.ttl_s, result],
+        )
+        return bool(owner == 1)

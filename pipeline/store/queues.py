@@ -1,0 +1,191 @@
+"""The stage queues: Dramatiq's Redis broker (woken by enqueues), sending by actor name, aborts, queue depths.
+
+Every stage has one name, used for its actor and its queue alike (``search``); extraction batches run as the
+``extraction_batch`` actor on the ``extraction`` queue. Senders (the API, the CLI) need only these names: they
+build messages here and never import a stage module or install worker middleware.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import dramatiq
+import redis
+from dramatiq.brokers.redis import RedisBroker, _RedisConsumer
+from dramatiq.middleware import Middleware
+from dramatiq_abort import Abortable
+from dramatiq_abort.backends import RedisBackend
+
+from contracts import STAGES, Stage
+from contracts.ops import QueueDepth
+from pipeline.settings import Settings
+from pipeline.store.keys import Keys
+
+#: the actor that extracts one batch of a job's documents (several run at once, on any workers)
+BATCH_ACTOR = "extraction_batch"
+
+
+def queue_of(actor: str) -> Stage:
+    """The queue (a stage name) an actor's messages go to."""
+    if actor == BATCH_ACTOR:
+        return "extraction"
+    stage = next((s for s in STAGES if s == actor), None)
+    if stage is None:
+        raise ValueError(f"no actor named {actor!r}")
+    return stage
+
+
+# Run before Dramatiq's own dispatch script: an enqueue (or a requeue at shutdown) leaves a wake-up token for the
+# queue's idle consumers, which wait on it with BLPOP instead of polling. A script runs atomically, so a consumer
+# woken by the token finds the message. A token goes straight to a consumer already waiting; one is kept for
+# the next to wait (its fetch takes every message queued meanwhile), so a busy queue leaves no pile of
+# tokens that would each cost an idle consumer an empty fetch.
+_WAKE = """
+if ARGV[1] == "enqueue" or ARGV[1] == "requeue" then
+  local wake = KEYS[1] .. ":__wake__." .. ARGV[3]
+  redis.call("lpush", wake, "1")
+  redis.call("ltrim", wake, 0, 0)
+  redis.call("pexpire", wake, 60000)
+end
+"""
+
+
+class WakingRedisBroker(RedisBroker):
+    """Dramatiq's Redis broker whose idle consumers are woken by new messages instead of polling.
+
+    Dramatiq's consumer sleeps between empty fetches, up to the worker timeout: a message enqueued meanwhile
+    waits for the sleep to end, at every stage of a job. Here an empty fetch is followed by a BLPOP on the
+    queue's wake-up list (up to the worker timeout), and a full consumer waits for one of its messages to
+    be acknowledged instead of sleeping.
+    """
+
+    def __init__(self, keys: Keys, **options: Any) -> None:
+        super().__init__(namespace=keys.dramatiq_namespace, **options)  # type: ignore[no-untyped-call]
+        self.keys = keys
+        dispatch = self.scripts["dispatch"].script
+        assert isinstance(dispatch, bytes)  # Dramatiq reads its scripts as bytes
+        self.scripts["dispatch"] = self.client.register_script(_WAKE.encode() + dispatch)
+
+    @property
+    def consumer_class(self) -> type[_RedisConsumer]:
+        return _WakingConsumer
+
+
+class _WakingConsumer(_RedisConsumer):
+    def __init__(self, broker: WakingRedisBroker, queue_name: str, prefetch: int, timeout: int) -> None:
+        # timeout 0: Dramatiq's own consumer never sleeps between fetches; __next__ below waits instead
+        super().__init__(broker, queue_name, prefetch, timeout=0)  # type: ignore[no-untyped-call]
+        self.wait_s = timeout / 1000
+        self.wake_key = broker.keys.wake(queue_name)
+        self.freed = threading.Event()
+
+    def ack(self, message: dramatiq.MessageProxy) -> None:
+        try:
+            super().ack(message)  # type: ignore[no-untyped-call]
+        finally:
+            self.freed.set()
+
+    def nack(self, message: dramatiq.MessageProxy) -> None:
+        try:
+            super().nack(message)  # type: ignore[no-untyped-call]
+        finally:
+            self.freed.set()
+
+    def __next__(self) -> dramatiq.MessageProxy | None:
+        self.freed.clear()  # before looking: an acknowledgement from now on ends the wait below
+        full = not self.message_cache and self.outstanding_message_count >= self.prefetch
+        message: dramatiq.MessageProxy | None = super().__next__()  # type: ignore[no-untyped-call]
+        if message is not None:
+            return message
+        if full:
+            self.freed.wait(self.wait_s)
+        else:
+            try:
+                self.broker.client.blpop([self.wake_key], timeout=self.wait_s)
+            except redis.ConnectionError as exc:
+                raise dramatiq.ConnectionClosed(exc) from None  # type: ignore[no-untyped-call]
+        return None
+
+
+class JobAbortable(Abortable):  # type: ignore[misc]
+    """dramatiq-abort's middleware without its poll for a cancel before every message (a round trip each).
+
+    A queued message of a cancelled job needs no such signal here: a cancel marks the job cancelled before it
+    aborts anything, and the worker skips every message of a finished job.
+    """
+
+    closing = False
+
+    def before_process_message(self, broker: dramatiq.Broker, message: dramatiq.Message[Any]) -> None:
+        if self.is_abortable(broker.get_actor(message.actor_name), message):
+            self.manager.add_abortable(message.message_id)
+
+    def _get_abort_requests(self) -> None:  # the watcher thread's loop body (dramatiq-abort 1.2)
+        try:
+            super()._get_abort_requests()
+        except redis.ConnectionError:
+            if not self.closing:
+                raise
+            time.sleep(1)  # its connection was closed under it at shutdown: nothing to report
+
+
+class Queues:
+    """Sends stage messages by actor name, aborts running ones, and tells how full each stage queue is.
+
+    ``broker`` has no middleware: it only sends. A worker builds its own with ``worker_broker``; ``abortable``
+    sends aborts anywhere and, installed in a worker's broker, receives them.
+    """
+
+    def __init__(self, client: redis.Redis, keys: Keys, settings: Settings) -> None:
+        self.client = client
+        self.keys = keys
+        self.settings = settings
+        self.broker = self._broker(middleware=[])
+        self.abortable = JobAbortable(backend=RedisBackend(client=client, namespace=keys.abort_namespace))
+
+    def _broker(self, middleware: list[Middleware]) -> WakingRedisBroker:
+        # A worker killed mid-message never acknowledges it: once its broker heartbeat is older than the timeout,
+        # queue maintenance (run by a share of every broker's commands) moves its messages back onto the queue.
+        return WakingRedisBroker(
+            self.keys,
+            client=self.client,
+            middleware=middleware,
+            heartbeat_timeout=self.settings.broker_heartbeat_timeout_ms,
+            maintenance_chance=self.settings.broker_maintenance_chance,
+        )
+
+    def worker_broker(self, middleware: list[Middleware]) -> WakingRedisBroker:
+        """A broker that runs actors, with ``middleware`` (the worker wiring's)."""
+        return self._broker(middleware)
+
+    def message(self, actor: str, *args: str | int) -> dramatiq.Message[Any]:
+        """A message for ``actor`` (its id is known before it is sent)."""
+        return dramatiq.Message(queue_name=queue_of(actor), actor_name=actor, args=args, kwargs={}, options={})
+
+    def send(self, message: dramatiq.Message[Any], broker: dramatiq.Broker | None = None) -> None:
+        """Enqueue ``message`` (through ``broker`` when given: a worker sends through its own)."""
+        (broker or self.broker).enqueue(message)
+
+    def abort(self, message_ids: Sequence[str]) -> None:
+        """Ask whichever worker runs these messages to stop them (and any worker to skip them)."""
+        for message_id in message_ids:
+            self.abortable.abort(message_id)
+
+    def depths(self) -> list[QueueDepth]:
+        """Messages waiting in each stage queue, in its delay queue, and dead-lettered (one round trip)."""
+        with self.client.pipeline(transaction=False) as pipe:
+            for queue in STAGES:
+                pipe.llen(self.keys.queue(queue))
+                pipe.hlen(self.keys.delayed_messages(queue))
+                pipe.zcard(self.keys.dead_letters(queue))
+            counts = pipe.execute()
+        return [
+            QueueDepth(name=queue, ready=counts[3 * i], delayed=counts[3 * i + 1], dead=counts[3 * i + 2])
+            for i, queue in enumerate(STAGES)
+        ]
+
+    def close(self) -> None:
+        self.abortable.closing = True  # a worker's abort watcher's BLPOP is about to lose its connection
