@@ -46,10 +46,10 @@ from contracts import (
     encode_event,
 )
 from pipeline.grounding import GroundingCounts, ground
-from pipeline.keys import Keys
 from pipeline.settings import Settings
 from pipeline.sources.merge import rank
 from pipeline.stages import assembly, schema_preparation
+from pipeline.store.keys import Keys
 
 ROOT = Path(__file__).resolve().parents[1]
 REDIS_URL = os.environ.get("LITMINER_BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")

@@ -26,8 +26,8 @@ from websockets.asyncio.client import connect as ws_connect
 
 from bench.proc import cpu_s, percentile, rss_mb
 from contracts import FieldDefinition, GenerateRequest, JobRecord
-from pipeline.events import EventBus, publisher_client
-from pipeline.keys import Keys
+from pipeline.store.events import EventBus, publisher_client
+from pipeline.store.keys import Keys
 from services.embedded_redis import EmbeddedRedis, free_port
 
 CLIENTS = 1000  # half SSE, half WebSocket

@@ -18,9 +18,10 @@ from collections import Counter
 import msgspec
 
 from contracts import TERMINAL_STATUSES, Event, FieldDefinition, GenerateRequest, decode_event
-from pipeline.runtime import Pipeline
+from pipeline.jobs import JobService
 from pipeline.settings import Settings
 from pipeline.text import sentences
+from pipeline.worker.runtime import WorkerRuntime
 from services.embedded_redis import EmbeddedRedis
 from services.worker import run_worker_process, start_worker
 from tests.fixtures.llm import Call, FakeLLM, Reply, rows_reply
@@ -53,23 +54,23 @@ def _reader(call: Call) -> Reply:
     return rows_reply((values, {"technology_name": title, "description": first}))
 
 
-def _follow(pipeline: Pipeline, task_id: str) -> list[Event]:
+def _follow(service: JobService, task_id: str) -> list[Event]:
     """The job's events until its terminal one, read from its stream; raises after TIMEOUT_S."""
     events: list[Event] = []
     deadline = time.monotonic() + TIMEOUT_S
     while time.monotonic() < deadline:
-        for raw in pipeline.events.history(task_id, after=events[-1].seq if events else 0, block_ms=200):
+        for raw in service.store.events.history(task_id, after=events[-1].seq if events else 0, block_ms=200):
             events.append(decode_event(raw))
             if events[-1].status in TERMINAL_STATUSES:
                 return events
     raise RuntimeError(f"job {task_id} did not finish in {TIMEOUT_S:.0f} s; last event: {events[-1:]}")
 
 
-def _wait_for_workers(pipeline: Pipeline, count: int) -> None:
+def _wait_for_workers(service: JobService, count: int) -> None:
     """Wait until ``count`` worker processes poll their queues (Dramatiq's heartbeat set)."""
-    heartbeats = f"{pipeline.keys.dramatiq_namespace}:__heartbeats__"
+    heartbeats = f"{service.store.keys.dramatiq_namespace}:__heartbeats__"
     deadline = time.monotonic() + 60
-    while pipeline.client.zcard(heartbeats) < count:
+    while service.store.client.zcard(heartbeats) < count:
         if time.monotonic() > deadline:
             raise RuntimeError(f"{count} worker processes did not start in 60 s")
         time.sleep(0.05)
@@ -79,7 +80,7 @@ def _measure(base: Settings, llm: FakeLLM, rows: int, concurrency: int, processe
     """Run one job on a fresh key prefix; its timings, calls and tokens."""
     prefix = f"bench-extract-{uuid.uuid4().hex[:8]}:"
     settings = msgspec.structs.replace(base, key_prefix=prefix, llm_concurrency=concurrency)
-    pipeline = Pipeline(settings)
+    service = JobService(settings)
     context = multiprocessing.get_context("spawn")
     children = [
         # a model name per process, so the calls each process made can be counted
@@ -89,17 +90,18 @@ def _measure(base: Settings, llm: FakeLLM, rows: int, concurrency: int, processe
         )
         for i in range(processes)
     ]
-    worker = None if children else start_worker(pipeline, threads=THREADS)
+    runtime = None if children else WorkerRuntime(settings)
+    worker = None if runtime is None else start_worker(runtime, threads=THREADS)
     calls_before = len(llm.calls)
     try:
         for child in children:
             child.start()
-        _wait_for_workers(pipeline, len(children))
+        _wait_for_workers(service, len(children))
         started = time.monotonic()
-        job = pipeline.submit(GenerateRequest(user_query=QUERY, rows=rows, field_definitions=FIELDS))
-        events = _follow(pipeline, job.task_id)
+        job = service.submit(GenerateRequest(user_query=QUERY, rows=rows, field_definitions=FIELDS))
+        events = _follow(service, job.task_id)
         wall_s = time.monotonic() - started
-        dataset = pipeline.dataset(job.task_id)
+        dataset = service.dataset(job.task_id) if events[-1].status == "completed" else None
     finally:
         if worker is not None:
             worker.stop()
@@ -108,7 +110,9 @@ def _measure(base: Settings, llm: FakeLLM, rows: int, concurrency: int, processe
             child.terminate()
         for child in children:
             child.join(30)
-        pipeline.close()
+        if runtime is not None:
+            runtime.close()
+        service.close()
     if events[-1].status != "completed" or dataset is None or dataset.stats.extraction is None:
         raise RuntimeError(f"job ended {events[-1].status}: {events[-1].message}")
     stats = dataset.stats.extraction

@@ -32,7 +32,7 @@ from httpx_sse import connect_sse
 from bench.inmemory import NAME, MemoryExtractor, MemorySource, request
 from bench.proc import cpu_s, percentile, rss_mb
 from contracts import decode_event
-from pipeline.runtime import Pipeline
+from pipeline.jobs import JobService
 from pipeline.settings import Settings
 from pipeline.store import JobStore
 from services.embedded_redis import EmbeddedRedis, free_port
@@ -114,6 +114,10 @@ def _plugins() -> dict[str, Any]:
     return {"sources": {NAME: MemorySource()}, "extractors": {"heuristic": MemoryExtractor()}}
 
 
+#: what the API and the submitting process know of the workers' plugins: their names
+_PLUGIN_NAMES: dict[str, Any] = {"sources": [NAME], "extractors": ["heuristic"]}
+
+
 def _worker_main(settings: Settings, threads: int, counts_path: str) -> None:
     """A worker process as ``litminer worker`` runs it, on the in-memory plugins; writes its round trips at exit."""
     from services.worker import run_worker_process  # noqa: PLC0415
@@ -130,7 +134,7 @@ def _api_main(settings: Settings, port: int) -> None:
     from services.logs import configure_logging  # noqa: PLC0415
 
     configure_logging("WARNING")
-    serve(create_app(settings, **_plugins()), settings, host="127.0.0.1", port=port)
+    serve(create_app(settings, **_PLUGIN_NAMES), settings, host="127.0.0.1", port=port)
 
 
 class Workers:
@@ -206,23 +210,23 @@ def bench_settings(redis_url: str) -> Settings:
 def drain(server: EmbeddedRedis, processes: int, jobs: int, folder: Path) -> dict[str, object]:
     """Submit ``jobs`` jobs, then let ``processes`` × THREADS drain them; jobs/s, round trips and worker RSS."""
     settings = bench_settings(server.url)
-    pipeline = Pipeline(settings, **_plugins())
+    service = JobService(settings, **_PLUGIN_NAMES)
     read = count_round_trips()
     client_id = str(uuid.uuid4())
-    published_before = int(pipeline.client.get(pipeline.keys.events_published) or 0)
+    published_before = int(service.store.client.get(service.store.keys.events_published) or 0)
     for _ in range(jobs):
-        pipeline.submit(request(client_id))
+        service.submit(request(client_id))
     submitted = read()
     workers = Workers(settings, processes, folder)
     workers.start()
     assert server.process is not None
     pids = {"redis": server.process.pid, "bench": os.getpid()}
     cpu_before = {name: cpu_s(pid) for name, pid in pids.items()}
-    first, last, done, peak, workers_cpu = _follow_completions(pipeline, client_id, jobs, workers.pids)
+    first, last, done, peak, workers_cpu = _follow_completions(service, client_id, jobs, workers.pids)
     cpu = {name: cpu_s(pid) - cpu_before[name] for name, pid in pids.items()} | {"workers": workers_cpu}
     counts = workers.stop()
-    published = int(pipeline.client.get(pipeline.keys.events_published) or 0) - published_before
-    pipeline.close()
+    published = int(service.store.client.get(service.store.keys.events_published) or 0) - published_before
+    service.close()
     if done < jobs:
         raise RuntimeError(f"only {done} of {jobs} jobs completed in {TIMEOUT_S:.0f} s")
     elapsed = last - first
@@ -241,15 +245,15 @@ def drain(server: EmbeddedRedis, processes: int, jobs: int, folder: Path) -> dic
 
 
 def _follow_completions(
-    pipeline: Pipeline, client_id: str, jobs: int, pids: list[int]
+    service: JobService, client_id: str, jobs: int, pids: list[int]
 ) -> tuple[float, float, int, float, float]:
     """Read the client's event stream until ``jobs`` jobs completed: (first worker event time, last completion
     time, completions, the workers' peak RSS in MB, their CPU seconds from the first event to the last)."""
-    stream = pipeline.keys.client_stream(client_id)
+    stream = service.store.keys.client_stream(client_id)
     cursor, first, last, done, peak, cpu_first = "0-0", 0.0, 0.0, 0, 0.0, 0.0
     deadline = time.monotonic() + TIMEOUT_S
     while done < jobs and time.monotonic() < deadline:
-        reply: Any = pipeline.client.xread({stream: cursor}, count=2000, block=200)
+        reply: Any = service.store.client.xread({stream: cursor}, count=2000, block=200)
         for _, entries in reply or []:
             for entry_id, fields in entries:
                 cursor = entry_id

@@ -7,8 +7,8 @@ import msgspec
 #: A JSON-native value a dataset cell may hold (dates travel as ISO strings).
 FieldValue = str | int | float | bool | None | list[object] | dict[str, object]
 
-#: A JSON-native value carried in an event's ``data``: flat, or a count per name (``found_by_source``).
-EventValue = str | int | float | bool | None | dict[str, int]
+#: A flat JSON-native value carried in an event's ``data``.
+EventValue = str | int | float | bool | None
 
 
 class Record(msgspec.Struct, kw_only=True, frozen=True):

@@ -31,8 +31,9 @@ def stage_end(stage: Stage) -> int:
     return _STAGE_END[stage]
 
 
-class EventData(msgspec.Struct, frozen=True, kw_only=True, tag_field="kind"):
-    """Base of every event's data; ``kind`` (the tag) says which Struct it is."""
+class EventData(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, tag_field="kind"):
+    """Base of every event's data; ``kind`` (the tag) says which Struct it is. Fields at their default (a
+    warning that is None) are left out."""
 
     def as_data(self) -> dict[str, EventValue]:
         """The data as ``Event.data`` carries it, ``kind`` included."""
@@ -118,10 +119,20 @@ class SearchDone(EventData, frozen=True, kw_only=True, tag="search_done"):
     duplicates: int
     without_text: int
     sources: str
-    #: documents each source returned
+    #: documents each source returned; carried as one key per source, ``found_<source>``
     found_by_source: dict[str, int] = {}
-    #: sources that failed (comma-separated)
-    failed_sources: str = ""
+    #: why each failed source failed; carried as one key per source, ``failed_<source>``
+    failures: dict[str, str] = {}
+
+    def as_data(self) -> dict[str, EventValue]:
+        data = super().as_data()
+        data.pop("found_by_source", None)
+        data.pop("failures", None)
+        return (
+            data
+            | {f"found_{name}": count for name, count in self.found_by_source.items()}
+            | {f"failed_{name}": reason for name, reason in self.failures.items()}
+        )
 
 
 # -- extraction ---------------------------------------------------------------------------------------

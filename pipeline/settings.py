@@ -13,7 +13,7 @@ from pipeline.errors import SettingsError
 
 
 class Settings(msgspec.Struct, frozen=True, kw_only=True):
-    """Everything configurable, with the defaults DESIGN.md fixes."""
+    """Everything configurable, with its default."""
 
     redis_url: str = "redis://redis:6379/0"
     key_prefix: str = "litminer:"

@@ -75,10 +75,11 @@ def _parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser(
         "demo",
-        help="run the seed's example end to end with an embedded Redis",
-        description="generate --embedded with the seed's example, writing dataset.json and dataset.csv. " + _CTRL_C,
+        help="run the example question end to end with an embedded Redis",
+        description="generate --embedded with the example question (water treatment technologies used in specialty crop production), writing dataset.json and dataset.csv. "
+        + _CTRL_C,
     )
-    demo.add_argument("--query", default=None, help="research question (default: the seed's example)")
+    demo.add_argument("--query", default=None, help="research question (default: the example question)")
     demo.add_argument("--rows", type=int, default=5)
     demo.add_argument("--fields", default=None, help="field definitions: a JSON file or a JSON array")
     demo.add_argument("--model-name", default="TreatmentTechnologies")

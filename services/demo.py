@@ -1,4 +1,4 @@
-"""The embedded demo: the seed's example end to end, with no setup."""
+"""The embedded demo: the example question end to end, with no setup."""
 
 from __future__ import annotations
 

@@ -11,7 +11,7 @@ from importlib import resources
 from pathlib import Path
 from types import TracebackType
 
-import redis
+from pipeline.store import answers
 
 
 class EmbeddedRedisError(RuntimeError):
@@ -60,22 +60,15 @@ class EmbeddedRedis:
         ]  # fmt: skip
         log = (self.directory / "redis.log").open("ab")
         self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-        client = redis.Redis.from_url(self.url, socket_connect_timeout=0.5)
         deadline = time.monotonic() + timeout
-        try:
-            while True:
-                if self.process.poll() is not None:
-                    raise EmbeddedRedisError(f"redis-server exited with {self.process.returncode}; see {log.name}")
-                try:
-                    client.ping()
-                    return self
-                except redis.ConnectionError:
-                    if time.monotonic() > deadline:
-                        self.stop()
-                        raise EmbeddedRedisError(f"redis-server did not answer within {timeout} s") from None
-                    time.sleep(0.05)  # polling a process we just started; nothing to join on
-        finally:
-            client.close()
+        while not answers(self.url, timeout_s=0.5):
+            if self.process.poll() is not None:
+                raise EmbeddedRedisError(f"redis-server exited with {self.process.returncode}; see {log.name}")
+            if time.monotonic() > deadline:
+                self.stop()
+                raise EmbeddedRedisError(f"redis-server did not answer within {timeout} s")
+            time.sleep(0.05)  # polling a process we just started; nothing to join on
+        return self
 
     def stop(self) -> None:
         """Stop the server and remove its folder (when this object made it)."""

@@ -157,12 +157,16 @@ class RunningWorker:
     def __init__(self, runtime: WorkerRuntime, worker: Worker) -> None:
         self.runtime = runtime
         self.worker = worker
+        self.stopped = False
 
     def join(self) -> None:
         self.worker.join()
 
     def stop(self) -> None:
-        self.worker.stop()
+        """Stop the worker (once; later calls do nothing)."""
+        if not self.stopped:
+            self.stopped = True
+            self.worker.stop()
 
 
 @pytest.fixture

@@ -11,8 +11,8 @@ import msgspec
 from defusedxml import ElementTree
 
 from contracts import Document, Provenance
-from pipeline.sources.base import Limits, Page
-from pipeline.sources.http import SourceHttp
+from pipeline.sources.base import Page
+from pipeline.sources.http import Limits, SourceHttp
 from pipeline.sources.markup import normalise_doi
 
 _NS = {

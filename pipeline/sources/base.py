@@ -21,13 +21,6 @@ class Page(msgspec.Struct, frozen=True, kw_only=True):
     warnings: list[str] = []
 
 
-class Limits(msgspec.Struct, frozen=True, kw_only=True):
-    """How hard a source may be asked, across every worker: requests per second and at once."""
-
-    per_second: float
-    concurrent: int
-
-
 class Source(Protocol):
     """A searchable collection of scholarly records."""
 

@@ -19,10 +19,10 @@ from contextlib import asynccontextmanager
 from typing import TypeVar
 
 import httpx
+import msgspec
 
 from pipeline.errors import SourceError
 from pipeline.settings import Settings
-from pipeline.sources.base import Limits
 from pipeline.store.sources import SourceState
 
 log = logging.getLogger(__name__)
@@ -31,6 +31,13 @@ T = TypeVar("T")
 
 #: statuses worth another attempt: rate limited, or the server's trouble
 RETRYABLE = frozenset({429, 500, 502, 503, 504})
+
+
+class Limits(msgspec.Struct, frozen=True, kw_only=True):
+    """How hard a source may be asked, across every worker: requests per second and at once."""
+
+    per_second: float
+    concurrent: int
 
 
 class SourceHttp:

@@ -7,8 +7,8 @@ from collections.abc import AsyncIterator
 import msgspec
 
 from contracts import Document, Provenance
-from pipeline.sources.base import Limits, Page
-from pipeline.sources.http import SourceHttp
+from pipeline.sources.base import Page
+from pipeline.sources.http import Limits, SourceHttp
 from pipeline.sources.markup import normalise_doi
 
 

@@ -180,6 +180,6 @@ def process(ctx: StageContext, task_id: str) -> None:
             without_text=result.without_text,
             sources=",".join(names),
             found_by_source=result.found,
-            failed_sources=",".join(result.failures),
+            failures=result.failures,
         ),
     )

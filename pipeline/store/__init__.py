@@ -39,8 +39,20 @@ __all__ = [
     "Queues",
     "Store",
     "WorkerRegistry",
+    "answers",
     "connect_async",
 ]
+
+
+def answers(redis_url: str, *, timeout_s: float = 1.0) -> bool:
+    """Whether a Redis server answers PING at ``redis_url`` (used to wait for one that is starting)."""
+    client = redis.Redis.from_url(redis_url, socket_connect_timeout=timeout_s, socket_timeout=timeout_s)
+    try:
+        return bool(client.ping())
+    except redis.RedisError:
+        return False
+    finally:
+        client.close()
 
 
 def connect_async(settings: Settings) -> aioredis.Redis:

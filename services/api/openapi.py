@@ -1,6 +1,6 @@
 """What the OpenAPI document says about the routes that read their own bodies, and how to send an API key.
 
-``POST /api/v1/datasets/generate`` and ``POST /api/v1/tasks/{task_id}/reprocess`` accept JSON or the seed's form
+``POST /api/v1/datasets/generate`` and ``POST /api/v1/tasks/{task_id}/reprocess`` accept JSON or form
 fields, so they read the body themselves (``services/api/requests.py``) instead of taking a ``data`` argument.
 Litestar documents a request body from a ``data`` argument of the handler or of one of its dependencies: the
 never-called dependencies below give the document the bodies' schemas, so clients (and schemathesis) see them.

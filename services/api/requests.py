@@ -1,4 +1,4 @@
-"""Reading request bodies: JSON or the seed's form fields, their quirks, and messages that name the field.
+"""Reading request bodies: JSON or form fields (``field_definitions_json_str``), their quirks, and messages that name the field.
 
 This gives a request its shape (a ``contracts`` Struct); ``JobService`` then checks what the shape cannot say
 (row range, field names, known sources) once, before anything is stored.
@@ -49,7 +49,7 @@ async def read_body(request: Request[object, object, State]) -> dict[str, object
 
 
 def parse_generate_request(raw: Mapping[str, object]) -> GenerateRequest:
-    """A generate request from a JSON body or the seed's form fields (its shape; ``JobService`` checks the rest)."""
+    """A generate request from a JSON body or form fields (its shape; ``JobService`` checks the rest)."""
     data = dict(raw)
     check_text(data)
     check_known_fields(data, _GENERATE_FIELDS)

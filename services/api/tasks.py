@@ -1,4 +1,4 @@
-"""Task status and cancellation (the seed's paths), and reprocessing."""
+"""Task status and cancellation (``/tasks/…``), and reprocessing."""
 
 from __future__ import annotations
 

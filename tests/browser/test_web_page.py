@@ -96,10 +96,9 @@ def page_width(page: Page) -> int:
 
 
 def test_seed_example_runs_live_to_a_table_with_evidence_and_a_csv_download(
-    page: Page, api_url, make_pipeline, run_worker, tmp_path: Path
+    page: Page, api_url, make_jobs, run_worker, tmp_path: Path
 ):
-    pipeline = make_pipeline()
-    run_worker(pipeline)
+    run_worker()
     page.goto(api_url)
     # the seed example is there already; fill it anyway
     expect(page.locator("#user_query")).to_have_value(QUERY)
@@ -191,9 +190,9 @@ def expect_error_at(page: Page, field: str, message: str) -> None:
 
 
 def test_a_bad_schema_shows_the_message_next_to_the_column_and_creates_no_task(
-    page: Page, api_url, make_pipeline, settings, tmp_path: Path
+    page: Page, api_url, make_jobs, settings, tmp_path: Path
 ):
-    pipeline = make_pipeline()
+    jobs = make_jobs()
     page.goto(api_url)
     page.click("#add-column")
     expect(page.locator("#columns > li")).to_have_count(3)
@@ -227,13 +226,13 @@ def test_a_bad_schema_shows_the_message_next_to_the_column_and_creates_no_task(
     expect(page.locator("#columns > li")).to_have_count(2)
     expect(page.locator("#col-1-name")).to_have_value("technology_name")
 
-    assert list(pipeline.client.scan_iter(f"{settings.key_prefix}job:*")) == []
-    assert pipeline.client.zcard(pipeline.keys.jobs) == 0
+    assert list(jobs.store.client.scan_iter(f"{settings.key_prefix}job:*")) == []
+    assert jobs.store.client.zcard(jobs.store.keys.jobs) == 0
     expect(page.locator("#job")).to_be_hidden()
 
 
-def test_cancel_while_queued_shows_cancelled(page: Page, api_url, make_pipeline, tmp_path: Path):
-    make_pipeline()  # no worker: the job waits in its queue
+def test_cancel_while_queued_shows_cancelled(page: Page, api_url, make_jobs, tmp_path: Path):
+    make_jobs()  # no worker: the job waits in its queue
     page.goto(api_url)
     task_id = submit(page)
     cancel = page.locator("#cancel")
@@ -252,10 +251,9 @@ def test_cancel_while_queued_shows_cancelled(page: Page, api_url, make_pipeline,
 
 
 def test_without_eventsource_the_page_follows_over_websocket(
-    page: Page, api_url, make_pipeline, run_worker, tmp_path: Path
+    page: Page, api_url, make_jobs, run_worker, tmp_path: Path
 ):
-    pipeline = make_pipeline()
-    run_worker(pipeline)
+    run_worker()
     page.add_init_script("delete window.EventSource;")
     sockets: list[str] = []
     page.on("websocket", lambda socket: sockets.append(socket.url))
@@ -267,10 +265,8 @@ def test_without_eventsource_the_page_follows_over_websocket(
     page.screenshot(path=tmp_path / "websocket.png", full_page=True)
 
 
-def test_ops_page_lists_jobs_queues_and_workers_and_cancels(
-    page: Page, api_url, make_pipeline, run_worker, tmp_path: Path
-):
-    pipeline = make_pipeline()
+def test_ops_page_lists_jobs_queues_and_workers_and_cancels(page: Page, api_url, make_jobs, run_worker, tmp_path: Path):
+    jobs = make_jobs()
     waiting = httpx.post(f"{api_url}/api/v1/datasets/generate", json=SEED)  # no worker yet: stays queued
     assert waiting.status_code == 202, waiting.text
     queued_id = waiting.json()["task_id"]
@@ -285,11 +281,11 @@ def test_ops_page_lists_jobs_queues_and_workers_and_cancels(
     expect(queued).to_contain_text("cancelled")
     expect(queued.get_by_role("button")).to_have_count(0)
 
-    run_worker(pipeline)
+    run_worker()
     reply = httpx.post(f"{api_url}/api/v1/datasets/generate", json=SEED)
     assert reply.status_code == 202, reply.text
     task_id = reply.json()["task_id"]
-    assert follow(pipeline, task_id)[-1].status == "completed"
+    assert follow(jobs, task_id)[-1].status == "completed"
     done = page.locator(f'#jobs-table tbody tr[data-task-id="{task_id}"]')
     expect(done).to_contain_text("completed")  # the page refreshes by itself
     expect(done).to_contain_text(task_id[:8])
@@ -305,11 +301,11 @@ def test_ops_page_lists_jobs_queues_and_workers_and_cancels(
 
 @pytest.mark.parametrize("transport", ["sse", "websocket"])
 def test_with_api_keys_the_page_asks_for_one_and_follows_with_it(
-    page: Page, settings, serve_api, make_pipeline, run_worker, transport: str
+    page: Page, settings, serve_api, make_jobs, run_worker, transport: str
 ):
     secured = msgspec.structs.replace(settings, api_keys=("page-key-1",))
     api_url = serve_api(secured)
-    run_worker(make_pipeline(settings_=secured))
+    run_worker(settings_=secured)
     if transport == "websocket":
         page.add_init_script("delete window.EventSource;")
     streams: list[str] = []

@@ -27,9 +27,9 @@ SEED_BODY = (
 FORM = {"content-type": "application/x-www-form-urlencoded", "accept": "application/json"}
 
 
-def test_seed_curl_is_accepted_and_completes_with_five_rows(api_url, make_pipeline, run_worker):
-    pipeline = make_pipeline()
-    run_worker(pipeline)
+def test_seed_curl_is_accepted_and_completes_with_five_rows(api_url, make_jobs, run_worker):
+    jobs = make_jobs()
+    run_worker()
     reply = httpx.post(f"{api_url}/api/v1/datasets/generate", content=SEED_BODY, headers=FORM)
     assert reply.status_code == 202, reply.text
     accepted = reply.json()
@@ -39,14 +39,14 @@ def test_seed_curl_is_accepted_and_completes_with_five_rows(api_url, make_pipeli
     assert accepted["sse_url"] == "/sse/test-client-id-1"
     assert accepted["status_url"] == f"/tasks/{task_id}"
 
-    follow(pipeline, task_id)
+    follow(jobs, task_id)
     status = httpx.get(f"{api_url}{accepted['status_url']}").json()
     assert status["status"] == "completed" and status["progress"] == 100
     assert len(status["result"]["rows"]) == 5
     assert status["result"]["schema"][0]["name"] == "technology_id"
 
 
-def test_json_body_is_accepted_and_client_id_is_generated(api_url, make_pipeline):
+def test_json_body_is_accepted_and_client_id_is_generated(api_url, make_jobs):
     body = {"user_query": "ozonation", "rows": 2, "model_name": "M", "field_definitions": json.loads(SEED_FIELDS)}
     reply = httpx.post(f"{api_url}/api/v1/datasets/generate", json=body)
     assert reply.status_code == 202, reply.text
@@ -72,8 +72,8 @@ def test_json_body_is_accepted_and_client_id_is_generated(api_url, make_pipeline
         ({"sources": "nowhere"}, "sources"),
     ],
 )
-def test_bad_input_is_a_400_naming_the_field_and_stores_nothing(api_url, make_pipeline, settings, changes, field):
-    pipeline = make_pipeline()
+def test_bad_input_is_a_400_naming_the_field_and_stores_nothing(api_url, make_jobs, settings, changes, field):
+    jobs = make_jobs()
     form = dict(
         user_query="water treatment", rows="5", model_name="M", field_definitions_json_str=SEED_FIELDS, client_id="c1"
     )
@@ -82,8 +82,8 @@ def test_bad_input_is_a_400_naming_the_field_and_stores_nothing(api_url, make_pi
     assert reply.status_code == 400, reply.text
     assert reply.json()["field"] == field
     assert field in reply.json()["detail"]
-    stored = pipeline.client.scan_iter(f"{settings.key_prefix}*")
-    assert [key for key in stored if not key.decode().startswith(pipeline.keys.rate_limit)] == []  # no job key
+    stored = jobs.store.client.scan_iter(f"{settings.key_prefix}*")
+    assert [key for key in stored if not key.decode().startswith(jobs.store.keys.rate_limit)] == []  # no job key
 
 
 def test_malformed_json_body_and_unknown_content_type_are_400(api_url):
@@ -105,17 +105,17 @@ def test_unknown_task_is_404_json_and_a_malformed_id_400(api_url):
         assert reply.status_code == 400 and reply.json()["field"] == "task_id"
 
 
-def test_revoke_queued_then_again_then_finished_is_409(api_url, make_pipeline, run_worker):
-    pipeline = make_pipeline()
+def test_revoke_queued_then_again_then_finished_is_409(api_url, make_jobs, run_worker):
+    jobs = make_jobs()
     queued = httpx.post(f"{api_url}/api/v1/datasets/generate", content=SEED_BODY, headers=FORM).json()
     first = httpx.get(f"{api_url}/tasks/{queued['task_id']}/revoke")
     assert first.status_code == 200 and first.json()["status"] == "cancelled"
     second = httpx.post(f"{api_url}/tasks/{queued['task_id']}/revoke")
     assert second.status_code == 200 and second.json()["status"] == "cancelled"
 
-    run_worker(pipeline)
+    run_worker()
     done = httpx.post(f"{api_url}/api/v1/datasets/generate", content=SEED_BODY, headers=FORM).json()
-    follow(pipeline, done["task_id"])
+    follow(jobs, done["task_id"])
     refused = httpx.post(f"{api_url}/tasks/{done['task_id']}/revoke")
     assert refused.status_code == 409
     assert "completed" in refused.json()["detail"]

@@ -22,7 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from rich.console import Console
 
 from contracts import GenerateRequest, decode_event
-from pipeline.runtime import Pipeline
+from pipeline.jobs import JobService
 from services.cli import main
 from services.client import ApiClient
 from services.demo import SEED_FIELDS, SEED_QUERY
@@ -35,16 +35,16 @@ SEED = ["--rows", "5", "--fields", FIELDS, "--model-name", "TreatmentTechnologie
 
 
 @pytest.fixture
-def stack(make_pipeline, run_worker, api_url):
-    """A pipeline with a worker, and the API on the same settings."""
-    pipeline = make_pipeline()
-    run_worker(pipeline)
-    return pipeline, api_url
+def stack(make_jobs, run_worker, api_url):
+    """A jobs with a worker, and the API on the same settings."""
+    jobs = make_jobs()
+    run_worker()
+    return jobs, api_url
 
 
-def submit(pipeline: Pipeline, rows: int = 5, client_id: str | None = None) -> str:
+def submit(jobs: JobService, rows: int = 5, client_id: str | None = None) -> str:
     body = {"user_query": SEED_QUERY, "field_definitions": SEED_FIELDS, "rows": rows, "client_id": client_id}
-    return pipeline.submit(msgspec.convert(body, type=GenerateRequest)).task_id
+    return jobs.submit(msgspec.convert(body, type=GenerateRequest)).task_id
 
 
 def task_id_of(out: str) -> str:
@@ -97,9 +97,9 @@ def test_generate_without_fields_is_a_usage_error(capsys):
 
 
 def test_status_of_a_finished_task_human_and_json(stack, capsys):
-    pipeline, url = stack
-    task_id = submit(pipeline)
-    follow(pipeline, task_id)
+    jobs, url = stack
+    task_id = submit(jobs)
+    follow(jobs, task_id)
     assert main(["status", task_id, "--api", url]) == 0
     out = capsys.readouterr().out
     assert f"task      {task_id}" in out and "status    completed" in out and "rows      5 of 5 requested" in out
@@ -114,9 +114,9 @@ def test_status_of_a_finished_task_human_and_json(stack, capsys):
 
 
 def test_cancel_refuses_finished_and_unknown_jobs(stack, capsys):
-    pipeline, url = stack
-    finished = submit(pipeline)
-    follow(pipeline, finished)
+    jobs, url = stack
+    finished = submit(jobs)
+    follow(jobs, finished)
     assert main(["cancel", finished, "--api", url]) == 1
     assert "already completed" in capsys.readouterr().err  # the API's 409
     assert main(["cancel", str(uuid.uuid4()), "--api", url]) == 1
@@ -146,7 +146,7 @@ def _open_sse_connections(url: str) -> float:
 
 
 def test_events_prints_a_clients_events_as_json_lines(stack, capsys):
-    pipeline, url = stack
+    jobs, url = stack
     client_id = "cli-events-1"
     codes: list[int] = []
     tail = threading.Thread(target=lambda: codes.append(main(["events", client_id, "--count", "4", "--api", url])))
@@ -155,10 +155,10 @@ def test_events_prints_a_clients_events_as_json_lines(stack, capsys):
     while _open_sse_connections(url) < 1:  # subscribed: nothing published from now on is missed
         assert time.monotonic() < deadline and tail.is_alive(), "events never connected"
         time.sleep(0.02)
-    task_id = submit(pipeline, client_id=client_id)
+    task_id = submit(jobs, client_id=client_id)
     tail.join(timeout=30)
     assert not tail.is_alive() and codes == [0]
-    history = follow(pipeline, task_id)
+    history = follow(jobs, task_id)
     lines = capsys.readouterr().out.splitlines()
     assert lines == [msgspec.json.encode(event).decode() for event in history[:4]]
     assert [decode_event(line.encode()).seq for line in lines] == [1, 2, 3, 4]
@@ -171,9 +171,9 @@ def test_events_prints_a_clients_events_as_json_lines(stack, capsys):
 
 
 def test_reprocess_from_assembly_follows_the_new_job_and_writes_its_dataset(stack, tmp_path, capsys):
-    pipeline, url = stack
-    parent = submit(pipeline, rows=3)
-    follow(pipeline, parent)
+    jobs, url = stack
+    parent = submit(jobs, rows=3)
+    follow(jobs, parent)
     out = tmp_path / "fewer.json"
     assert main(["reprocess", parent, "--from-stage", "assembly", "--rows", "2", "--out", str(out), "--api", url]) == 0
     printed = capsys.readouterr().out
@@ -259,9 +259,9 @@ def test_ctrl_c_during_generate_asks_and_cancels_the_job(api_url, tmp_path):
 
 
 def test_the_live_display_shows_each_stage_and_its_counters(stack):
-    pipeline, _ = stack
-    task_id = submit(pipeline)
-    history = follow(pipeline, task_id)
+    jobs, _ = stack
+    task_id = submit(jobs)
+    history = follow(jobs, task_id)
     screen = io.StringIO()
     console = Console(file=screen, force_terminal=True, width=160, color_system=None)
     with JobDisplay(console) as display:
@@ -318,9 +318,9 @@ class _CuttingProxy:
 
 
 def test_a_dropped_event_stream_resumes_after_the_last_event_without_loss_or_repeat(stack):
-    pipeline, url = stack
-    task_id = submit(pipeline)
-    history = follow(pipeline, task_id)
+    jobs, url = stack
+    task_id = submit(jobs)
+    history = follow(jobs, task_id)
     proxy = _CuttingProxy(url)
     try:
         with ApiClient(proxy.url) as client:

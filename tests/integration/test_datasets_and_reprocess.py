@@ -40,29 +40,29 @@ def mining(online_settings: Settings, llm: FakeLLM) -> Settings:
 
 
 @pytest.fixture
-def stack(mining, make_pipeline, run_worker, serve_api):
-    """A worker and the API on the same settings; returns (pipeline, API URL)."""
-    pipeline = make_pipeline(settings_=mining)
-    run_worker(pipeline)
-    return pipeline, serve_api(mining)
+def stack(mining, make_jobs, run_worker, serve_api):
+    """A worker and the API on the same settings; returns (jobs, API URL)."""
+    jobs = make_jobs(settings_=mining)
+    run_worker(settings_=mining)
+    return jobs, serve_api(mining)
 
 
-def generate(pipeline, url: str, rows: int = 4) -> str:
+def generate(jobs, url: str, rows: int = 4) -> str:
     body = {"user_query": QUERY, "rows": rows, "model_name": "Treatments", "field_definitions": FIELDS}
     reply = httpx.post(f"{url}/api/v1/datasets/generate", json=body)
     assert reply.status_code == 202, reply.text
     task_id: str = reply.json()["task_id"]
-    assert follow(pipeline, task_id)[-1].status == "completed"
+    assert follow(jobs, task_id)[-1].status == "completed"
     return task_id
 
 
-def reprocess(pipeline, url: str, task_id: str, **body: object) -> tuple[str, list[str]]:
+def reprocess(jobs, url: str, task_id: str, **body: object) -> tuple[str, list[str]]:
     """Reprocess and follow the new job to its end: its id and the stages its events came from."""
     reply = httpx.post(f"{url}/api/v1/tasks/{task_id}/reprocess", json=body)
     assert reply.status_code == 202, reply.text
     assert reply.json()["parent_task_id"] == task_id
     child: str = reply.json()["task_id"]
-    events = follow(pipeline, child)
+    events = follow(jobs, child)
     assert events[-1].status == "completed", events[-1]
     return child, [e.stage for e in events]
 
@@ -94,9 +94,9 @@ def read_csv(text: str, schema: list[FieldDefinition]) -> list[dict[str, FieldVa
 
 
 def test_each_export_format_parses_back_to_the_dataset(stack):
-    pipeline, url = stack
-    task_id = generate(pipeline, url)
-    dataset = pipeline.dataset(task_id)
+    jobs, url = stack
+    task_id = generate(jobs, url)
+    dataset = jobs.dataset(task_id)
     assert dataset is not None and len(dataset.rows) >= 3
 
     as_json = fetch(url, task_id, "json")
@@ -127,9 +127,9 @@ def test_each_export_format_parses_back_to_the_dataset(stack):
         assert all(c.text_span in str(parsed_row["evidence"]) for c in cited)
 
 
-def test_dataset_errors_404_for_unknown_tasks_409_until_completed_400_for_bad_format(settings, make_pipeline, api_url):
-    pipeline = make_pipeline()  # no worker: the job stays queued
-    job = pipeline.submit(msgspec.convert({"user_query": QUERY, "field_definitions": FIELDS}, type=GenerateRequest))
+def test_dataset_errors_404_for_unknown_tasks_409_until_completed_400_for_bad_format(settings, make_jobs, api_url):
+    jobs = make_jobs()  # no worker: the job stays queued
+    job = jobs.submit(msgspec.convert({"user_query": QUERY, "field_definitions": FIELDS}, type=GenerateRequest))
     task_id = str(uuid.uuid4())
     unknown = fetch(api_url, task_id, "csv")
     assert unknown.status_code == 404 and task_id in unknown.json()["detail"]
@@ -144,12 +144,12 @@ def test_dataset_errors_404_for_unknown_tasks_409_until_completed_400_for_bad_fo
 def test_reprocess_from_extraction_with_a_new_column_reads_the_same_documents_without_searching(
     stack, scholarly: ScholarlyAPI, llm: FakeLLM
 ):
-    pipeline, url = stack
-    parent = generate(pipeline, url)
+    jobs, url = stack
+    parent = generate(jobs, url)
     parent_export = fetch(url, parent, "json").content
     searches, calls = len(scholarly.requests), len(llm.calls)
 
-    child, stages = reprocess(pipeline, url, parent, from_stage="extraction", field_definitions=[*FIELDS, NEW_COLUMN])
+    child, stages = reprocess(jobs, url, parent, from_stage="extraction", field_definitions=[*FIELDS, NEW_COLUMN])
 
     assert len(scholarly.requests) == searches  # no search request at all
     assert "search" not in stages and "schema_preparation" not in stages
@@ -157,7 +157,7 @@ def test_reprocess_from_extraction_with_a_new_column_reads_the_same_documents_wi
     old_documents = {c.document for c in llm.calls[:calls]}
     assert new_calls and {c.document for c in new_calls} == old_documents
     assert all("crop" in c.field_names for c in new_calls)
-    dataset = pipeline.dataset(child)
+    dataset = jobs.dataset(child)
     assert dataset is not None
     assert [f.name for f in dataset.schema] == ["technology_id", "technology_name", "crop"]
     assert all("crop" in row.row for row in dataset.rows)
@@ -172,17 +172,17 @@ def test_reprocess_from_extraction_with_a_new_column_reads_the_same_documents_wi
 
 
 def test_reprocess_from_assembly_with_fewer_rows_reuses_candidates(stack, scholarly: ScholarlyAPI, llm: FakeLLM):
-    pipeline, url = stack
-    parent = generate(pipeline, url, rows=4)
-    before = pipeline.dataset(parent)
+    jobs, url = stack
+    parent = generate(jobs, url, rows=4)
+    before = jobs.dataset(parent)
     assert before is not None and len(before.rows) == 4
     searches, calls = len(scholarly.requests), len(llm.calls)
 
-    child, stages = reprocess(pipeline, url, parent, from_stage="assembly", rows=2)
+    child, stages = reprocess(jobs, url, parent, from_stage="assembly", rows=2)
 
     assert (len(scholarly.requests), len(llm.calls)) == (searches, calls)
     assert set(stages) == {"queued", "assembly", "done"}
-    after = pipeline.dataset(child)
+    after = jobs.dataset(child)
     assert after is not None
     assert [r.row for r in after.rows] == [r.row for r in before.rows[:2]]
     assert after.stats.requested_rows == 2 and after.stats.reused_stages == [
@@ -190,7 +190,7 @@ def test_reprocess_from_assembly_with_fewer_rows_reuses_candidates(stack, schola
         "search",
         "extraction",
     ]
-    assert pipeline.dataset(parent) == before
+    assert jobs.dataset(parent) == before
 
 
 BAD_REPROCESS = [
@@ -207,19 +207,19 @@ BAD_REPROCESS = [
 
 
 def test_invalid_reprocess_requests_are_400s_naming_the_field_and_change_nothing(stack):
-    pipeline, url = stack
-    parent = generate(pipeline, url, rows=2)
-    keys_before = sorted(pipeline.client.scan_iter(f"{pipeline.keys.prefix}job:*"))
+    jobs, url = stack
+    parent = generate(jobs, url, rows=2)
+    keys_before = sorted(jobs.store.client.scan_iter(f"{jobs.store.keys.prefix}job:*"))
     for body, field in BAD_REPROCESS:
         reply = httpx.post(f"{url}/api/v1/tasks/{parent}/reprocess", json=body)
         assert reply.status_code == 400, (body, reply.text)
         assert reply.json()["field"] == field, (body, reply.json())
-    assert sorted(pipeline.client.scan_iter(f"{pipeline.keys.prefix}job:*")) == keys_before
+    assert sorted(jobs.store.client.scan_iter(f"{jobs.store.keys.prefix}job:*")) == keys_before
 
 
-def test_reprocess_refuses_unknown_and_running_parents(settings, make_pipeline, api_url):
-    pipeline = make_pipeline()  # no worker: the parent stays queued
-    job = pipeline.submit(msgspec.convert({"user_query": QUERY, "field_definitions": FIELDS}, type=GenerateRequest))
+def test_reprocess_refuses_unknown_and_running_parents(settings, make_jobs, api_url):
+    jobs = make_jobs()  # no worker: the parent stays queued
+    job = jobs.submit(msgspec.convert({"user_query": QUERY, "field_definitions": FIELDS}, type=GenerateRequest))
     unknown = httpx.post(f"{api_url}/api/v1/tasks/{uuid.uuid4()}/reprocess", json={"from_stage": "search"})
     assert unknown.status_code == 404
     malformed = httpx.post(f"{api_url}/api/v1/tasks/nope/reprocess", json={"from_stage": "search"})
@@ -228,19 +228,19 @@ def test_reprocess_refuses_unknown_and_running_parents(settings, make_pipeline, 
     assert running.status_code == 409 and "still queued" in running.json()["detail"]
 
 
-def test_reprocess_needs_the_parent_outputs_it_reuses(make_pipeline, run_worker, api_url):
-    pipeline = make_pipeline()
-    run_worker(pipeline)
-    job = pipeline.submit(msgspec.convert({"user_query": QUERY, "field_definitions": FIELDS}, type=GenerateRequest))
-    follow(pipeline, job.task_id)
-    pipeline.client.delete(pipeline.keys.output(job.task_id, "candidates"))  # e.g. expired
+def test_reprocess_needs_the_parent_outputs_it_reuses(make_jobs, run_worker, api_url):
+    jobs = make_jobs()
+    run_worker()
+    job = jobs.submit(msgspec.convert({"user_query": QUERY, "field_definitions": FIELDS}, type=GenerateRequest))
+    follow(jobs, job.task_id)
+    jobs.store.client.delete(jobs.store.keys.output(job.task_id, "candidates"))  # e.g. expired
     reply = httpx.post(f"{api_url}/api/v1/tasks/{job.task_id}/reprocess", json={"from_stage": "assembly"})
     assert reply.status_code == 409 and "no stored candidates" in reply.json()["detail"]
 
 
 def test_cli_reprocess_submits_to_the_api_and_reports_bad_combinations(stack, capsys, tmp_path):
-    pipeline, url = stack
-    parent = generate(pipeline, url, rows=3)
+    jobs, url = stack
+    parent = generate(jobs, url, rows=3)
     assert (
         main(["reprocess", parent, "--from-stage", "assembly", "--rows", "1", "--api", url, "--out", str(tmp_path)])
         == 0
@@ -248,8 +248,8 @@ def test_cli_reprocess_submits_to_the_api_and_reports_bad_combinations(stack, ca
     out = capsys.readouterr().out
     child = out.split()[1].rstrip(":")
     assert f"reprocessing {parent} from assembly" in out
-    follow(pipeline, child)
-    dataset = pipeline.dataset(child)
+    follow(jobs, child)
+    dataset = jobs.dataset(child)
     assert dataset is not None and len(dataset.rows) == 1
 
     fields = json.dumps([*FIELDS, NEW_COLUMN])
@@ -259,44 +259,45 @@ def test_cli_reprocess_submits_to_the_api_and_reports_bad_combinations(stack, ca
     assert main(["reprocess", str(uuid.uuid4()), "--from-stage", "search", "--api", url]) == 1
 
 
-def test_rerun_reopens_a_finished_job_in_place(make_pipeline, run_worker, settings, monkeypatch, capsys):
-    pipeline = make_pipeline()
-    run_worker(pipeline)
-    job = pipeline.submit(
+def test_rerun_reopens_a_finished_job_in_place(make_jobs, run_worker, settings, monkeypatch, capsys):
+    jobs = make_jobs()
+    run_worker()
+    job = jobs.submit(
         msgspec.convert({"user_query": QUERY, "field_definitions": FIELDS, "rows": 3}, type=GenerateRequest)
     )
-    last = follow(pipeline, job.task_id)[-1]
-    first_run = pipeline.store.load(job.task_id)
+    last = follow(jobs, job.task_id)[-1]
+    first_run = jobs.store.jobs.load(job.task_id)
     assert first_run is not None
     assert set(first_run.durations_s) == {"schema_preparation", "search", "extraction", "assembly"}
     earlier = {k: v for k, v in first_run.durations_s.items() if k != "assembly"}
     # a bare send of a finished job's stage is skipped: a late message never overwrites a finished job
-    pipeline.actors["assembly"].send(job.task_id)
-    pipeline.broker.join("assembly", timeout=10_000)  # processed (skipped) and acknowledged
-    assert pipeline.events.history(job.task_id, after=last.seq) == []
+    jobs.store.queues.send(jobs.store.queues.message("assembly", job.task_id))
+    jobs.store.queues.broker.join("assembly", timeout=10_000)  # processed (skipped) and acknowledged
+    assert jobs.store.events.history(job.task_id, after=last.seq) == []
     monkeypatch.setenv("REDIS_URL", settings.redis_url)
     monkeypatch.setenv("LITMINER_KEY_PREFIX", settings.key_prefix)
     monkeypatch.setenv("LITMINER_SOURCES", "local")
     assert main(["rerun", job.task_id, "--stage", "assembly"]) == 0
     assert "re-running from assembly" in capsys.readouterr().out
-    events = follow(pipeline, job.task_id, after=last.seq)
+    events = follow(jobs, job.task_id, after=last.seq)
     assert events[0].stage == "assembly" and events[0].message == "Re-running from stage assembly"
     assert events[-1].status == "completed"
     assert sum(e.message == "Stage assembly started" for e in events) == 1
-    dataset = pipeline.dataset(job.task_id)
+    dataset = jobs.dataset(job.task_id)
     assert dataset is not None
     assert {k: v for k, v in dataset.stats.durations_s.items() if k != "assembly"} == earlier  # kept from run 1
-    assert main(["rerun", "nope", "--stage", "search"]) == 1
+    assert main(["rerun", "00000000-0000-4000-8000-000000000000", "--stage", "search"]) == 1  # unknown
+    assert main(["rerun", "nope", "--stage", "search"]) == 2  # not a task id
 
 
-def test_a_shortfall_is_said_in_the_final_event_and_stats_and_never_padded(make_pipeline, run_worker):
-    pipeline = make_pipeline()  # the bundled sample corpus holds far fewer than 80 water treatment technologies
-    run_worker(pipeline)
-    job = pipeline.submit(
+def test_a_shortfall_is_said_in_the_final_event_and_stats_and_never_padded(make_jobs, run_worker):
+    jobs = make_jobs()  # the bundled sample corpus holds far fewer than 80 water treatment technologies
+    run_worker()
+    job = jobs.submit(
         msgspec.convert({"user_query": QUERY, "field_definitions": FIELDS, "rows": 80}, type=GenerateRequest)
     )
-    final = follow(pipeline, job.task_id)[-1]
-    dataset = pipeline.dataset(job.task_id)
+    final = follow(jobs, job.task_id)[-1]
+    dataset = jobs.dataset(job.task_id)
     assert dataset is not None and final.status == "completed"
     assert 0 < len(dataset.rows) < 80
     assert final.data["rows"] == len(dataset.rows) == dataset.stats.returned_rows
@@ -307,15 +308,15 @@ def test_a_shortfall_is_said_in_the_final_event_and_stats_and_never_padded(make_
 
 
 def test_reprocess_from_search_with_other_sources_searches_only_those(stack, scholarly: ScholarlyAPI):
-    pipeline, url = stack
-    parent = generate(pipeline, url, rows=2)
+    jobs, url = stack
+    parent = generate(jobs, url, rows=2)
     searched = len(scholarly.requests)
 
-    child, stages = reprocess(pipeline, url, parent, from_stage="search", sources=["crossref"])
+    child, stages = reprocess(jobs, url, parent, from_stage="search", sources=["crossref"])
 
     # the parent's crossref answers are cached in Redis; nothing else is asked
     assert {r.route.split("/")[1] for r in scholarly.requests[searched:]} <= {"crossref"}
     assert "search" in stages and "schema_preparation" not in stages
-    dataset = pipeline.dataset(child)
+    dataset = jobs.dataset(child)
     assert dataset is not None and dataset.stats.sources == ["crossref"]
     assert dataset.stats.reused_stages == ["schema_preparation"]

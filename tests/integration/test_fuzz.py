@@ -31,9 +31,8 @@ from schemathesis.core.failures import FailureGroup
 from schemathesis.core.result import Ok
 from schemathesis.generation.case import Case as AnyCase
 
-from pipeline.runtime import Pipeline
+from pipeline.jobs import JobService
 from pipeline.settings import Settings
-from services.worker import start_worker
 from tests.conftest import follow
 
 Case = AnyCase[Any]
@@ -156,10 +155,10 @@ def cancel(url: str, task_id: str) -> str:
     return task_id
 
 
-def completed_job(url: str, pipeline: Pipeline, **changes: object) -> str:
+def completed_job(url: str, jobs: JobService, **changes: object) -> str:
     """A job run to completion by a real worker (local corpus, heuristic extractor)."""
     task_id = submit(url, sources=["local"], extractor="heuristic", **changes)
-    assert follow(pipeline, task_id)[-1].status == "completed"
+    assert follow(jobs, task_id)[-1].status == "completed"
     return task_id
 
 
@@ -169,13 +168,15 @@ def completed_job(url: str, pipeline: Pipeline, **changes: object) -> str:
 ENDLESS = "/sse/{client_id}"
 
 
-def test_openapi_operations_never_fail(fuzz_url: str, fuzz_settings: Settings, make_pipeline, tally: Tally) -> None:
+def test_openapi_operations_never_fail(
+    fuzz_url: str, fuzz_settings: Settings, make_jobs, run_worker, tally: Tally
+) -> None:
     """Positive and negative cases of every operation, also on task ids that exist: no 5xx, 4xx explained."""
-    pipeline = make_pipeline(settings_=fuzz_settings)
+    jobs = make_jobs(settings_=fuzz_settings)
     cancelled = cancel(fuzz_url, submit(fuzz_url))  # before any worker runs: a job finishes in milliseconds
-    worker = start_worker(pipeline, threads=2)  # /ready is ready, and the jobs below really run
+    worker = run_worker(settings_=fuzz_settings)  # /ready is ready, and the jobs below really run
     try:
-        finished = completed_job(fuzz_url, pipeline)
+        finished = completed_job(fuzz_url, jobs)
         # the worker keeps running: /ready answers 200, and a task followed over SSE ends with its last event
 
         schema = schemathesis.openapi.from_url(f"{fuzz_url}/schema/openapi.json").exclude(path=ENDLESS)
@@ -487,13 +488,13 @@ def open_connections(url: str, protocol: str) -> float:
 
 
 def test_dataset_downloads_whatever_the_model_name(
-    fuzz_url: str, fuzz_settings: Settings, make_pipeline, tally: Tally
+    fuzz_url: str, fuzz_settings: Settings, make_jobs, run_worker, tally: Tally
 ) -> None:
     """A model name is any Python identifier, so also one that Latin-1 (HTTP header text) cannot encode."""
-    pipeline = make_pipeline(settings_=fuzz_settings)
-    worker = start_worker(pipeline, threads=2)
+    jobs = make_jobs(settings_=fuzz_settings)
+    worker = run_worker(settings_=fuzz_settings)
     try:
-        task_id = completed_job(fuzz_url, pipeline, model_name="Δεδομένα")
+        task_id = completed_job(fuzz_url, jobs, model_name="Δεδομένα")
     finally:
         worker.stop()
     label = "GET /api/v1/datasets/{task_id} (model name Δεδομένα)"

@@ -27,9 +27,9 @@ from contracts import (
     PreparedSchema,
     decode_event,
 )
-from pipeline.events import EventBus, publisher_client
 from pipeline.extractors.base import Extraction
 from pipeline.extractors.heuristic import HeuristicExtractor
+from pipeline.store.events import EventBus, publisher_client
 from services.embedded_redis import free_port
 from tests.conftest import follow
 
@@ -184,8 +184,8 @@ def wait_for(condition: Callable[[], bool], timeout: float = 10, what: str = "co
         time.sleep(0.05)
 
 
-def test_all_four_endpoints_see_the_same_ordered_events(api_url, make_pipeline, run_worker):
-    run_worker(make_pipeline())
+def test_all_four_endpoints_see_the_same_ordered_events(api_url, make_jobs, run_worker):
+    run_worker()
     client_id = f"c-{uuid.uuid4().hex[:8]}"
     by_client = [
         Watcher(ws_url(api_url, f"/ws/{client_id}")).start_ready(),
@@ -220,8 +220,8 @@ def test_all_four_endpoints_see_the_same_ordered_events(api_url, make_pipeline, 
     assert metric(api_url, "litminer_events_delivered_total", protocol="sse") == 2 * len(events)
 
 
-def test_two_connections_with_one_client_id_both_receive_every_event(api_url, make_pipeline, run_worker):
-    run_worker(make_pipeline())
+def test_two_connections_with_one_client_id_both_receive_every_event(api_url, make_jobs, run_worker):
+    run_worker()
     client_id = f"c-{uuid.uuid4().hex[:8]}"
     pair = [Watcher(ws_url(api_url, f"/ws/{client_id}")).start_ready() for _ in range(2)]
     pair += [Watcher(f"{api_url}/sse/{client_id}").start_ready() for _ in range(2)]
@@ -240,8 +240,8 @@ def test_two_connections_with_one_client_id_both_receive_every_event(api_url, ma
     wait_for(lambda: no_open_connections(api_url), what="every connection to be released")
 
 
-def test_sse_reconnect_with_last_event_id_resumes_without_gap_or_repeat(api_url, make_pipeline, run_worker):
-    run_worker(make_pipeline(extractors={"heuristic": PacedExtractor(0.1)}))
+def test_sse_reconnect_with_last_event_id_resumes_without_gap_or_repeat(api_url, make_jobs, run_worker):
+    run_worker(extractors={"heuristic": PacedExtractor(0.1)})
     client_id = f"c-{uuid.uuid4().hex[:8]}"
     client_first = Watcher(f"{api_url}/sse/{client_id}", limit=4).start_ready()
     task_id = submit(api_url, client_id)
@@ -260,11 +260,11 @@ def test_sse_reconnect_with_last_event_id_resumes_without_gap_or_repeat(api_url,
     assert first.payloads + rest.payloads == client_first.payloads + client_rest.payloads
 
 
-def test_a_late_subscriber_receives_the_full_history(api_url, make_pipeline, run_worker):
-    pipeline = make_pipeline()
-    run_worker(pipeline)
+def test_a_late_subscriber_receives_the_full_history(api_url, make_jobs, run_worker):
+    jobs = make_jobs()
+    run_worker()
     task_id = submit(api_url, f"c-{uuid.uuid4().hex[:8]}")
-    history = [e.seq for e in follow(pipeline, task_id)]
+    history = [e.seq for e in follow(jobs, task_id)]
     for url in (ws_url(api_url, f"/ws/tasks/{task_id}"), f"{api_url}/sse/tasks/{task_id}"):
         late = Watcher(url, until_terminal=False).start_ready().finish()
         assert late.closed_by_server
@@ -272,8 +272,8 @@ def test_a_late_subscriber_receives_the_full_history(api_url, make_pipeline, run
         assert decode_event(late.payloads[-1].encode()).status == "completed"
 
 
-def test_events_lost_by_the_subscription_are_recovered_from_the_stream(api_url, make_pipeline, run_worker, settings):
-    run_worker(make_pipeline(extractors={"heuristic": PacedExtractor(0.1)}))
+def test_events_lost_by_the_subscription_are_recovered_from_the_stream(api_url, make_jobs, run_worker, settings):
+    run_worker(extractors={"heuristic": PacedExtractor(0.1)})
     client_id = f"c-{uuid.uuid4().hex[:8]}"
     by_client = Watcher(ws_url(api_url, f"/ws/{client_id}")).start_ready()
     task_id = submit(api_url, client_id)
@@ -293,12 +293,12 @@ def test_events_lost_by_the_subscription_are_recovered_from_the_stream(api_url, 
     assert metric(api_url, "litminer_event_resubscriptions_total") == 1
 
 
-def test_a_client_that_stops_reading_is_disconnected_and_others_get_everything(settings, serve_api, make_pipeline):
+def test_a_client_that_stops_reading_is_disconnected_and_others_get_everything(settings, serve_api, make_jobs):
     api_url = serve_api(msgspec.structs.replace(settings, event_queue_size=8, send_timeout_s=2.0))
-    pipeline = make_pipeline()
+    jobs = make_jobs()
     client_id = f"c-{uuid.uuid4().hex[:8]}"
     job = fake_job(client_id)
-    pipeline.store.create(job)
+    jobs.store.jobs.create(job)
 
     stalled = socket.socket()
     stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
@@ -312,7 +312,7 @@ def test_a_client_that_stops_reading_is_disconnected_and_others_get_everything(s
 
     bulk = "x" * 60_000  # big events fill the stalled client's socket buffers, then its queue
     for i in range(200):
-        pipeline.events.publish(job, "processing", message=f"{i} {bulk}")
+        jobs.store.events.publish(job, "processing", message=f"{i} {bulk}")
     for reader in readers:
         reader.finish()
     assert readers[0].seqs == list(range(2, 202))  # the client stream: every event since it connected
@@ -351,17 +351,18 @@ def test_unknown_tasks_and_bad_resume_ids_are_refused_before_the_stream_opens(ap
     assert refused.value.response.status_code == 400
 
 
-def test_an_event_that_cannot_be_published_is_logged_not_raised(settings, make_pipeline, caplog):
-    pipeline = make_pipeline()
+def test_an_event_that_cannot_be_published_is_logged_not_raised(settings, make_jobs, caplog):
+    jobs = make_jobs()
     dead = publisher_client(f"redis://127.0.0.1:{free_port()}/0")
-    bus = EventBus(pipeline.client, dead, pipeline.keys, ttl_s=60, maxlen=100)
+    bus = EventBus(jobs.store.client, dead, jobs.store.keys, ttl_s=60, maxlen=100)
     job = fake_job("c")
     assert bus.publish(job, "processing", message="nobody hears this") is None  # a stage carries on
-    assert [r.getMessage() for r in caplog.records if r.name == "pipeline.events"][-1] == "event dropped after retries"
+    logged = [r.getMessage() for r in caplog.records if r.name == "pipeline.store.events"]
+    assert logged[-1] == "event dropped after retries"
     dead.close()
 
 
-def test_the_documented_subscriber_example_follows_a_real_job(api_url, make_pipeline, run_worker, settings, tmp_path):
+def test_the_documented_subscriber_example_follows_a_real_job(api_url, make_jobs, run_worker, settings, tmp_path):
     import re
     import subprocess
     import sys
@@ -373,7 +374,7 @@ def test_the_documented_subscriber_example_follows_a_real_job(api_url, make_pipe
     script = tmp_path / "follow_task.py"
     script.write_text(example.group(1), encoding="utf-8")
 
-    run_worker(make_pipeline())
+    run_worker()
     task_id = submit(api_url, f"c-{uuid.uuid4().hex[:8]}")
     done = subprocess.run(
         [sys.executable, str(script), task_id],

@@ -7,7 +7,7 @@ import json
 import msgspec
 
 from contracts import Document, Event, FieldDefinition, GenerateRequest, JobRecord, decode_event
-from pipeline.runtime import Pipeline
+from pipeline.jobs import JobService
 from pipeline.settings import Settings
 from pipeline.stages import extraction
 from pipeline.text import sentences
@@ -42,18 +42,16 @@ def reader(call: Call) -> Reply:
     )
 
 
-def run_job(
-    make_pipeline, run_worker, settings: Settings, **changes: object
-) -> tuple[Pipeline, JobRecord, list[Event]]:
-    """A pipeline on ``settings`` with a worker, one job of ``request(**changes)`` run to its end, its events."""
-    pipeline = make_pipeline(settings_=settings)
-    run_worker(pipeline)
-    job = pipeline.submit(request(**changes))
-    return pipeline, job, follow(pipeline, job.task_id)
+def run_job(make_jobs, run_worker, settings: Settings, **changes: object) -> tuple[JobService, JobRecord, list[Event]]:
+    """A job service on ``settings`` with a worker, one job of ``request(**changes)`` run to its end, its events."""
+    jobs = make_jobs(settings_=settings)
+    run_worker(settings_=settings)
+    job = jobs.submit(request(**changes))
+    return jobs, job, follow(jobs, job.task_id)
 
 
-def stored_documents(pipeline: Pipeline, task_id: str) -> list[Document]:
-    documents = pipeline.store.get_output(task_id, "documents", list[Document])
+def stored_documents(jobs: JobService, task_id: str) -> list[Document]:
+    documents = jobs.store.jobs.get_output(task_id, "documents", list[Document])
     assert documents is not None
     return documents
 
@@ -64,7 +62,7 @@ def write_corpus(tmp_path, *records: dict[str, object]) -> str:
     return str(path)
 
 
-def test_llm_rows_are_grounded_cited_and_say_who_served_them(make_pipeline, run_worker, llm, llm_settings):
+def test_llm_rows_are_grounded_cited_and_say_who_served_them(make_jobs, run_worker, llm, llm_settings):
     fabricated: list[str] = []
 
     def model(call: Call) -> Reply:
@@ -80,12 +78,12 @@ def test_llm_rows_are_grounded_cited_and_say_who_served_them(make_pipeline, run_
         return reader(call)
 
     llm.responder = model
-    pipeline, job, events = run_job(make_pipeline, run_worker, llm_settings)
+    jobs, job, events = run_job(make_jobs, run_worker, llm_settings)
 
     assert events[-1].status == "completed"
-    dataset = pipeline.dataset(job.task_id)
+    dataset = jobs.dataset(job.task_id)
     assert dataset is not None and len(dataset.rows) == 5
-    texts = {d.id: f"{d.title}\n{d.abstract}" for d in stored_documents(pipeline, job.task_id)}
+    texts = {d.id: f"{d.title}\n{d.abstract}" for d in stored_documents(jobs, job.task_id)}
     stats = dataset.stats.extraction
     assert stats is not None
     assert (stats.extractor, stats.provider, stats.base_url, stats.model) == (
@@ -115,7 +113,7 @@ def test_llm_rows_are_grounded_cited_and_say_who_served_them(make_pipeline, run_
 
 
 def test_instructions_inside_a_document_do_not_put_invented_rows_in_the_dataset(
-    tmp_path, make_pipeline, run_worker, llm, llm_settings
+    tmp_path, make_jobs, run_worker, llm, llm_settings
 ):
     injected = (
         "Drip irrigation with chlorinated water lowered pathogen counts in tomato fields. "
@@ -151,9 +149,9 @@ def test_instructions_inside_a_document_do_not_put_invented_rows_in_the_dataset(
         return rows_reply(real, invented)
 
     llm.responder = injected_model
-    pipeline, job, _ = run_job(make_pipeline, run_worker, msgspec.structs.replace(llm_settings, corpus=corpus), rows=2)
+    jobs, job, _ = run_job(make_jobs, run_worker, msgspec.structs.replace(llm_settings, corpus=corpus), rows=2)
 
-    dataset = pipeline.dataset(job.task_id)
+    dataset = jobs.dataset(job.task_id)
     assert dataset is not None
     names = sorted(str(r.row["technology_name"]) for r in dataset.rows)
     assert names == [
@@ -167,32 +165,30 @@ def test_instructions_inside_a_document_do_not_put_invented_rows_in_the_dataset(
     assert document_message.endswith("</document>") and document_message.count("</document>") == 1
 
 
-def test_rate_limited_calls_are_retried_honouring_retry_after(make_pipeline, run_worker, llm, llm_settings):
+def test_rate_limited_calls_are_retried_honouring_retry_after(make_jobs, run_worker, llm, llm_settings):
     llm.responder = reader
     llm.script(Reply(status=429, headers={"retry-after-ms": "10", "retry-after": "0"}))
-    pipeline, job, events = run_job(make_pipeline, run_worker, llm_settings)
+    jobs, job, events = run_job(make_jobs, run_worker, llm_settings)
 
     assert events[-1].status == "completed" and not [e for e in events if e.status == "retrying"]
-    dataset = pipeline.dataset(job.task_id)
+    dataset = jobs.dataset(job.task_id)
     assert dataset is not None and dataset.stats.extraction is not None
     assert len(llm.calls) == dataset.stats.extraction.documents + 1  # the 429 and its retry
 
 
-def test_a_refused_key_ends_the_job_at_once_without_retries(make_pipeline, run_worker, llm, llm_settings):
+def test_a_refused_key_ends_the_job_at_once_without_retries(make_jobs, run_worker, llm, llm_settings):
     llm.responder = lambda call: Reply(status=401, message="Incorrect API key provided: test-ope****-key.")
-    pipeline, job, events = run_job(make_pipeline, run_worker, llm_settings)
+    jobs, job, events = run_job(make_jobs, run_worker, llm_settings)
 
     assert events[-1].status == "error" and not [e for e in events if e.status == "retrying"]
-    record = pipeline.store.load(job.task_id)
+    record = jobs.store.jobs.load(job.task_id)
     assert record is not None and record.error is not None
     assert "HTTP 401" in record.error and llm.url in record.error and "Incorrect API key" in record.error
     assert all(call.headers["x-stainless-retry-count"] == "0" for call in llm.calls)  # the client did not retry
     assert len(llm.calls) <= 2 * llm_settings.extract_batch_size  # the batches the two worker threads had started
 
 
-def test_a_malformed_reply_is_asked_again_once_then_the_document_is_skipped(
-    make_pipeline, run_worker, llm, llm_settings
-):
+def test_a_malformed_reply_is_asked_again_once_then_the_document_is_skipped(make_jobs, run_worker, llm, llm_settings):
     bad_titles: list[str] = []
 
     def model(call: Call) -> Reply:
@@ -203,37 +199,37 @@ def test_a_malformed_reply_is_asked_again_once_then_the_document_is_skipped(
         return reader(call)
 
     llm.responder = model
-    pipeline, job, events = run_job(make_pipeline, run_worker, llm_settings)
+    jobs, job, events = run_job(make_jobs, run_worker, llm_settings)
 
     assert events[-1].status == "completed"
     assert len(bad_titles) == 2  # asked once more, then given up
     warnings = [e for e in events if "warning" in e.data]
     assert len(warnings) == 1 and "malformed reply twice" in str(warnings[0].data["warning"])
-    dataset = pipeline.dataset(job.task_id)
+    dataset = jobs.dataset(job.task_id)
     assert dataset is not None and dataset.stats.extraction is not None
     assert dataset.stats.extraction.documents_failed == 1
     assert bad_titles[0] not in {r.row["technology_name"] for r in dataset.rows}
 
 
-def test_a_server_without_json_schema_gets_json_mode_and_validation(make_pipeline, run_worker, llm, llm_settings):
+def test_a_server_without_json_schema_gets_json_mode_and_validation(make_jobs, run_worker, llm, llm_settings):
     llm.responder = reader
     llm.rejects_json_schema = True
-    pipeline, job, _ = run_job(make_pipeline, run_worker, llm_settings)
+    jobs, job, _ = run_job(make_jobs, run_worker, llm_settings)
 
-    dataset = pipeline.dataset(job.task_id)
+    dataset = jobs.dataset(job.task_id)
     assert dataset is not None and len(dataset.rows) == 5
     assert dataset.stats.extraction is not None and dataset.stats.extraction.response_format == "json_object"
     formats = [call.body["response_format"]["type"] for call in llm.calls]
     assert formats[0] == "json_schema" and formats[-1] == "json_object"
 
 
-def test_a_token_budget_stops_extraction_cleanly_with_what_it_has(make_pipeline, run_worker, llm, llm_settings):
+def test_a_token_budget_stops_extraction_cleanly_with_what_it_has(make_jobs, run_worker, llm, llm_settings):
     llm.responder = reader
     settings = msgspec.structs.replace(llm_settings, max_tokens_per_job=1, extract_batch_size=1)
-    pipeline, job, events = run_job(make_pipeline, run_worker, settings)
+    jobs, job, events = run_job(make_jobs, run_worker, settings)
 
     assert events[-1].status == "completed"
-    dataset = pipeline.dataset(job.task_id)
+    dataset = jobs.dataset(job.task_id)
     assert dataset is not None and dataset.stats.extraction is not None
     stats = dataset.stats.extraction
     assert stats.budget_exhausted and stats.documents_skipped > 0 and stats.documents_extracted >= 1
@@ -243,14 +239,13 @@ def test_a_token_budget_stops_extraction_cleanly_with_what_it_has(make_pipeline,
     assert any("Token budget of 1 reached" in e.message for e in events)
 
 
-def test_batches_spread_over_two_workers_and_assembly_starts_once(make_pipeline, run_worker, llm, llm_settings):
+def test_batches_spread_over_two_workers_and_assembly_starts_once(make_jobs, run_worker, llm, llm_settings):
     llm.responder = reader
     llm.latency_s = 0.05
     settings = msgspec.structs.replace(llm_settings, extract_batch_size=2)
-    first = make_pipeline(settings_=msgspec.structs.replace(settings, llm_model="model-a"))
-    second = make_pipeline(settings_=msgspec.structs.replace(settings, llm_model="model-b"))
-    run_worker(first)
-    run_worker(second)
+    first = make_jobs(settings_=settings)
+    run_worker(settings_=msgspec.structs.replace(settings, llm_model="model-a"))
+    second = run_worker(settings_=msgspec.structs.replace(settings, llm_model="model-b"))
     job = first.submit(request())
     events = follow(first, job.task_id)
 
@@ -265,28 +260,29 @@ def test_batches_spread_over_two_workers_and_assembly_starts_once(make_pipeline,
     assert len(dataset.rows) == 5
 
     # A batch message delivered again while the job is in extraction does not hand off a second time.
-    run = first.store.get_output(job.task_id, "extraction_run", extraction.ExtractionRun)
+    run = first.store.jobs.get_output(job.task_id, "extraction_run", extraction.ExtractionRun)
     assert run is not None
-    reopened = first.store.transition(job.task_id, status="processing", stage="extraction", reopen=True)
+    reopened = first.store.jobs.transition(job.task_id, status="processing", stage="extraction", reopen=True)
     assert reopened is not None
-    extraction.process_batch(second, job.task_id, run.run_id, 3, "a-redelivered-copy")
-    later = [decode_event(raw) for raw in first.events.history(job.task_id, after=events[-1].seq)]
+    extraction.process_batch(second.runtime, job.task_id, run.run_id, 3, "a-redelivered-copy")
+    later = [decode_event(raw) for raw in first.store.events.history(job.task_id, after=events[-1].seq)]
     assert later and all(e.stage == "extraction" and e.status == "processing" for e in later)
 
 
-def test_reprocessing_extraction_reuses_cached_results_and_spends_no_tokens(
-    make_pipeline, run_worker, llm, llm_settings
-):
+def test_reprocessing_extraction_reuses_cached_results_and_spends_no_tokens(make_jobs, run_worker, llm, llm_settings):
     llm.responder = reader
-    pipeline, job, events = run_job(make_pipeline, run_worker, llm_settings)
+    jobs = make_jobs(settings_=llm_settings)
+    worker = run_worker(settings_=llm_settings)
+    job = jobs.submit(request())
+    events = follow(jobs, job.task_id)
     calls = len(llm.calls)
-    before = pipeline.dataset(job.task_id)
+    before = jobs.dataset(job.task_id)
 
-    pipeline.store.transition(job.task_id, status="processing", stage="extraction", reopen=True)
-    extraction.process(pipeline, job.task_id)
-    follow(pipeline, job.task_id, after=events[-1].seq)
+    jobs.store.jobs.transition(job.task_id, status="processing", stage="extraction", reopen=True)
+    extraction.process(worker.runtime, job.task_id)
+    follow(jobs, job.task_id, after=events[-1].seq)
 
-    after = pipeline.dataset(job.task_id)
+    after = jobs.dataset(job.task_id)
     assert len(llm.calls) == calls
     assert before is not None and after is not None and after.rows == before.rows
     stats = after.stats.extraction
@@ -294,7 +290,7 @@ def test_reprocessing_extraction_reuses_cached_results_and_spends_no_tokens(
     assert stats.prompt_tokens == stats.completion_tokens == 0
 
 
-def test_a_long_full_text_is_read_in_overlapping_chunks(tmp_path, make_pipeline, run_worker, llm, llm_settings):
+def test_a_long_full_text_is_read_in_overlapping_chunks(tmp_path, make_jobs, run_worker, llm, llm_settings):
     filler = " ".join(f"Plot {i} was irrigated with filtered water and observed weekly." for i in range(400))
     corpus = write_corpus(
         tmp_path,
@@ -307,10 +303,10 @@ def test_a_long_full_text_is_read_in_overlapping_chunks(tmp_path, make_pipeline,
     )
     llm.responder = reader
     settings = msgspec.structs.replace(llm_settings, corpus=corpus, llm_chunk_tokens=800)
-    pipeline, job, _ = run_job(make_pipeline, run_worker, settings, rows=1)
+    jobs, job, _ = run_job(make_jobs, run_worker, settings, rows=1)
 
     documents = [call.document for call in llm.calls]
     assert len(documents) >= 4 and all(d.startswith("Title: Sand filtration") for d in documents)
-    dataset = pipeline.dataset(job.task_id)
+    dataset = jobs.dataset(job.task_id)
     assert dataset is not None and len(dataset.rows) == 1  # each chunk restated the row; it is kept once
     assert dataset.stats.extraction is not None and dataset.stats.extraction.llm_calls == len(documents)

@@ -7,7 +7,8 @@ import pytest
 from fpdf import FPDF
 from pypdf import PdfWriter
 
-from pipeline.sources.base import Page, SourceError
+from pipeline.errors import SourceError
+from pipeline.sources.base import Page
 from pipeline.sources.local import LocalLibrary, sample_corpus_path
 
 BIBTEX = r"""

@@ -9,8 +9,9 @@ import msgspec
 import pytest
 
 from contracts import Document
+from pipeline.errors import SourceError
 from pipeline.settings import Settings
-from pipeline.sources.base import FullTextSource, Page, SourceError
+from pipeline.sources.base import FullTextSource, Page
 from pipeline.sources.http import SourceHttp
 from pipeline.sources.registry import available_sources
 from pipeline.stages.search import SearchResult, search
@@ -164,11 +165,9 @@ def test_answers_are_cached_in_redis(online_settings, scholarly):
 def test_rate_slots_and_concurrency_leases_are_shared_through_redis(online_settings):
     async def run() -> tuple[list[int], list[int]]:
         async with SourceHttp.open(online_settings) as http:
-            rate = http.keys.source_rate("slow")
-            waits = [await http._reserve(keys=[rate], args=[3000, 0]) for _ in range(3)]
-            leases = http.keys.source_leases("slow")
-            taken = [await http._lease(keys=[leases], args=[2, f"l{i}", 60_000]) for i in range(3)]
-            return waits, taken
+            waits = [await http.state.reserve("slow", interval_ms=3000, not_before_ms=0) for _ in range(3)]
+            taken = [await http.state.take_lease("slow", f"l{i}", limit=2, lease_ms=60_000) for i in range(3)]
+            return waits, [int(t) for t in taken]
 
     waits, taken = asyncio.run(run())
     assert waits[0] == 0 and 2500 < waits[1] <= 3000 and 5500 < waits[2] <= 6000

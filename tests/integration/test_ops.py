@@ -14,8 +14,9 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from contracts import GenerateRequest
-from pipeline.runtime import Pipeline
-from pipeline.schema import parse_generate_request
+from pipeline.jobs import JobService
+from pipeline.worker.status import WorkerStatus
+from services.api.requests import parse_generate_request
 from services.embedded_redis import free_port
 from services.logs import configure_logging
 from tests.conftest import follow
@@ -46,13 +47,12 @@ def _samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     }
 
 
-def test_ready_needs_a_live_worker_heartbeat(make_pipeline, settings, run_worker, api_url):
-    pipeline: Pipeline = make_pipeline()
+def test_ready_needs_a_live_worker_heartbeat(settings, run_worker, api_url):
     waiting = httpx.get(f"{api_url}/ready")
     assert waiting.status_code == 503
     assert "worker heartbeat" in waiting.json()["detail"]
 
-    worker = run_worker(pipeline, threads=3)
+    worker = run_worker(threads=3)
     ready = httpx.get(f"{api_url}/ready")
     assert ready.status_code == 200 and ready.json() == {"status": "ready", "workers": 1}
     workers = httpx.get(f"{api_url}/api/v1/ops").json()["workers"]
@@ -63,17 +63,18 @@ def test_ready_needs_a_live_worker_heartbeat(make_pipeline, settings, run_worker
     assert httpx.get(f"{api_url}/api/v1/ops").json()["workers"] == []
 
 
-def test_a_silent_worker_stops_counting_as_live(make_pipeline, settings, api_url):
-    pipeline: Pipeline = make_pipeline()
-    pipeline.worker_status.beat()
+def test_a_silent_worker_stops_counting_as_live(make_jobs, settings, api_url):
+    jobs: JobService = make_jobs()
+    status = WorkerStatus(jobs.store.workers, {}, interval_s=5, metrics_port=0)
+    status.beat()
     assert httpx.get(f"{api_url}/ready").status_code == 200
     # The same heartbeat, 31 s old: as if the process had been killed without cleaning up.
-    pipeline.client.zadd(pipeline.keys.workers, {pipeline.worker_status.worker_id: time.time() - 31})
+    jobs.store.client.zadd(jobs.store.keys.workers, {status.worker_id: time.time() - 31})
     assert httpx.get(f"{api_url}/ready").status_code == 503
 
 
-def test_task_lists_per_client_and_for_everyone(make_pipeline, settings, run_worker, api_url):
-    pipeline: Pipeline = make_pipeline()
+def test_task_lists_per_client_and_for_everyone(make_jobs, settings, run_worker, api_url):
+    jobs: JobService = make_jobs()
     first = _submit(api_url, "client-a")
     second = _submit(api_url, "client-a")
     other = _submit(api_url, "client-b")
@@ -93,34 +94,34 @@ def test_task_lists_per_client_and_for_everyone(make_pipeline, settings, run_wor
     depth = {q["name"]: q for q in ops["queues"]}
     assert depth["schema_preparation"]["ready"] == 3 and depth["search"]["ready"] == 0
 
-    worker = run_worker(pipeline)
+    worker = run_worker()
     for task_id in (first, second, other):
-        follow(pipeline, task_id)
+        follow(jobs, task_id)
     worker.join()  # the completed event goes out before the last message is acknowledged
-    pipeline.worker_status.beat()  # the next heartbeat, without waiting LITMINER_WORKER_HEARTBEAT_S
+    worker.runtime.status.beat()  # the next heartbeat, without waiting LITMINER_WORKER_HEARTBEAT_S
     ops = httpx.get(f"{api_url}/api/v1/ops").json()
     assert {q["name"]: q["ready"] for q in ops["queues"]} == dict.fromkeys(
         ("schema_preparation", "search", "extraction", "assembly"), 0
     )
-    jobs = {j["task_id"]: j for j in ops["jobs"]}
-    assert {jobs[t]["status"] for t in (first, second, other)} == {"completed"}
-    assert all(jobs[t]["duration_s"] > 0 for t in (first, second, other))
+    listed = {j["task_id"]: j for j in ops["jobs"]}
+    assert {listed[t]["status"] for t in (first, second, other)} == {"completed"}
+    assert all(listed[t]["duration_s"] > 0 for t in (first, second, other))
     (seen,) = ops["workers"]
     assert seen["processed"] >= 3 * 5 and seen["failed"] == 0 and seen["in_flight"] == 0  # 5 actors, batches more
 
 
-def test_tokens_of_an_llm_job_show_in_the_task_list(llm_settings, make_pipeline, run_worker, serve_api):
+def test_tokens_of_an_llm_job_show_in_the_task_list(llm_settings, make_jobs, run_worker, serve_api):
     api_url = serve_api(llm_settings)
-    pipeline: Pipeline = make_pipeline(settings_=llm_settings)
-    run_worker(pipeline)
+    jobs: JobService = make_jobs(settings_=llm_settings)
+    run_worker(settings_=llm_settings)
     task_id = _submit(api_url, "client-llm")
-    follow(pipeline, task_id)
+    follow(jobs, task_id)
     task = httpx.get(f"{api_url}/api/v1/tasks", params={"client_id": "client-llm"}).json()["tasks"][0]
     assert task["status"] == "completed" and task["tokens"] > 0
 
 
-def test_api_metrics_count_requests_by_route(make_pipeline, settings, api_url):
-    make_pipeline()
+def test_api_metrics_count_requests_by_route(make_jobs, settings, api_url):
+    make_jobs()
     for _ in range(3):
         assert httpx.get(f"{api_url}/tasks/{uuid.uuid4()}").status_code == 404
     before = _samples(httpx.get(f"{api_url}/metrics").text)
@@ -133,25 +134,31 @@ def test_api_metrics_count_requests_by_route(make_pipeline, settings, api_url):
     assert ("litminer_open_connections", (("protocol", "sse"),)) in after
 
 
-def test_worker_metrics_on_their_own_port(make_pipeline, settings, run_worker):
+def test_worker_metrics_on_their_own_port(make_jobs, settings, run_worker):
     port = free_port()
-    pipeline: Pipeline = make_pipeline(settings_=msgspec.structs.replace(settings, worker_metrics_port=port))
-    worker = run_worker(pipeline)
-    job = pipeline.submit(_request())
-    events = follow(pipeline, job.task_id)
+    jobs: JobService = make_jobs()
+    worker = run_worker(settings_=msgspec.structs.replace(settings, worker_metrics_port=port))
+    job = jobs.submit(_request())
+    events = follow(jobs, job.task_id)
     worker.join()
     batches = next(e.data["batches"] for e in events if "batches" in e.data)
 
     samples = _samples(httpx.get(f"http://127.0.0.1:{port}/metrics").text)
     processed = {dict(labels)["actor"]: v for (name, labels), v in samples.items() if name.endswith("processed_total")}
-    assert processed == {"prepare_schema": 1, "search": 1, "extract": 1, "extract_batch": batches, "assemble": 1}
+    assert processed == {
+        "schema_preparation": 1,
+        "search": 1,
+        "extraction": 1,
+        "extraction_batch": batches,
+        "assembly": 1,
+    }
     durations = {dict(labels)["stage"] for (name, labels), _ in samples.items() if name.endswith("seconds_count")}
     assert durations == {"schema_preparation", "search", "extraction", "assembly"}
     assert samples[("litminer_worker_in_flight", ())] == 0
 
 
 def _request() -> GenerateRequest:
-    return parse_generate_request(SEED, max_rows=100)
+    return parse_generate_request(SEED)
 
 
 @pytest.fixture
@@ -167,12 +174,12 @@ def json_log():
     root.setLevel(level)
 
 
-def test_json_log_lines_carry_task_id_and_stage(online_settings, make_pipeline, run_worker, json_log):
+def test_json_log_lines_carry_task_id_and_stage(online_settings, make_jobs, run_worker, json_log):
     settings = msgspec.structs.replace(online_settings, sources=("europepmc",))
-    pipeline: Pipeline = make_pipeline(settings_=settings)
-    run_worker(pipeline)
-    job = pipeline.submit(msgspec.structs.replace(_request(), sources=["europepmc"]))
-    follow(pipeline, job.task_id)
+    jobs: JobService = make_jobs(settings_=settings)
+    run_worker(settings_=settings)
+    job = jobs.submit(msgspec.structs.replace(_request(), sources=["europepmc"]))
+    follow(jobs, job.task_id)
 
     lines = [json.loads(line) for line in json_log.getvalue().splitlines()]
     requests = [line for line in lines if line["logger"] == "pipeline.sources.http"]

@@ -7,7 +7,15 @@ import threading
 
 import pytest
 
-from contracts import GENERATED_SOURCE, CandidateRow, Dataset, Document, FieldDefinition, GenerateRequest, PreparedSchema
+from contracts import (
+    GENERATED_SOURCE,
+    CandidateRow,
+    Dataset,
+    Document,
+    FieldDefinition,
+    GenerateRequest,
+    PreparedSchema,
+)
 from pipeline.errors import JobFinished, JobNotFound
 from pipeline.extractors.base import Extraction
 from pipeline.extractors.heuristic import HeuristicExtractor

@@ -15,7 +15,7 @@ import msgspec
 import pytest
 import redis
 
-from pipeline.runtime import Pipeline
+from pipeline.jobs import JobService
 from pipeline.settings import Settings
 from services.client import ApiClient
 from services.embedded_redis import free_port
@@ -83,7 +83,7 @@ def tls_redis_url(tmp_path: Path) -> Iterator[str]:
 def test_password_and_tls_end_to_end(
     settings: Settings,
     tls_redis_url: str,
-    make_pipeline: Callable[..., Pipeline],
+    make_jobs: Callable[..., JobService],
     run_worker: Callable[..., object],
     serve_api: Callable[[Settings], str],
     caplog: pytest.LogCaptureFixture,
@@ -106,7 +106,7 @@ def test_password_and_tls_end_to_end(
         cancelled = http.post("/api/v1/datasets/generate", json=body).json()["task_id"]
         revoked = http.post(f"/tasks/{cancelled}/revoke")  # queued, no worker yet: through the abort backend
         assert revoked.status_code == 200 and revoked.json()["status"] == "cancelled"
-        run_worker(make_pipeline(settings_=secure))
+        run_worker(settings_=secure)
         task_id = http.post("/api/v1/datasets/generate", json=body).json()["task_id"]
         with ApiClient(api_url) as client:  # live events over SSE: the API's subscription is on TLS too
             events = list(client.follow_task(task_id))

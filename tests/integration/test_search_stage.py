@@ -14,11 +14,11 @@ def request(**changes: object) -> GenerateRequest:
     return seed_request(**{"user_query": QUESTION, "rows": 3, **changes})
 
 
-def test_a_job_searches_the_online_sources_and_reports_each_one(online_settings, make_pipeline, run_worker, scholarly):
-    pipeline = make_pipeline(settings_=online_settings)
-    run_worker(pipeline)
-    job = pipeline.submit(request())
-    events = follow(pipeline, job.task_id)
+def test_a_job_searches_the_online_sources_and_reports_each_one(online_settings, make_jobs, run_worker, scholarly):
+    jobs = make_jobs(settings_=online_settings)
+    run_worker(settings_=online_settings)
+    job = jobs.submit(request())
+    events = follow(jobs, job.task_id)
     assert events[-1].status == "completed", events[-1].message
     search = [e for e in events if e.stage == "search"]
     plan = next(e for e in search if e.message.startswith("Searching "))
@@ -27,44 +27,42 @@ def test_a_job_searches_the_online_sources_and_reports_each_one(online_settings,
     assert any(e.message.startswith("openalex: ") for e in search)
     handed = next(e for e in events if e.stage == "search" and e.message.startswith("Kept "))
     assert handed.data["found_openalex"] and handed.data["duplicates"] and handed.data["without_text"] == 1
-    documents = pipeline.input(job.task_id, "documents", list[Document])
+    documents = jobs.store.jobs.inputs(job.task_id, "documents").get("documents", list[Document])
     assert len(documents) == handed.data["documents"] and all(d.abstract or d.full_text for d in documents)
     assert len({d.title for d in documents}) == len(documents)
 
 
 def test_a_request_may_narrow_the_sources_and_a_failing_one_does_not_fail_the_job(
-    online_settings, make_pipeline, run_worker, scholarly
+    online_settings, make_jobs, run_worker, scholarly
 ):
     scholarly.script("/crossref/works", *[Reply(status=500)] * 3)
-    pipeline = make_pipeline(settings_=online_settings)
-    run_worker(pipeline)
-    job = pipeline.submit(request(sources=["crossref", "openalex"]))
-    events = follow(pipeline, job.task_id)
+    jobs = make_jobs(settings_=online_settings)
+    run_worker(settings_=online_settings)
+    job = jobs.submit(request(sources=["crossref", "openalex"]))
+    events = follow(jobs, job.task_id)
     assert events[-1].status == "completed"
     failed = [e for e in events if e.message.startswith("Source crossref failed")]
     assert len(failed) == 1 and failed[0].data["source"] == "crossref" and "HTTP 500" in str(failed[0].data["error"])
     assert scholarly.calls("/europepmc/search") == [] and scholarly.calls("/arxiv/query") == []
 
 
-def test_every_source_failing_ends_the_job_as_error_with_each_reason(
-    online_settings, make_pipeline, run_worker, scholarly
-):
+def test_every_source_failing_ends_the_job_as_error_with_each_reason(online_settings, make_jobs, run_worker, scholarly):
     scholarly.script("/crossref/works", *[Reply(status=404, body=b"Resource not found.")] * 8)
     scholarly.script("/arxiv/query", *[Reply(body=b"<html>down</html>")] * 8)
-    pipeline = make_pipeline(settings_=online_settings)
-    run_worker(pipeline)
-    job = pipeline.submit(request(sources=["crossref", "arxiv"]))
-    events = follow(pipeline, job.task_id)
+    jobs = make_jobs(settings_=online_settings)
+    run_worker(settings_=online_settings)
+    job = jobs.submit(request(sources=["crossref", "arxiv"]))
+    events = follow(jobs, job.task_id)
     assert events[-1].status == "error"
     assert "crossref: HTTP 404" in events[-1].message and "arxiv: malformed response" in events[-1].message
 
 
-def test_a_retried_job_reads_the_cache_instead_of_asking_again(online_settings, make_pipeline, run_worker, scholarly):
-    pipeline = make_pipeline(settings_=online_settings)
-    run_worker(pipeline)
-    first = follow(pipeline, pipeline.submit(request(sources=["openalex"])).task_id)
+def test_a_retried_job_reads_the_cache_instead_of_asking_again(online_settings, make_jobs, run_worker, scholarly):
+    jobs = make_jobs(settings_=online_settings)
+    run_worker(settings_=online_settings)
+    first = follow(jobs, jobs.submit(request(sources=["openalex"])).task_id)
     asked = len(scholarly.calls("/openalex/works"))
-    second = follow(pipeline, pipeline.submit(request(sources=["openalex"])).task_id)
+    second = follow(jobs, jobs.submit(request(sources=["openalex"])).task_id)
     assert first[-1].status == second[-1].status == "completed"
     assert asked >= 1 and len(scholarly.calls("/openalex/works")) == asked
 
@@ -91,7 +89,7 @@ def test_seed_question_on_the_sample_corpus_puts_treatment_technologies_first(se
 
 
 def test_cancelling_a_job_while_it_waits_on_a_slow_source_frees_the_worker(
-    online_settings, make_pipeline, run_worker, scholarly
+    online_settings, make_jobs, run_worker, scholarly
 ):
     import time
 
@@ -101,17 +99,17 @@ def test_cancelling_a_job_while_it_waits_on_a_slow_source_frees_the_worker(
 
     settings = msgspec.structs.replace(online_settings, http_timeout_s=90.0)
     scholarly.script("/openalex/works", Reply(delay_s=60.0))  # longer than the second job may take
-    pipeline = make_pipeline(settings_=settings)
-    run_worker(pipeline, threads=1)
-    job = pipeline.submit(request(sources=["openalex"]))
+    jobs = make_jobs(settings_=settings)
+    run_worker(settings_=settings, threads=1)
+    job = jobs.submit(request(sources=["openalex"]))
     wait_for(lambda: scholarly.calls("/openalex/works"), what="the search to reach OpenAlex")
     cancelled_at = time.monotonic()
-    pipeline.cancel(job.task_id)
+    jobs.cancel(job.task_id)
     # the only worker thread must be interrupted inside the search's event loop, not after the 60 s answer
-    second = pipeline.submit(request(sources=["openalex"]))
-    events = follow(pipeline, second.task_id, timeout=30)
+    second = jobs.submit(request(sources=["openalex"]))
+    events = follow(jobs, second.task_id, timeout=30)
     assert events[-1].status == "completed"
     print(f"second job done {time.monotonic() - cancelled_at:.2f} s after the cancel")
-    assert pipeline.store.get_output(job.task_id, "documents", list[Document]) is None
-    record = pipeline.store.load(job.task_id)
+    assert jobs.store.jobs.get_output(job.task_id, "documents", list[Document]) is None
+    record = jobs.store.jobs.load(job.task_id)
     assert record is not None and record.status == "cancelled" and record.stage == "search"

@@ -17,9 +17,9 @@ from websockets.exceptions import InvalidStatus
 from websockets.http11 import Response
 from websockets.sync.client import connect as ws_connect
 
-from pipeline.keys import Keys
-from pipeline.runtime import Pipeline
+from pipeline.jobs import JobService
 from pipeline.settings import Settings
+from pipeline.store.keys import Keys
 from services.api.auth import owner_id
 from services.cli import main
 from services.logs import configure_logging
@@ -155,13 +155,13 @@ def test_bearer_x_api_key_and_token_are_each_accepted(secure_url):
 # -- ownership ----------------------------------------------------------------------------------------
 
 
-def test_another_keys_task_is_unknown_to_it_everywhere(secure_settings, secure_url, make_pipeline, run_worker):
-    pipeline: Pipeline = make_pipeline(settings_=secure_settings)
-    run_worker(pipeline)
+def test_another_keys_task_is_unknown_to_it_everywhere(secure_settings, secure_url, make_jobs, run_worker):
+    jobs: JobService = make_jobs(settings_=secure_settings)
+    run_worker(settings_=secure_settings)
     task = submit(secure_url, A, client_id="client-of-a")
-    follow(pipeline, task)
+    follow(jobs, task)
 
-    raw = pipeline.client.get(pipeline.keys.job(task))
+    raw = jobs.store.client.get(jobs.store.keys.job(task))
     assert raw is not None and KEY_A.encode() not in raw
     assert json.loads(raw)["owner"] == owner_id(KEY_A) and len(owner_id(KEY_A)) == 16
 
@@ -191,14 +191,14 @@ def test_another_keys_task_is_unknown_to_it_everywhere(secure_settings, secure_u
     child = httpx.post(f"{secure_url}/api/v1/tasks/{task}/reprocess", json={"from_stage": "assembly"}, headers=A)
     assert child.status_code == 202, child.text
     child_id = child.json()["task_id"]
-    follow(pipeline, child_id)
+    follow(jobs, child_id)
     assert httpx.get(f"{secure_url}/tasks/{child_id}", headers=A).json()["status"] == "completed"
     assert httpx.get(f"{secure_url}/tasks/{child_id}", headers=B).status_code == 404
 
 
-def test_a_client_id_belongs_to_the_first_key_that_uses_it(secure_settings, secure_url, make_pipeline):
+def test_a_client_id_belongs_to_the_first_key_that_uses_it(secure_settings, secure_url, make_jobs):
     keys = Keys(secure_settings.key_prefix)
-    client = make_pipeline(settings_=secure_settings).client
+    client = make_jobs(settings_=secure_settings).store.client
     submit(secure_url, A, client_id="shared")
     assert client.get(keys.client_owner("shared")) == owner_id(KEY_A).encode()
     assert 0 < client.ttl(keys.client_owner("shared")) <= secure_settings.result_ttl_s
@@ -235,7 +235,7 @@ def test_a_client_id_belongs_to_the_first_key_that_uses_it(secure_settings, secu
 # -- limits -------------------------------------------------------------------------------------------
 
 
-def test_starting_jobs_is_rate_limited_per_key(secure_settings, serve_api, make_pipeline):
+def test_starting_jobs_is_rate_limited_per_key(secure_settings, serve_api, make_jobs):
     settings = msgspec.structs.replace(secure_settings, rate_limit_per_minute=2)
     url = serve_api(settings)
     task = submit(url, A)
@@ -251,7 +251,7 @@ def test_starting_jobs_is_rate_limited_per_key(secure_settings, serve_api, make_
 
     counters = [
         k.decode()
-        for k in make_pipeline(settings_=settings).client.scan_iter(f"{Keys(settings.key_prefix).rate_limit}*")
+        for k in make_jobs(settings_=settings).store.client.scan_iter(f"{Keys(settings.key_prefix).rate_limit}*")
     ]
     assert any(owner_id(KEY_A) in key for key in counters) and not any(KEY_A in key for key in counters)
 
@@ -262,7 +262,7 @@ def test_without_keys_the_rate_limit_counts_per_address(settings, serve_api):
     assert generate(url, {}).status_code == 429
 
 
-def test_a_body_over_the_limit_is_413_and_stores_nothing(secure_settings, serve_api, make_pipeline):
+def test_a_body_over_the_limit_is_413_and_stores_nothing(secure_settings, serve_api, make_jobs):
     settings = msgspec.structs.replace(secure_settings, max_body_bytes=2048)
     url = serve_api(settings)
     long_query = "water " * 700
@@ -283,9 +283,9 @@ def test_a_body_over_the_limit_is_413_and_stores_nothing(secure_settings, serve_
     for reply in replies:
         assert reply.status_code == 413, reply.text
         assert reply.json() == {"status_code": 413, "detail": "request body too large: at most 2048 bytes"}
-    pipeline: Pipeline = make_pipeline(settings_=settings)
-    assert list(pipeline.client.scan_iter(f"{settings.key_prefix}job*")) == []
-    assert pipeline.client.zcard(pipeline.keys.jobs) == 0
+    jobs: JobService = make_jobs(settings_=settings)
+    assert list(jobs.store.client.scan_iter(f"{settings.key_prefix}job*")) == []
+    assert jobs.store.client.zcard(jobs.store.keys.jobs) == 0
     submit(url, A)  # a body under the limit is fine
 
 
@@ -402,7 +402,7 @@ def _uvicorn_logs_to_root() -> None:
 
 
 def test_secrets_never_reach_logs_events_error_bodies_or_metrics(
-    llm_settings, redis_with_password, serve_api, make_pipeline, run_worker, caplog, log_output
+    llm_settings, redis_with_password, serve_api, make_jobs, run_worker, caplog, log_output
 ):
     redis_url, redis_password = redis_with_password
     openai_key = f"sk-secret-{uuid.uuid4().hex}"
@@ -413,12 +413,12 @@ def test_secrets_never_reach_logs_events_error_bodies_or_metrics(
     caplog.set_level(logging.DEBUG)
     url = serve_api(settings)
     _uvicorn_logs_to_root()
-    pipeline: Pipeline = make_pipeline(settings_=settings)
-    run_worker(pipeline)
+    jobs: JobService = make_jobs(settings_=settings)
+    run_worker(settings_=settings)
 
     task = submit(url, A, client_id="secretive")
-    texts = [f"{event}" for event in follow(pipeline, task)]
-    texts.append(str(list(pipeline.events.history(task, after=0))))
+    texts = [f"{event}" for event in follow(jobs, task)]
+    texts.append(str(list(jobs.store.events.history(task, after=0))))
     with httpx.stream("GET", f"{url}/sse/tasks/{task}", params={"token": KEY_A}, timeout=10) as stream:
         texts.append(stream.read().decode())
     with ws_connect(ws_url(url, f"/ws/tasks/{task}?token={KEY_A}"), open_timeout=5) as socket:
@@ -454,9 +454,9 @@ def test_secrets_never_reach_logs_events_error_bodies_or_metrics(
 
 
 def test_the_cli_sends_litminer_api_key_and_says_when_it_is_missing(
-    secure_settings, secure_url, make_pipeline, run_worker, monkeypatch, tmp_path, capsys
+    secure_settings, secure_url, make_jobs, run_worker, monkeypatch, tmp_path, capsys
 ):
-    run_worker(make_pipeline(settings_=secure_settings))
+    run_worker(settings_=secure_settings)
     fields = json.dumps(FIELDS)
     out = tmp_path / "rows.csv"
     monkeypatch.setenv("LITMINER_API_KEY", KEY_A)

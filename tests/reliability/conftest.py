@@ -16,7 +16,7 @@ import pytest
 import redis
 
 from contracts import TERMINAL_STATUSES, Event, FieldDefinition, GenerateRequest, JobRecord, decode_event
-from pipeline.runtime import Pipeline
+from pipeline.jobs import JobService
 from pipeline.settings import Settings
 from services.embedded_redis import EmbeddedRedis, free_port
 
@@ -53,7 +53,7 @@ class Cluster:
         }
         self.processes: list[subprocess.Popen[bytes]] = []
         self.settings = Settings.from_env(self.env)
-        self.pipeline = Pipeline(self.settings)
+        self.jobs = JobService(self.settings)
         self.api_port = free_port()
 
     @property
@@ -93,15 +93,15 @@ class Cluster:
                 FieldDefinition(name="technology_name", type="str", description="Name of the technology")
             ],
         )
-        return self.pipeline.submit(request).task_id
+        return self.jobs.submit(request).task_id
 
     def job(self, task_id: str) -> JobRecord:
-        job = self.pipeline.store.load(task_id)
+        job = self.jobs.store.jobs.load(task_id)
         assert job is not None
         return job
 
     def events(self, task_id: str) -> list[Event]:
-        return [decode_event(raw) for raw in self.pipeline.events.history(task_id, after=0)]
+        return [decode_event(raw) for raw in self.jobs.store.events.history(task_id, after=0)]
 
     def wait_for(self, task_id: str, predicate: str, timeout: float = 30.0) -> float:
         """Seconds until an event of the task has ``predicate`` in its message."""
@@ -139,7 +139,7 @@ class Cluster:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
-        self.pipeline.close()
+        self.jobs.close()
         self.redis.stop()
 
 

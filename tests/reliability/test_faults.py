@@ -22,7 +22,7 @@ pytestmark = pytest.mark.slow
 
 
 def _row_keys(cluster: Cluster, task_id: str) -> list[str]:
-    dataset = cluster.pipeline.dataset(task_id)
+    dataset = cluster.jobs.dataset(task_id)
     assert dataset is not None
     return [str(row.row["technology_name"]) for row in dataset.rows]
 
@@ -168,7 +168,7 @@ def test_cancel_under_load_stops_everything_quickly(cluster: Cluster) -> None:
         events = cluster.events(task_id)
         assert events[-1].status == "cancelled" and [e.status for e in events].count("cancelled") == 1
         assert not any(e.status == "retrying" or e.stage == "assembly" for e in events)
-    delayed = cluster.pipeline.client.hlen(f"{cluster.settings.key_prefix}dramatiq:extraction.DQ.msgs")
+    delayed = cluster.jobs.store.client.hlen(f"{cluster.settings.key_prefix}dramatiq:extraction.DQ.msgs")
     assert delayed == 0  # no aborted stage was scheduled for a retry
     print(
         f"fault: 20 jobs revoked ({running} processing, all 8 threads busy): 20/20 cancelled, "
@@ -194,7 +194,7 @@ def test_poison_message_ends_the_job_instead_of_killing_workers_forever(cluster:
     assert job.status == "error"
     assert job.error == f"worker died {limit} times in stage extraction"
     assert deaths == limit
-    dead = cluster.pipeline.client.zcard(f"{cluster.settings.key_prefix}dramatiq:extraction.XQ")
+    dead = cluster.jobs.store.client.zcard(f"{cluster.settings.key_prefix}dramatiq:extraction.XQ")
     assert dead == 1  # the poison message is dead-lettered for inspection
     time.sleep(1)
     assert worker.poll() is None  # and the last worker lives on

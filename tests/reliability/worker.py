@@ -14,10 +14,11 @@ import sys
 import threading
 
 from contracts import Document, PreparedSchema
+from pipeline.extractors import default_extractors
 from pipeline.extractors.base import Extraction, Extractor
 from pipeline.extractors.heuristic import HeuristicExtractor
-from pipeline.runtime import Pipeline, default_extractors
 from pipeline.settings import Settings
+from pipeline.worker.runtime import WorkerRuntime
 from services.logs import configure_logging
 from services.worker import start_worker
 
@@ -48,15 +49,15 @@ def faulty_extractors(settings: Settings, fault: str) -> dict[str, Extractor]:
 def main() -> None:
     configure_logging("INFO")
     settings = Settings.from_env()
-    pipeline = Pipeline(settings, extractors=faulty_extractors(settings, os.environ.get("LITMINER_TEST_FAULT", "")))
-    worker = start_worker(pipeline, threads=int(sys.argv[1]) if len(sys.argv) > 1 else 4)
+    runtime = WorkerRuntime(settings, extractors=faulty_extractors(settings, os.environ.get("LITMINER_TEST_FAULT", "")))
+    worker = start_worker(runtime, threads=int(sys.argv[1]) if len(sys.argv) > 1 else 4)
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
     print("worker ready", flush=True)
     stop.wait()
     worker.stop()
-    pipeline.close()
+    runtime.close()
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ from contracts import (
     encode_event,
 )
 from pipeline.export import to_csv, to_jsonl
-from pipeline.middleware import StageRetries
+from pipeline.worker.middleware import StageRetries
 
 
 def dataset() -> Dataset:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+from collections.abc import Mapping
 from typing import Any
 
 import msgspec
@@ -22,16 +23,13 @@ from contracts import (
     DatasetStats,
     FieldDefinition,
     FieldType,
+    GenerateRequest,
 )
+from pipeline.errors import InvalidRequest
 from pipeline.export import to_csv, to_json, to_jsonl
-from pipeline.schema import (
-    MAX_FIELDS,
-    InvalidRequest,
-    parse_generate_request,
-    parse_reprocess_request,
-    prepare_schema,
-)
+from pipeline.schema import MAX_FIELDS, check_request, prepare_schema
 from pipeline.values import convert
+from services.api.requests import parse_generate_request, parse_reprocess_request
 
 # Deterministic and bounded: the same examples on every run, well under a second each.
 bounded = settings(max_examples=120, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
@@ -41,6 +39,14 @@ FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 DEFINITION_KEYS = ("name", "type", "description", "required")
 MAX_ROWS = 100
 EMPTY_NAME = '""'  # how an error names a field whose name is empty
+
+
+def checked(raw: Mapping[str, object], *, max_rows: int) -> GenerateRequest:
+    """A request as the API reads it and ``JobService`` checks it before anything is stored."""
+    request = parse_generate_request(raw)
+    check_request(request, max_rows=max_rows)
+    return request
+
 
 # -- strategies ---------------------------------------------------------------------------------------------
 
@@ -104,7 +110,7 @@ json_values = st.recursive(
 @bounded
 @given(raw=definitions(), form=st.booleans())
 def test_valid_definitions_round_trip(raw: list[dict[str, object]], form: bool) -> None:
-    request = parse_generate_request(body(raw, form=form), max_rows=MAX_ROWS)
+    request = checked(body(raw, form=form), max_rows=MAX_ROWS)
     assert request.field_definitions == as_fields(raw)
     schema = prepare_schema("Row", request.field_definitions)
     properties: dict[str, Any] = schema.json_schema["$defs"]["Row"]["properties"]  # type: ignore[index]
@@ -115,7 +121,7 @@ def test_valid_definitions_round_trip(raw: list[dict[str, object]], form: bool) 
 @given(types=st.lists(st.sampled_from(FIELD_TYPES), min_size=MAX_FIELDS, max_size=MAX_FIELDS))
 def test_the_largest_allowed_schema_is_accepted(types: list[FieldType]) -> None:
     raw = [{"name": f"f{i}", "type": t} for i, t in enumerate(types)]
-    request = parse_generate_request(body(raw, form=False), max_rows=MAX_ROWS)
+    request = checked(body(raw, form=False), max_rows=MAX_ROWS)
     assert [f.type for f in request.field_definitions] == types
 
 
@@ -195,7 +201,7 @@ def _encodable(text: str) -> bool:
 def test_invalid_definitions_name_the_offending_path(case: tuple[list[object], str], form: bool) -> None:
     raw, where = case
     with pytest.raises(InvalidRequest) as caught:
-        parse_generate_request(body(raw, form=form), max_rows=MAX_ROWS)
+        checked(body(raw, form=form), max_rows=MAX_ROWS)
     assert caught.value.field == where, str(caught.value)
     assert str(caught.value).startswith(f"{where}: ")
 
@@ -206,14 +212,14 @@ def test_invalid_definitions_name_the_offending_path(case: tuple[list[object], s
 )
 def test_any_field_definitions_json_str_is_parsed_or_refused(text: str) -> None:
     with pytest.raises(InvalidRequest) as caught:
-        parse_generate_request({"user_query": "q", "field_definitions_json_str": text}, max_rows=MAX_ROWS)
+        checked({"user_query": "q", "field_definitions_json_str": text}, max_rows=MAX_ROWS)
     assert caught.value.field.startswith("field_definitions")
 
 
 def test_too_many_fields_are_refused() -> None:
     raw = [{"name": f"f{i}"} for i in range(MAX_FIELDS + 1)]
     with pytest.raises(InvalidRequest) as caught:
-        parse_generate_request(body(raw, form=False), max_rows=MAX_ROWS)
+        checked(body(raw, form=False), max_rows=MAX_ROWS)
     assert caught.value.field == "field_definitions"
 
 
@@ -238,7 +244,7 @@ wild_requests = st.dictionaries(
 @given(raw=wild_requests)
 def test_any_request_is_accepted_or_refused_with_a_field(raw: dict[str, object]) -> None:
     """Never another exception: the API turns InvalidRequest into a 400 naming the field, anything else is a 500."""
-    for parse in (lambda: parse_generate_request(raw, max_rows=MAX_ROWS), lambda: parse_reprocess_request(raw)):
+    for parse in (lambda: checked(raw, max_rows=MAX_ROWS), lambda: parse_reprocess_request(raw)):
         try:
             parse()
         except InvalidRequest as exc:

@@ -1,11 +1,22 @@
 import datetime
 import json
+from collections.abc import Mapping
 
 import msgspec
 import pytest
 
-from contracts import FIELD_TYPES, FieldDefinition
-from pipeline.schema import InvalidRequest, parse_generate_request, prepare_schema, row_type_for
+from contracts import FIELD_TYPES, FieldDefinition, GenerateRequest
+from pipeline.errors import InvalidRequest
+from pipeline.schema import check_request, prepare_schema, row_type_for
+from services.api.requests import parse_generate_request
+
+
+def checked(raw: Mapping[str, object], *, max_rows: int) -> GenerateRequest:
+    """A request as the API reads it and ``JobService`` checks it before anything is stored."""
+    request = parse_generate_request(raw)
+    check_request(request, max_rows=max_rows)
+    return request
+
 
 SEED_FIELDS = [
     {"name": "technology_id", "type": "str", "description": "Unique identifier", "required": True},
@@ -26,7 +37,7 @@ def seed_form(**changes: object) -> dict[str, object]:
 
 
 def test_seed_form_is_accepted():
-    request = parse_generate_request(seed_form(), max_rows=100)
+    request = checked(seed_form(), max_rows=100)
     assert request.rows == 5
     assert [f.name for f in request.field_definitions] == ["technology_id", "technology_name"]
     assert request.client_id == "test-client-id-1"
@@ -34,13 +45,13 @@ def test_seed_form_is_accepted():
 
 def test_json_body_with_field_list_is_accepted():
     body = {"user_query": "q", "rows": 3, "model_name": "M", "field_definitions": SEED_FIELDS, "sources": ["local"]}
-    request = parse_generate_request(body, max_rows=100)
+    request = checked(body, max_rows=100)
     assert request.rows == 3 and request.sources == ["local"] and request.client_id is None
 
 
 def test_required_defaults_to_true():
     body = {"user_query": "q", "field_definitions": [{"name": "a"}]}
-    assert parse_generate_request(body, max_rows=100).field_definitions[0].required is True
+    assert checked(body, max_rows=100).field_definitions[0].required is True
 
 
 many_fields = json.dumps([{"name": f"f{i}", "type": "str"} for i in range(51)])
@@ -70,18 +81,18 @@ many_fields = json.dumps([{"name": f"f{i}", "type": "str"} for i in range(51)])
 )
 def test_bad_input_names_the_field(changes, field):
     with pytest.raises(InvalidRequest) as caught:
-        parse_generate_request(seed_form(**changes), max_rows=100)
+        checked(seed_form(**changes), max_rows=100)
     assert caught.value.field == field
     assert str(caught.value).startswith(field + ":")
 
 
 def test_unknown_type_error_lists_the_allowed_types():
     with pytest.raises(InvalidRequest, match="list\\[float\\]"):
-        parse_generate_request(seed_form(field_definitions_json_str='[{"name": "a", "type": "decimal"}]'), max_rows=100)
+        checked(seed_form(field_definitions_json_str='[{"name": "a", "type": "decimal"}]'), max_rows=100)
 
 
 def test_max_rows_is_configurable():
-    assert parse_generate_request(seed_form(rows="150"), max_rows=200).rows == 150
+    assert checked(seed_form(rows="150"), max_rows=200).rows == 150
 
 
 def test_prepare_schema_covers_every_type_and_roles():

@@ -1,6 +1,7 @@
 import pytest
 
-from pipeline.settings import Settings, SettingsError
+from pipeline.errors import SettingsError
+from pipeline.settings import Settings
 
 
 def test_defaults_follow_the_design():
