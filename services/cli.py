@@ -76,8 +76,8 @@ def _parser() -> argparse.ArgumentParser:
     demo = commands.add_parser(
         "demo",
         help="run the example question end to end with an embedded Redis",
-        description="generate --embedded with the example question (water treatment technologies used in specialty crop production), writing dataset.json and dataset.csv. "
-        + _CTRL_C,
+        description="generate --embedded with the example question (water treatment technologies used in "
+        "specialty crop production), writing dataset.json and dataset.csv. " + _CTRL_C,
     )
     demo.add_argument("--query", default=None, help="research question (default: the example question)")
     demo.add_argument("--rows", type=int, default=5)

@@ -1,4 +1,4 @@
-"""Reading request bodies: JSON or form fields (``field_definitions_json_str``), their quirks, and messages that name the field.
+"""Reading request bodies: JSON or form fields, their quirks, and messages that name the field.
 
 This gives a request its shape (a ``contracts`` Struct); ``JobService`` then checks what the shape cannot say
 (row range, field names, known sources) once, before anything is stored.
