@@ -9,7 +9,7 @@ test:
     uv run pytest
 
 lint:
-    uv run ruff check . && uv run ruff format --check . && uv run mypy
+    uv run ruff check . && uv run ruff format --check . && uv run mypy && uv run lint-imports
 
 fmt:
     uv run ruff format . && uv run ruff check --fix .
