@@ -37,7 +37,7 @@ class OpenAIExtractor:
     """Asks a chat model for rows with a quote per value; one call per chunk of the document.
 
     The concurrency limit holds for the whole process: every batch a worker runs shares one event
-    loop (see ``Pipeline.run_async``), one connection pool and this semaphore.
+    loop (see ``WorkerRuntime.run_async``), one connection pool and this semaphore.
     """
 
     name = "openai"

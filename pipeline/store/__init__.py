@@ -80,6 +80,5 @@ class Store:
         self.extraction = ExtractionState(self.client, self.keys, ttl_s=settings.result_ttl_s)
 
     def close(self) -> None:
-        self.queues.close()
         self.client.close()
         self.publisher.close()

@@ -135,8 +135,8 @@ class JobAbortable(Abortable):  # type: ignore[misc]
 class Queues:
     """Sends stage messages by actor name, aborts running ones, and tells how full each stage queue is.
 
-    ``broker`` has no middleware: it only sends. A worker builds its own with ``worker_broker``; ``abortable``
-    sends aborts anywhere and, installed in a worker's broker, receives them.
+    ``broker`` has no middleware: it only sends. A worker builds its own with ``worker_broker``, with a
+    ``JobAbortable`` on ``abort_backend`` to receive the aborts sent here.
     """
 
     def __init__(self, client: redis.Redis, keys: Keys, settings: Settings) -> None:
@@ -144,7 +144,9 @@ class Queues:
         self.keys = keys
         self.settings = settings
         self.broker = self._broker(middleware=[])
-        self.abortable = JobAbortable(backend=RedisBackend(client=client, namespace=keys.abort_namespace))
+        self.abort_backend = RedisBackend(client=client, namespace=keys.abort_namespace)
+        # dramatiq-abort sends aborts through its middleware object; this one is never installed in a broker
+        self._aborts = Abortable(backend=self.abort_backend)
 
     def _broker(self, middleware: list[Middleware]) -> WakingRedisBroker:
         # A worker killed mid-message never acknowledges it: once its broker heartbeat is older than the timeout,
@@ -172,7 +174,7 @@ class Queues:
     def abort(self, message_ids: Sequence[str]) -> None:
         """Ask whichever worker runs these messages to stop them (and any worker to skip them)."""
         for message_id in message_ids:
-            self.abortable.abort(message_id)
+            self._aborts.abort(message_id)
 
     def depths(self) -> list[QueueDepth]:
         """Messages waiting in each stage queue, in its delay queue, and dead-lettered (one round trip)."""
@@ -186,6 +188,3 @@ class Queues:
             QueueDepth(name=queue, ready=counts[3 * i], delayed=counts[3 * i + 1], dead=counts[3 * i + 2])
             for i, queue in enumerate(STAGES)
         ]
-
-    def close(self) -> None:
-        self.abortable.closing = True  # a worker's abort watcher's BLPOP is about to lose its connection

@@ -9,18 +9,19 @@ from contracts import Stage
 from pipeline.errors import JobCancelled, PermanentError
 from pipeline.settings import Settings
 from pipeline.store import Store
-from pipeline.store.queues import WakingRedisBroker
+from pipeline.store.queues import JobAbortable, WakingRedisBroker
 from pipeline.worker.middleware import JobEvents, StageRetries
 from pipeline.worker.status import WorkerStatus
 
 
 def build_broker(
     settings: Settings, store: Store, stages: dict[str, Stage], *, parts: set[str]
-) -> tuple[WakingRedisBroker, WorkerStatus]:
+) -> tuple[WakingRedisBroker, WorkerStatus, JobAbortable]:
     """A broker whose middleware retries with exact backoff, aborts, reports job status and heartbeats.
 
     ``stages`` maps actor names to their stage; ``parts`` names the actors that run one batch of a stage.
     """
+    abortable = JobAbortable(backend=store.queues.abort_backend)
     status = WorkerStatus(
         store.workers, stages, interval_s=settings.worker_heartbeat_s, metrics_port=settings.worker_metrics_port
     )
@@ -43,6 +44,6 @@ def build_broker(
         retries,
         # Abortable last: a message is abortable only while its actor runs. Its "after" hook (run first) stops
         # that, so an abort arriving late never raises inside the other hooks' Redis writes.
-        store.queues.abortable,
+        abortable,
     ]
-    return store.queues.worker_broker(middleware), status
+    return store.queues.worker_broker(middleware), status, abortable

@@ -62,7 +62,7 @@ class WorkerRuntime:
         check_choices(settings, self._sources, self._extractors)
         self.store = Store(settings)
         stage_of: dict[str, Stage] = {stage: stage for stage in STAGES}
-        self.broker, self.status = build_broker(
+        self.broker, self.status, self.abortable = build_broker(
             settings, self.store, stage_of | {BATCH_ACTOR: "extraction"}, parts={BATCH_ACTOR}
         )
         for stage, body in _BODIES.items():
@@ -227,6 +227,7 @@ class WorkerRuntime:
                 self._source_http = None
             self._loop.stop()  # type: ignore[no-untyped-call]
             self._loop = None
+        self.abortable.closing = True  # its watcher's BLPOP is about to lose its connection
         self.broker.close()
         self.store.close()
 
