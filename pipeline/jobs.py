@@ -19,7 +19,7 @@ from pipeline.errors import InvalidRequest, JobConflict, JobFinished, JobNotFoun
 from pipeline.extractors import extractor_names
 from pipeline.reprocess import STAGE_INPUTS, earlier_stages, reprocessed_request
 from pipeline.schema import check_client_id, check_request, check_task_id, prepare_schema
-from pipeline.settings import Settings
+from pipeline.settings import Settings, check_installed
 from pipeline.sources.registry import source_names
 from pipeline.store import LIVE_S, REDIS_ERRORS, Store
 
@@ -44,6 +44,7 @@ class JobService:
         self.settings = settings
         self.sources = list(sources) if sources is not None else source_names(settings)
         self.extractors = list(extractors) if extractors is not None else extractor_names(settings)
+        check_installed(settings, sources=self.sources, extractors=self.extractors)
         self.store = Store(settings)
 
     # -- starting jobs -----------------------------------------------------------------------------------

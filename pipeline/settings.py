@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from urllib.parse import quote
 
@@ -203,3 +203,16 @@ def _float(env: Mapping[str, str], name: str, default: float, *, maximum: float 
     if maximum is not None and value > maximum:
         raise SettingsError(f"{name} must be at most {maximum:g}, got {raw!r}")
     return value
+
+
+def check_installed(settings: Settings, *, sources: Collection[str], extractors: Collection[str]) -> None:
+    """Refuse settings that name an extractor or default sources this installation does not have."""
+    if settings.extractor != "auto" and settings.extractor not in extractors:
+        raise SettingsError(
+            f"LITMINER_EXTRACTOR={settings.extractor!r} is not available (auto, {', '.join(extractors)})"
+        )
+    unknown = [name for name in settings.default_sources() if name not in sources]
+    if unknown:
+        raise SettingsError(
+            f"LITMINER_SOURCES names unknown sources {', '.join(unknown)} (available: {', '.join(sources)})"
+        )

@@ -17,10 +17,10 @@ from dramatiq.middleware import CurrentMessage
 
 from contracts import STAGES, Dataset, JobRecord, Stage
 from contracts.progress import EventData, JobCompleted
-from pipeline.errors import JobCancelled, SettingsError
+from pipeline.errors import JobCancelled
 from pipeline.extractors import default_extractors
 from pipeline.extractors.base import Extractor
-from pipeline.settings import Settings
+from pipeline.settings import Settings, check_installed
 from pipeline.sources.base import Source
 from pipeline.sources.http import SourceHttp
 from pipeline.sources.registry import available_sources
@@ -59,7 +59,7 @@ class WorkerRuntime:
         self._settings = settings
         self._sources = dict(sources) if sources is not None else available_sources(settings)
         self._extractors = dict(extractors) if extractors is not None else default_extractors(settings)
-        check_choices(settings, self._sources, self._extractors)
+        check_installed(settings, sources=self._sources, extractors=self._extractors)
         self.store = Store(settings)
         stage_of: dict[str, Stage] = {stage: stage for stage in STAGES}
         self.broker, self.status, self.abortable = build_broker(
@@ -230,16 +230,3 @@ class WorkerRuntime:
         self.abortable.closing = True  # its watcher's BLPOP is about to lose its connection
         self.broker.close()
         self.store.close()
-
-
-def check_choices(settings: Settings, sources: Mapping[str, Source], extractors: Mapping[str, Extractor]) -> None:
-    """Refuse settings that name an extractor or default sources this installation does not have."""
-    if settings.extractor != "auto" and settings.extractor not in extractors:
-        raise SettingsError(
-            f"LITMINER_EXTRACTOR={settings.extractor!r} is not available (auto, {', '.join(extractors)})"
-        )
-    unknown = [name for name in settings.default_sources() if name not in sources]
-    if unknown:
-        raise SettingsError(
-            f"LITMINER_SOURCES names unknown sources {', '.join(unknown)} (available: {', '.join(sources)})"
-        )
