@@ -15,6 +15,7 @@ from contracts import Dataset, FieldDefinition, FieldValue, GenerateRequest
 from pipeline.settings import Settings
 from services.cli import main
 from tests.conftest import follow
+from tests.fixtures.fuzz import TIMEOUT, Tally, completed_job
 from tests.fixtures.llm import FakeLLM
 from tests.fixtures.scholarly import ScholarlyAPI
 
@@ -139,6 +140,28 @@ def test_dataset_errors_404_for_unknown_tasks_409_until_completed_400_for_bad_fo
     assert queued.status_code == 409 and "queued" in queued.json()["detail"]
     bad = fetch(api_url, job.task_id, "xlsx")
     assert bad.status_code == 400 and "format" in bad.text
+
+
+@pytest.mark.timeout(180)
+def test_dataset_downloads_whatever_the_model_name(
+    fuzz_url: str, fuzz_settings: Settings, make_jobs, run_worker, tally: Tally
+) -> None:
+    """A model name is any Python identifier, so also one that Latin-1 (HTTP header text) cannot encode."""
+    jobs = make_jobs(settings_=fuzz_settings)
+    worker = run_worker(settings_=fuzz_settings)
+    try:
+        task_id = completed_job(fuzz_url, jobs, model_name="Δεδομένα")
+    finally:
+        worker.stop()
+    label = "GET /api/v1/datasets/{task_id} (model name Δεδομένα)"
+    try:
+        for format in ("json", "csv", "jsonl"):
+            reply = httpx.get(f"{fuzz_url}/api/v1/datasets/{task_id}", params={"format": format}, timeout=TIMEOUT)
+            tally.record(label, reply.status_code)
+            assert reply.status_code == 200, f"format={format}: {reply.status_code} {reply.text[:300]}"
+            assert "attachment" in reply.headers["content-disposition"]
+    finally:
+        print(tally.line(label))
 
 
 def test_reprocess_from_extraction_with_a_new_column_reads_the_same_documents_without_searching(

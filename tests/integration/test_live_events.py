@@ -8,12 +8,15 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from urllib.parse import quote
 
 import httpx
 import msgspec
 import pytest
 import redis
 from httpx_sse import connect_sse
+from hypothesis import given
+from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect as ws_connect
@@ -32,6 +35,7 @@ from pipeline.extractors.heuristic import HeuristicExtractor
 from pipeline.store.events import EventBus, publisher_client
 from services.embedded_redis import free_port
 from tests.conftest import follow
+from tests.fixtures.fuzz import TIMEOUT, Tally, bounded, problems
 
 FIELDS = [
     {"name": "technology_name", "type": "str", "description": "Name of a water treatment technology", "required": True},
@@ -396,3 +400,56 @@ def test_idle_sse_streams_get_a_heartbeat_comment(settings, serve_api):
         lines = reply.iter_lines()
         assert next(lines) == "retry: 1000"
         assert [next(lines) for _ in range(4)] == ["", ": ping", "", ": ping"]
+
+
+# -- the endless client stream, fuzzed ------------------------------------------------------------------------
+
+SSE_EXAMPLES = 60
+header_text = st.text(alphabet=st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=40)
+
+
+@pytest.mark.timeout(180)
+def test_client_event_stream_opens_or_refuses(fuzz_url: str, http: httpx.Client, tally: Tally) -> None:
+    """``/sse/{client_id}`` on any id and ``Last-Event-ID``: a stream (closed at once here) or an explained 4xx."""
+    label = "GET /sse/{client_id}"
+    failures: list[str] = []
+
+    @bounded(SSE_EXAMPLES)
+    @given(
+        client_id=st.one_of(
+            st.text(min_size=1, max_size=140), st.from_regex(r"[A-Za-z0-9_.:-]{1,128}", fullmatch=True)
+        ),
+        last_event_id=st.one_of(st.none(), header_text, st.from_regex(r"[a-z0-9-]{0,12}:[0-9]{1,4}", fullmatch=True)),
+    )
+    def stream(client_id: str, last_event_id: str | None) -> None:
+        headers = {"Last-Event-ID": last_event_id} if last_event_id is not None else {}
+        path = f"{fuzz_url}/sse/{quote(client_id, safe='')}"
+        with http.stream("GET", path, headers=headers) as reply:
+            tally.record(label, reply.status_code)
+            if reply.status_code == 200:
+                if not reply.headers["content-type"].startswith("text/event-stream"):
+                    failures.append(f"{path}: 200 but {reply.headers['content-type']}")
+                return  # closing ends the stream
+            found = problems(reply.status_code, reply.read())
+            if found:
+                failures.append(f"GET {path} Last-Event-ID {last_event_id!r}: {found}")
+
+    try:
+        stream()
+    finally:
+        print(tally.line(label))
+    assert not failures, "\n".join(failures[:25])
+    assert tally.statuses[label][200] and tally.statuses[label][400]
+    # every stream was closed by its client: the server must have let go of all of them
+    deadline = time.monotonic() + 3
+    while (still_open := open_connections(fuzz_url, "sse")) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert still_open == 0, f"{still_open} SSE subscribers outlived their closed connections"
+
+
+def open_connections(url: str, protocol: str) -> float:
+    """``litminer_open_connections{protocol=…}`` from ``/metrics``."""
+    for line in httpx.get(f"{url}/metrics", timeout=TIMEOUT).text.splitlines():
+        if line.startswith(f'litminer_open_connections{{protocol="{protocol}"}}'):
+            return float(line.split()[-1])
+    return 0.0

@@ -68,7 +68,7 @@ class Cluster:
 
     def worker(self, threads: int = 4, fault: str = "slow") -> subprocess.Popen[bytes]:
         """A worker process whose extractor is ``slow`` (0.5 s per document) or ``crash``es it."""
-        command = [sys.executable, "-m", "tests.reliability.worker", str(threads)]
+        command = [sys.executable, "-m", "tests.fixtures.faulty_worker", str(threads)]
         return self._spawn("worker", command, LITMINER_TEST_FAULT=fault)
 
     def api(self) -> subprocess.Popen[bytes]:

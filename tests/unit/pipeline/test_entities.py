@@ -1,3 +1,5 @@
+"""pipeline.entities: abbreviations, entity keys and the fuzzy matcher that groups variants of one entity."""
+
 from __future__ import annotations
 
 import random

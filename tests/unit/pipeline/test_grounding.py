@@ -1,3 +1,5 @@
+"""pipeline.grounding: each extracted value checked against a quote of its document, repaired, or rejected."""
+
 from __future__ import annotations
 
 import pytest

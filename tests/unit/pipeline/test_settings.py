@@ -1,3 +1,5 @@
+"""pipeline.settings: Settings read from the environment, their defaults, errors and secrets."""
+
 import pytest
 
 from pipeline.errors import SettingsError

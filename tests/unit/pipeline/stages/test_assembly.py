@@ -1,3 +1,5 @@
+"""pipeline.stages.assembly: candidate rows merged per entity, conflicts resolved by support, ranked and cut."""
+
 import random
 
 import msgspec
