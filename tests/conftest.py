@@ -220,6 +220,14 @@ def follow(jobs: JobService, task_id: str, timeout: float = 30.0, after: int = 0
     raise AssertionError(f"task {task_id} did not finish in {timeout} s; events so far: {events}")
 
 
+def wait_for(condition: Callable[[], bool], timeout: float = 10, what: str = "condition") -> None:
+    """Poll ``condition`` until it holds (for state no event or queue announces)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
 @pytest.fixture(scope="session")
 def sample_records() -> dict[str, str]:
     """Title and abstract text of every sample corpus record, by id."""

@@ -7,7 +7,6 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable
 from urllib.parse import quote
 
 import httpx
@@ -34,7 +33,7 @@ from pipeline.extractors.base import Extraction
 from pipeline.extractors.heuristic import HeuristicExtractor
 from pipeline.store.events import EventBus, publisher_client
 from services.embedded_redis import free_port
-from tests.conftest import follow
+from tests.conftest import follow, wait_for
 from tests.fixtures.fuzz import TIMEOUT, Tally, bounded, problems
 
 FIELDS = [
@@ -179,13 +178,6 @@ def metric(api_url: str, name: str, **labels: str) -> float:
 
 def no_open_connections(api_url: str) -> bool:
     return all(metric(api_url, "litminer_open_connections", protocol=p) == 0 for p in ("websocket", "sse"))
-
-
-def wait_for(condition: Callable[[], bool], timeout: float = 10, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
 
 
 def test_all_four_endpoints_see_the_same_ordered_events(api_url, make_jobs, run_worker):

@@ -12,8 +12,6 @@ from contracts import (
     CandidateRow,
     Dataset,
     Document,
-    FieldDefinition,
-    GenerateRequest,
     PreparedSchema,
 )
 from pipeline.errors import JobFinished, JobNotFound
@@ -21,24 +19,7 @@ from pipeline.extractors.base import Extraction
 from pipeline.extractors.heuristic import HeuristicExtractor
 from pipeline.stages import extraction
 from tests.conftest import follow
-
-SEED_QUERY = "water treatment technologies used in specialty crop production"
-SEED_FIELDS = [
-    FieldDefinition(name="technology_id", type="str", description="Unique identifier for water treatment technology"),
-    FieldDefinition(name="technology_name", type="str", description="Name of water treatment technology"),
-]
-
-
-def seed_request(**changes: object) -> GenerateRequest:
-    values: dict[str, object] = {
-        "user_query": SEED_QUERY,
-        "rows": 5,
-        "model_name": "TreatmentTechnologies",
-        "field_definitions": SEED_FIELDS,
-        "client_id": "client-1",
-    }
-    values.update(changes)
-    return GenerateRequest(**values)  # type: ignore[arg-type]
+from tests.fixtures.requests import seed_request
 
 
 class FlakyExtractor(HeuristicExtractor):

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from contracts import Document, GenerateRequest
-from tests.conftest import follow
+from tests.conftest import follow, wait_for
+from tests.fixtures.requests import seed_request
 from tests.fixtures.scholarly import Reply
-from tests.integration.test_pipeline import seed_request
 
 QUESTION = "irrigation water treatment technologies"
 
@@ -94,8 +94,6 @@ def test_cancelling_a_job_while_it_waits_on_a_slow_source_frees_the_worker(
     import time
 
     import msgspec
-
-    from tests.integration.test_live_events import wait_for
 
     settings = msgspec.structs.replace(online_settings, http_timeout_s=90.0)
     scholarly.script("/openalex/works", Reply(delay_s=60.0))  # longer than the second job may take

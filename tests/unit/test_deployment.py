@@ -58,7 +58,7 @@ def test_one_image_for_api_and_worker_built_from_the_lock_file():
 
 
 def test_every_variable_compose_passes_is_documented():
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    readme = (ROOT / "docs" / "configuration.md").read_text(encoding="utf-8")
     text = (ROOT / "compose.yaml").read_text(encoding="utf-8")
     names = set(re.findall(r"\$\{([A-Z_]+)", text))
     assert {"REDIS_PASSWORD", "WORKER_PROCESSES", "WORKER_THREADS"} <= names

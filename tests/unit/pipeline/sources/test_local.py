@@ -1,3 +1,5 @@
+"""pipeline/sources/local.py: a folder of BibTeX, CSV, JSONL, Markdown, text and PDF files, indexed in SQLite."""
+
 import asyncio
 import os
 import sqlite3

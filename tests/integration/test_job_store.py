@@ -1,12 +1,8 @@
-"""One-round-trip job changes (compare-and-set on the remembered record) and consumers woken by enqueues."""
+"""The job store on a real Redis: one-round-trip job changes (compare-and-set on the remembered record)."""
 
 from __future__ import annotations
 
-import threading
-import time
-
 import msgspec
-import redis
 
 from contracts import FieldDefinition, GenerateRequest
 from pipeline.jobs import JobService
@@ -71,39 +67,3 @@ def test_event_seqs_follow_the_changes_made_from_two_processes(make_jobs) -> Non
     assert [message for _, _, message in events[1:]] == [f"step {i}" for i in range(10)]
     stored = a.store.jobs.load(job.task_id)
     assert stored is not None and stored.progress == 9
-
-
-def test_an_enqueue_leaves_one_wake_up_token_for_idle_consumers(make_jobs) -> None:
-    jobs = make_jobs()
-    wake = jobs.store.keys.wake("schema_preparation")
-    for _ in range(3):
-        jobs.submit(REQUEST)
-    # no consumer waits: one token stays (not three), so a later idle consumer does one fetch, not three
-    assert jobs.store.client.lrange(wake, 0, -1) == [b"1"]
-    assert 0 < jobs.store.client.pttl(wake) <= 60_000
-
-
-def test_an_idle_consumer_is_woken_by_an_enqueue_not_by_its_timeout(make_jobs) -> None:
-    jobs = make_jobs()
-    consumer = jobs.store.queues.broker.consume("schema_preparation", prefetch=1, timeout=60_000)
-    woken = threading.Event()
-
-    def wait() -> None:
-        assert next(consumer) is None  # an empty fetch, then a wait on the wake-up list (up to 60 s)
-        woken.set()
-
-    thread = threading.Thread(target=wait, daemon=True)
-    thread.start()
-    watcher = redis.Redis.from_url(jobs.settings.redis_url)
-    for _ in range(500):  # until the consumer blocks in BLPOP
-        if any(client["cmd"] == "blpop" for client in watcher.client_list()):
-            break
-        time.sleep(0.01)
-    watcher.close()
-
-    job = jobs.submit(REQUEST)
-    assert woken.wait(10), "the consumer slept through the enqueue"
-    message = next(consumer)
-    assert message is not None and message.args[0] == job.task_id
-    consumer.ack(message)
-    consumer.close()
