@@ -16,6 +16,7 @@ import msgspec
 from httpx_sse import SSEError, connect_sse
 
 from contracts import TERMINAL_STATUSES, Event, TaskAccepted, TaskStatus, decode_event
+from pipeline.errors import LitminerError
 
 DEFAULT_API_URL = "http://127.0.0.1:8000"
 
@@ -27,7 +28,7 @@ _RECONNECT_DELAYS_S = (0.2, 0.5, 1.0, 2.0, 5.0)
 _MAX_RECONNECTS = 10
 
 
-class ApiError(Exception):
+class ApiError(LitminerError):
     """The API refused a request; ``status`` is the HTTP status (0 when it could not be reached).
 
     ``field`` names the offending input of a 400 (``field_definitions[1].name``), else it is empty.

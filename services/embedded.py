@@ -17,6 +17,7 @@ from types import TracebackType
 import msgspec
 import uvicorn
 
+from pipeline.errors import LitminerError
 from pipeline.settings import Settings
 from pipeline.worker.runtime import WorkerRuntime
 from services.api.app import create_app
@@ -24,7 +25,7 @@ from services.embedded_redis import EmbeddedRedis
 from services.worker import start_worker
 
 
-class EmbeddedStackError(RuntimeError):
+class EmbeddedStackError(LitminerError):
     """The in-process API could not be started."""
 
 

@@ -11,10 +11,11 @@ from importlib import resources
 from pathlib import Path
 from types import TracebackType
 
+from pipeline.errors import LitminerError
 from pipeline.store import answers
 
 
-class EmbeddedRedisError(RuntimeError):
+class EmbeddedRedisError(LitminerError):
     """The embedded Redis could not be started."""
 
 
