@@ -14,21 +14,21 @@ import msgspec
 from contracts.base import EventValue
 from contracts.jobs import Stage
 
-#: where each stage starts on the 0–100 progress scale; a stage ends where the next one starts
+#: where each stage starts on the 0–100 progress scale; a stage ends where the next one starts (the last at 100)
 STAGE_START: dict[Stage, int] = {"schema_preparation": 0, "search": 10, "extraction": 35, "assembly": 90}
-_STAGE_END: dict[Stage, int] = {"schema_preparation": 10, "search": 35, "extraction": 90, "assembly": 100}
+_STAGE_END: dict[Stage, int] = dict(zip(STAGE_START, [*list(STAGE_START.values())[1:], 100], strict=True))
+
+
+def stage_end(stage: Stage) -> int:
+    """The job's progress when ``stage`` hands off: the next stage's start, 100 after the last."""
+    return _STAGE_END[stage]
 
 
 def stage_progress(stage: Stage, done: float) -> int:
     """The job's progress when ``stage`` is ``done`` (0–1) of the way through; below the next stage's start
     until the stage hands off."""
-    start, end = STAGE_START[stage], _STAGE_END[stage]
+    start, end = STAGE_START[stage], stage_end(stage)
     return start + int((end - start - 1) * min(max(done, 0.0), 1.0))
-
-
-def stage_end(stage: Stage) -> int:
-    """The job's progress when ``stage`` hands off (the next stage's start)."""
-    return _STAGE_END[stage]
 
 
 class EventData(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, tag_field="kind"):

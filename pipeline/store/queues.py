@@ -32,10 +32,9 @@ def queue_of(actor: str) -> Stage:
     """The queue (a stage name) an actor's messages go to."""
     if actor == BATCH_ACTOR:
         return "extraction"
-    stage = next((s for s in STAGES if s == actor), None)
-    if stage is None:
+    if actor not in STAGES:
         raise ValueError(f"no actor named {actor!r}")
-    return stage
+    return actor
 
 
 # Run before Dramatiq's own dispatch script: an enqueue (or a requeue at shutdown) leaves a wake-up token for the
@@ -135,7 +134,7 @@ class JobAbortable(Abortable):  # type: ignore[misc]
 class Queues:
     """Sends stage messages by actor name, aborts running ones, and tells how full each stage queue is.
 
-    ``broker`` has no middleware: it only sends. A worker builds its own with ``worker_broker``, with a
+    ``broker`` has no middleware: it only sends. A worker builds its own with ``new_broker``, with a
     ``JobAbortable`` on ``abort_backend`` to receive the aborts sent here.
     """
 
@@ -143,14 +142,17 @@ class Queues:
         self.client = client
         self.keys = keys
         self.settings = settings
-        self.broker = self._broker(middleware=[])
+        self.broker = self.new_broker(middleware=[])
         self.abort_backend = RedisBackend(client=client, namespace=keys.abort_namespace)
         # dramatiq-abort sends aborts through its middleware object; this one is never installed in a broker
         self._aborts = Abortable(backend=self.abort_backend)
 
-    def _broker(self, middleware: list[Middleware]) -> WakingRedisBroker:
-        # A worker killed mid-message never acknowledges it: once its broker heartbeat is older than the timeout,
-        # queue maintenance (run by a share of every broker's commands) moves its messages back onto the queue.
+    def new_broker(self, middleware: list[Middleware]) -> WakingRedisBroker:
+        """A broker on this store's connection with ``middleware`` (a worker's runs actors).
+
+        A worker killed mid-message never acknowledges it: once its broker heartbeat is older than the timeout,
+        queue maintenance (run by a share of every broker's commands) moves its messages back onto the queue.
+        """
         return WakingRedisBroker(
             self.keys,
             client=self.client,
@@ -158,10 +160,6 @@ class Queues:
             heartbeat_timeout=self.settings.broker_heartbeat_timeout_ms,
             maintenance_chance=self.settings.broker_maintenance_chance,
         )
-
-    def worker_broker(self, middleware: list[Middleware]) -> WakingRedisBroker:
-        """A broker that runs actors, with ``middleware`` (the worker wiring's)."""
-        return self._broker(middleware)
 
     def message(self, actor: str, *args: str | int) -> dramatiq.Message[Any]:
         """A message for ``actor`` (its id is known before it is sent)."""

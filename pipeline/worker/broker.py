@@ -46,4 +46,4 @@ def build_broker(
         # that, so an abort arriving late never raises inside the other hooks' Redis writes.
         abortable,
     ]
-    return store.queues.worker_broker(middleware), status, abortable
+    return store.queues.new_broker(middleware), status, abortable
