@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from bench import baseline, events, extract, library, memory, pipeline
+from bench import baseline, events, extract, library, memory, pipeline, relevance
 
 BENCHMARKS: dict[str, Callable[[bool], dict[str, object]]] = {
     "pipeline": pipeline.run,
@@ -18,6 +18,7 @@ BENCHMARKS: dict[str, Callable[[bool], dict[str, object]]] = {
     "library": library.run,
     "extract": extract.run,
     "memory": memory.run,
+    "relevance": relevance.run,
 }
 RESULTS = Path(__file__).parent / "results"
 

@@ -46,9 +46,10 @@ from contracts import (
     encode_event,
 )
 from pipeline.grounding import GroundingCounts, ground
+from pipeline.screening import topic
 from pipeline.settings import Settings
-from pipeline.sources.merge import rank
 from pipeline.stages import assembly, schema_preparation
+from pipeline.stages.search import select
 from pipeline.store.keys import Keys
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -146,7 +147,7 @@ def search(task_id: str, request_json: str, schema_json: str, seq: int) -> None:
     job = msgspec.json.decode(request_json, type=GenerateRequest)
     target = job.rows * SETTINGS.docs_per_row
     report(10, f"Searching memory for up to {target} documents")
-    documents = rank(DOCUMENTS[:target], job.user_query, target)
+    documents, _ = select(DOCUMENTS[:target], topic(job.user_query), target)
     report(20, f"memory: {len(documents)} documents")
     report(35, f"Kept {len(documents)} documents")
     _hand_off("extract", task_id, request_json, schema_json, _json(documents), report.seq)

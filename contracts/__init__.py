@@ -17,6 +17,7 @@ from contracts.events import Event, EventStatus, decode_event, encode_event
 from contracts.fields import FIELD_TYPES, FieldDefinition, FieldType, PreparedSchema
 from contracts.jobs import STAGE_ORDER, STAGES, TERMINAL_STATUSES, JobRecord, JobStatus, Stage, TaskAccepted, TaskStatus
 from contracts.requests import ExtractorName, GenerateRequest, ReprocessRequest, ReprocessStage
+from contracts.screening import Confidence, Criterion, Decision, Flow, Paper
 
 __all__ = [
     "FIELD_TYPES",
@@ -27,11 +28,14 @@ __all__ = [
     "CandidateRow",
     "Citation",
     "CitationMetadata",
+    "Confidence",
     "Conflict",
     "ConflictValue",
+    "Criterion",
     "Dataset",
     "DatasetRow",
     "DatasetStats",
+    "Decision",
     "Document",
     "Event",
     "EventStatus",
@@ -43,9 +47,11 @@ __all__ = [
     "FieldDefinition",
     "FieldType",
     "FieldValue",
+    "Flow",
     "GenerateRequest",
     "JobRecord",
     "JobStatus",
+    "Paper",
     "PreparedSchema",
     "Provenance",
     "ReprocessRequest",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from contracts.base import FieldValue, Record
 from contracts.fields import FieldDefinition
+from contracts.screening import Confidence, Flow, Paper
 
 #: ``Citation.source_id`` of a value litminer made itself (an identifier derived from the row's key)
 GENERATED_SOURCE = "generated"
@@ -35,6 +36,11 @@ class DatasetRow(Record, frozen=True, kw_only=True):
     row: dict[str, FieldValue]
     citations: list[Citation]
     flags: dict[str, str] = {}
+    #: how sure the dataset is of the row, and of each filled cell (docs/quality.md says how it is computed)
+    confidence: Confidence = "low"
+    cell_confidence: dict[str, Confidence] = {}
+    #: why each level: "2 papers, exact quotes, screening 100%"…
+    basis: str = ""
 
 
 class ExtractionStats(Record, frozen=True, kw_only=True):
@@ -59,6 +65,11 @@ class ExtractionStats(Record, frozen=True, kw_only=True):
     values_rejected: int = 0
     values_unconvertible: int = 0
     rows_dropped: int = 0
+    #: candidate rows (and single values) the row checks dropped, by reason
+    dropped_by_check: dict[str, int] = {}
+    #: documents the model screened out before extraction, and the calls that took
+    documents_screened_out: int = 0
+    screening_calls: int = 0
     budget_exhausted: bool = False
 
 
@@ -100,6 +111,8 @@ class DatasetStats(Record, frozen=True, kw_only=True):
     parent_task_id: str | None = None
     reused_stages: list[str] = []
     shortfall: str | None = None
+    #: the documents' way from search to citation, PRISMA-style
+    flow: Flow | None = None
 
 
 class Dataset(Record, frozen=True, kw_only=True):
@@ -111,3 +124,5 @@ class Dataset(Record, frozen=True, kw_only=True):
     schema: list[FieldDefinition]
     rows: list[DatasetRow]
     stats: DatasetStats
+    #: every document the search considered, with the screening's decision and reason
+    papers: list[Paper] = []

@@ -42,11 +42,15 @@ class Document(Record, frozen=True, kw_only=True):
 class ExtractedRow(Record, frozen=True, kw_only=True):
     """One row as an extractor states it, before the grounding check: values and one quote per value.
 
-    This is the fixed reply shape asked of the LLM (``{"rows": [{"values": …, "evidence": …}]}``).
+    This is the fixed reply shape asked of the LLM (``{"rows": [{"values": …, "evidence": …, "answers_question":
+    …, "reason": …}]}``). An extractor that judges its rows says whether each answers the question, and why;
+    ``None`` means not judged (the offline extractor), and the row checks judge it lexically instead.
     """
 
     values: dict[str, FieldValue] = {}
     evidence: dict[str, str | None] = {}
+    answers_question: bool | None = None
+    reason: str | None = None
 
 
 class ExtractionReply(Record, frozen=True, kw_only=True):
@@ -58,7 +62,9 @@ class ExtractionReply(Record, frozen=True, kw_only=True):
 class CandidateRow(Record, frozen=True, kw_only=True):
     """A grounded row from one document, before assembly merges rows across documents.
 
-    ``flags`` names fields whose stated value could not be converted to the column type (field → why).
+    ``flags`` names fields whose stated value could not be converted to the column type (field → why);
+    ``repaired`` the fields whose quote matched only after repair (fuzzily); ``relevance`` is the document's
+    screening score and ``reason`` the extractor's own reason the row answers the question, when it gave one.
     """
 
     values: dict[str, FieldValue]
@@ -66,3 +72,6 @@ class CandidateRow(Record, frozen=True, kw_only=True):
     source_id: str
     rank: int
     flags: dict[str, str] = {}
+    repaired: list[str] = []
+    relevance: float = 0.0
+    reason: str | None = None

@@ -119,19 +119,26 @@ class SearchDone(EventData, frozen=True, kw_only=True, tag="search_done"):
     duplicates: int
     without_text: int
     sources: str
+    #: documents screened, screened out, and passed but ranked below the documents kept
+    screened: int = 0
+    excluded: int = 0
+    not_reached: int = 0
     #: documents each source returned; carried as one key per source, ``found_<source>``
     found_by_source: dict[str, int] = {}
     #: why each failed source failed; carried as one key per source, ``failed_<source>``
     failures: dict[str, str] = {}
+    #: documents screened out by kind ("off topic"…); carried as ``excluded_<kind, words joined by _>``
+    excluded_by: dict[str, int] = {}
 
     def as_data(self) -> dict[str, EventValue]:
         data = super().as_data()
-        data.pop("found_by_source", None)
-        data.pop("failures", None)
+        for name in ("found_by_source", "failures", "excluded_by"):
+            data.pop(name, None)
         return (
             data
             | {f"found_{name}": count for name, count in self.found_by_source.items()}
             | {f"failed_{name}": reason for name, reason in self.failures.items()}
+            | {f"excluded_{kind.replace(' ', '_')}": count for kind, count in self.excluded_by.items()}
         )
 
 

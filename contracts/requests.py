@@ -6,6 +6,7 @@ from typing import Literal
 
 from contracts.base import Inbound
 from contracts.fields import FieldDefinition
+from contracts.screening import Criterion
 
 ReprocessStage = Literal["search", "extraction", "assembly"]
 
@@ -22,13 +23,15 @@ class GenerateRequest(Inbound, frozen=True, kw_only=True):
     client_id: str | None = None
     sources: list[str] | None = None
     extractor: ExtractorName | None = None
+    #: inclusion and exclusion criteria every document is screened against (besides the question)
+    criteria: list[Criterion] = []
 
 
 class ReprocessRequest(Inbound, frozen=True, kw_only=True):
     """Run a finished job again from one stage, reusing the parent's outputs of the stages before it.
 
     Overrides left out keep the parent's values. ``field_definitions`` needs extraction again, ``extractor``
-    too, and ``sources`` needs search again.
+    too, and ``sources`` and ``criteria`` need search (which screens) again.
     """
 
     from_stage: ReprocessStage
@@ -36,4 +39,5 @@ class ReprocessRequest(Inbound, frozen=True, kw_only=True):
     rows: int | None = None
     extractor: ExtractorName | None = None
     sources: list[str] | None = None
+    criteria: list[Criterion] | None = None
     client_id: str | None = None

@@ -41,22 +41,24 @@ def to_jsonl(dataset: Dataset) -> bytes:
 
 
 def to_csv(dataset: Dataset) -> str:
-    """One column per field in schema order, then ``sources`` (DOIs, else source ids) and ``evidence`` (the quotes).
+    """One column per field in schema order, then ``confidence`` (high, medium, low), ``sources`` (DOIs, else
+    source ids) and ``evidence`` (the quotes).
 
     Generated identifiers cite no source, so they add nothing to either column. When the schema has a field
-    named ``sources`` or ``evidence`` itself, that extra column is headed ``_sources`` / ``_evidence`` instead
+    named ``confidence``, ``sources`` or ``evidence`` itself, that extra column is headed with a leading ``_`` instead
     (field names never start with an underscore), so every header stays unique.
     """
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     names = [f.name for f in dataset.schema]
-    writer.writerow([*names, *(f"_{extra}" if extra in names else extra for extra in ("sources", "evidence"))])
+    extras = ("confidence", "sources", "evidence")
+    writer.writerow([*names, *(f"_{extra}" if extra in names else extra for extra in extras)])
     for row in dataset.rows:
         cited = [c for c in row.citations if c.source_id != GENERATED_SOURCE]
         sources = dict.fromkeys(c.metadata.doi or c.source_id for c in cited)
         evidence = dict.fromkeys(f"{c.field}: {c.text_span}" for c in cited)
         cells = [_cell(row.row.get(name)) for name in names]
-        writer.writerow([*cells, _safe("; ".join(sources)), _safe(" | ".join(evidence))])
+        writer.writerow([*cells, row.confidence, _safe("; ".join(sources)), _safe(" | ".join(evidence))])
     return buffer.getvalue()
 
 

@@ -168,6 +168,7 @@ def ground(
         values: dict[str, FieldValue] = {}
         citations: list[Citation] = []
         flags: dict[str, str] = {}
+        repaired: list[str] = []
         for field in schema.fields:
             if field.name in generated or _is_blank(row.values.get(field.name)):
                 continue
@@ -187,6 +188,7 @@ def ground(
                     counts.verified += 1
                 else:
                     counts.repaired += 1
+                    repaired.append(field.name)
         required = [f.name for f in schema.fields if f.required and f.name not in generated]
         if not values or any(name not in values for name in required):
             counts.rows_dropped += 1
@@ -198,6 +200,9 @@ def ground(
                 source_id=document.id,
                 rank=document.rank,
                 flags=flags,
+                repaired=repaired,
+                relevance=document.score,
+                reason=row.reason,
             )
         )
     return candidates, counts

@@ -11,12 +11,17 @@ from pipeline.errors import InvalidRequest
 STAGE_INPUTS: dict[Stage, tuple[str, ...]] = {
     "schema_preparation": (),
     "search": ("schema",),
-    "extraction": ("schema", "documents"),
-    "assembly": ("schema", "documents", "candidates", "extraction_stats"),
+    "extraction": ("schema", "documents", "papers", "flow"),
+    "assembly": ("schema", "documents", "papers", "flow", "candidates", "extraction_stats"),
 }
 
 #: what an override changes, and the earliest stage that must run again for it
-_OVERRIDE_NEEDS: dict[str, Stage] = {"sources": "search", "field_definitions": "extraction", "extractor": "extraction"}
+_OVERRIDE_NEEDS: dict[str, Stage] = {
+    "sources": "search",
+    "criteria": "search",
+    "field_definitions": "extraction",
+    "extractor": "extraction",
+}
 
 
 def earlier_stages(stage: Stage) -> list[Stage]:
@@ -29,12 +34,12 @@ def reprocessed_request(parent: JobRecord, change: ReprocessRequest) -> Generate
 
     A changed schema or extractor invalidates the candidate rows (so extraction must run again) and changed
     sources invalidate the documents (so search must run again). An override equal to the parent's value
-    changes nothing and is always accepted.
+    changes nothing and is always accepted. Changed criteria need search again: it screens the documents.
     """
     request = parent.request
     overrides = {
         name: getattr(change, name)
-        for name in ("field_definitions", "rows", "extractor", "sources")
+        for name in ("field_definitions", "rows", "extractor", "sources", "criteria")
         if getattr(change, name) is not None and getattr(change, name) != getattr(request, name)
     }
     for name, needs in _OVERRIDE_NEEDS.items():

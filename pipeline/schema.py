@@ -8,10 +8,12 @@ from functools import lru_cache
 
 import msgspec
 
-from contracts import FieldDefinition, FieldType, GenerateRequest, PreparedSchema
+from contracts import Criterion, FieldDefinition, FieldType, GenerateRequest, PreparedSchema
 from pipeline.errors import InvalidRequest
 
 MAX_FIELDS = 50
+MAX_CRITERIA = 20
+MAX_CRITERION_CHARS = 500
 
 _PYTHON_TYPES: dict[FieldType, object] = {
     "str": str,
@@ -60,6 +62,18 @@ def check_request(request: GenerateRequest, *, max_rows: int) -> None:
     if request.client_id is not None:
         check_client_id(request.client_id)
     check_fields(request.field_definitions)
+    check_criteria(request.criteria)
+
+
+def check_criteria(criteria: list[Criterion]) -> None:
+    """At most ``MAX_CRITERIA`` criteria, each a non-empty text of at most ``MAX_CRITERION_CHARS`` characters."""
+    if len(criteria) > MAX_CRITERIA:
+        raise InvalidRequest("criteria", f"at most {MAX_CRITERIA} criteria, got {len(criteria)}")
+    for i, criterion in enumerate(criteria):
+        if not criterion.text.strip():
+            raise InvalidRequest(f"criteria[{i}].text", "must not be empty")
+        if len(criterion.text) > MAX_CRITERION_CHARS:
+            raise InvalidRequest(f"criteria[{i}].text", f"at most {MAX_CRITERION_CHARS} characters")
 
 
 def check_fields(fields: list[FieldDefinition]) -> None:

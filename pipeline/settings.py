@@ -31,6 +31,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     extractor: str = "auto"
     docs_per_row: int = 4
     max_documents: int = 200
+    #: documents screened per document read (the search gathers this many times more, then screens them)
+    screening_pool: int = 3
+    #: share of the question's weighted terms a document must state to be read (docs/quality.md calibrates it)
+    screening_threshold: float = 0.6
     event_stream_maxlen: int = 10_000
     contact_email: str | None = None
     openalex_api_key: str | None = None
@@ -100,6 +104,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             extractor=env.get("LITMINER_EXTRACTOR", defaults.extractor),
             docs_per_row=_int(env, "LITMINER_DOCS_PER_ROW", defaults.docs_per_row),
             max_documents=_int(env, "LITMINER_MAX_DOCUMENTS", defaults.max_documents),
+            screening_pool=_int(env, "LITMINER_SCREENING_POOL", defaults.screening_pool, minimum=1),
+            screening_threshold=_float(env, "LITMINER_SCREENING_THRESHOLD", defaults.screening_threshold, maximum=1),
             contact_email=env.get("LITMINER_CONTACT_EMAIL") or None,
             openalex_api_key=env.get("OPENALEX_API_KEY") or None,
             semantic_scholar_api_key=env.get("SEMANTIC_SCHOLAR_API_KEY") or None,

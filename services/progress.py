@@ -52,6 +52,9 @@ _STATE_STYLES = {
     "failed": "bold red",
     "cancelled": "yellow",
 }
+#: the exit code of a job that completed with no rows: nothing found answers the question
+NO_ROWS = 3
+_CONFIDENCE_STYLE = {"high": "green", "medium": "yellow", "low": "red"}
 _CELL_WIDTH = 60
 
 
@@ -329,7 +332,8 @@ def generate(
 def run_job(
     client: ApiClient, task_id: str, console: Console, outputs: Sequence[tuple[Path | None, ExportFormat]]
 ) -> int:
-    """Follow the job, then print its table and write its dataset in each format: 0 when it completed.
+    """Follow the job, then print its table and write its dataset in each format: 0 when it completed with
+    rows, ``NO_ROWS`` (3) when it completed with none (nothing found answers the question), 1 otherwise.
 
     A ``None`` path is ``./<model_name>-<task_id>.<format>``; a folder gets that file name inside it.
     """
@@ -353,20 +357,30 @@ def run_job(
         target.write_bytes(client.dataset(task_id, format))
         written.append(str(target))
     say(console, f"wrote {' and '.join(written)} ({len(dataset.rows)} rows)")
-    return 0
+    return 0 if dataset.rows else NO_ROWS
 
 
 def print_dataset(console: Console, dataset: Dataset) -> None:
-    """The rows as a table (schema columns and a citation count), then the shortfall, if any."""
+    """The rows as a table (schema columns and each row's confidence), the papers' flow, then the shortfall."""
     table = Table(title=f"{dataset.model_name}: {len(dataset.rows)} rows", title_justify="left")
     names = [field.name for field in dataset.schema]
     for name in names:
         table.add_column(name, overflow="fold")
-    table.add_column("citations", justify="right")
+    table.add_column("confidence")
     for row in dataset.rows:
-        table.add_row(*(Text(_cell(row.row.get(name))) for name in names), str(len(row.citations)))
+        cells = (Text(_cell(row.row.get(name))) for name in names)
+        table.add_row(*cells, Text(row.confidence, style=_CONFIDENCE_STYLE[row.confidence]))
     console.print()
     console.print(table)
+    flow = dataset.stats.flow
+    if flow is not None:
+        excluded = ", ".join(f"{count} {kind}" for kind, count in flow.excluded_by.items()) or "none"
+        say(
+            console,
+            f"papers: {flow.found} found, {flow.duplicates_removed} duplicates removed, {flow.screened} screened, "
+            f"{flow.excluded} excluded ({excluded}), {flow.not_reached} not reached, {flow.read} read, "
+            f"{flow.cited} cited",
+        )
     if dataset.stats.shortfall:
         say(console, f"note: {dataset.stats.shortfall}")
 

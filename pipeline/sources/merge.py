@@ -1,15 +1,14 @@
-"""Merging the documents several sources return, and ranking them against the question."""
+"""Merging the documents several sources return, and fusing the ranks they gave them."""
 
 from __future__ import annotations
 
 import re
-import sqlite3
+from collections.abc import Sequence
 
 import msgspec
 from rapidfuzz import fuzz, process
 
 from contracts import Document
-from pipeline.text import head_terms, keywords
 
 #: two titles this similar (rapidfuzz ratio of their normalised forms) are the same paper
 TITLE_MATCH = 95
@@ -85,40 +84,8 @@ def combine(first: Document, second: Document) -> Document:
     )
 
 
-def rank(documents: list[Document], question: str, limit: int) -> list[Document]:
-    """The ``limit`` best documents, each scored by an even blend of two normalised signals.
-
-    BM25 of title (weighted 2×) and abstract against the question's keywords, those of its leading
-    noun phrase counted twice more (as the local corpus ranks), and the sources' own ranks
-    (reciprocal-rank fusion over every source that returned the document).
-    """
-    if not documents:
-        return []
-    terms = keywords(question)
-    head = [t for t in head_terms(question) if t in terms]
-    relevance = [a + 2 * b for a, b in zip(_bm25(documents, terms), _bm25(documents, head), strict=True)]
+def fusion(documents: Sequence[Document]) -> list[float]:
+    """Each document's reciprocal-rank fusion over every source that returned it, scaled so the best is 1."""
     fused = [sum(1 / (_RRF_K + p.rank) for p in d.provenance) or 1 / (_RRF_K + d.rank) for d in documents]
-    top_relevance, top_fused = max(relevance) or 1.0, max(fused)
-    scores = [0.5 * r / top_relevance + 0.5 * f / top_fused for r, f in zip(relevance, fused, strict=True)]
-    order = sorted(range(len(documents)), key=lambda i: -scores[i])[:limit]
-    return [
-        msgspec.structs.replace(documents[i], rank=position, score=round(scores[i], 4))
-        for position, i in enumerate(order, start=1)
-    ]
-
-
-def _bm25(documents: list[Document], terms: list[str]) -> list[float]:
-    """BM25 relevance of each document (0 when no term occurs), from an in-memory FTS5 index."""
-    scores = [0.0] * len(documents)
-    if not terms:
-        return scores
-    with sqlite3.connect(":memory:") as db:
-        db.execute("CREATE VIRTUAL TABLE docs USING fts5(title, abstract, tokenize='porter unicode61')")
-        db.executemany(
-            "INSERT INTO docs (rowid, title, abstract) VALUES (?, ?, ?)",
-            [(i, d.title, d.abstract) for i, d in enumerate(documents)],
-        )
-        match = " OR ".join('"' + t.replace('"', "") + '"' for t in terms)
-        for rowid, score in db.execute("SELECT rowid, bm25(docs, 2.0, 1.0) FROM docs WHERE docs MATCH ?", (match,)):
-            scores[rowid] = -score
-    return scores
+    top = max(fused, default=0.0) or 1.0
+    return [f / top for f in fused]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 
 import msgspec
@@ -12,6 +13,7 @@ from contracts import (
     CandidateRow,
     Citation,
     CitationMetadata,
+    Confidence,
     Conflict,
     ConflictValue,
     Dataset,
@@ -20,8 +22,10 @@ from contracts import (
     Document,
     ExtractionStats,
     FieldValue,
+    Flow,
     GenerateRequest,
     JobRecord,
+    Paper,
     PreparedSchema,
 )
 from pipeline.entities import EntityMatcher, aliases_from
@@ -30,6 +34,9 @@ from pipeline.reprocess import earlier_stages
 from pipeline.schema import row_type_for
 from pipeline.stages.context import StageContext
 from pipeline.text import head_terms, normalise_key
+
+#: a row whose papers' screening score is below this is at most of medium confidence
+_SURE_RELEVANCE = 0.75
 
 
 @dataclass
@@ -41,6 +48,8 @@ class _Entity:
     values: dict[str, FieldValue] = field(default_factory=dict)
     citations: list[Citation] = field(default_factory=list)
     conflicts: list[Conflict] = field(default_factory=list)
+    #: field → (papers stating the value kept, whether one quotes it exactly, whether others state another value)
+    cells: dict[str, tuple[int, bool, bool]] = field(default_factory=dict)
 
     @property
     def support(self) -> int:
@@ -61,8 +70,11 @@ def run(
     sources: list[str] | None = None,
     extraction: ExtractionStats | None = None,
     threshold: float = 90.0,
+    papers: list[Paper] | None = None,
+    searched: Flow | None = None,
 ) -> Dataset:
-    """Merge, rank and cut candidate rows to the requested count; never pad."""
+    """Merge, rank and cut candidate rows to the requested count; never pad. Each row gets its confidence;
+    each paper considered, the number of rows citing it."""
     generated = set(schema.identifier_fields) if schema.key_field else set()  # made from the key below
     required = [f.name for f in schema.fields if f.required and f.name not in generated]
     complete = [c for c in candidates if all(c.values.get(name) is not None for name in required)]
@@ -78,12 +90,28 @@ def run(
         flags = {
             name: why for m in reversed(entity.members) for name, why in m.flags.items() if entity.values[name] is None
         }
-        rows.append(DatasetRow(row=entity.values, citations=entity.citations, flags=flags))
+        level, cells, basis = confidence(schema, entity)
+        rows.append(
+            DatasetRow(
+                row=entity.values,
+                citations=entity.citations,
+                flags=flags,
+                confidence=level,
+                cell_confidence=cells,
+                basis=basis,
+            )
+        )
+    papers = _count_citations(papers or [], rows)
+    flow = _flow(papers, documents, searched or Flow())
     shortfall = None
-    if len(rows) < request.rows:
+    if not rows:
+        shortfall = _nothing_found(request, papers, flow, candidates, extraction)
+    elif len(rows) < request.rows:
+        checks = extraction.dropped_by_check if extraction else {}
+        dropped = "".join(f", {count} dropped: {why}" for why, count in checks.items())
         shortfall = (
             f"only {len(rows)} of {request.rows} requested rows are supported by the literature found: "
-            f"{len(candidates)} candidate rows from {documents} documents, {len(candidates) - len(complete)} "
+            f"{len(candidates)} candidate rows from {documents} documents{dropped}, {len(candidates) - len(complete)} "
             f"missing a required field, {len(entities)} distinct after merging; rows are never invented to fill the gap"
         )
     stats = DatasetStats(
@@ -101,6 +129,7 @@ def run(
         extractor=extraction.extractor if extraction else "",
         extraction=extraction,
         shortfall=shortfall,
+        flow=flow if papers else None,
     )
     return Dataset(
         task_id=task_id,
@@ -109,6 +138,80 @@ def run(
         schema=schema.fields,
         rows=rows,
         stats=stats,
+        papers=papers,
+    )
+
+
+def confidence(schema: PreparedSchema, entity: _Entity) -> tuple[Confidence, dict[str, Confidence], str]:
+    """The row's confidence, each filled cell's, and why (docs/quality.md).
+
+    A cell is high when two or more papers state its value with no paper stating another and one quotes it
+    exactly; low when its only support is a repaired (fuzzily matched) quote, or papers disagree and the value
+    kept has no more support than another; medium otherwise. The row is its weakest required cell (the key
+    when there is one), and never above medium when its papers only just passed screening.
+    """
+    cells: dict[str, Confidence] = {}
+    for name, (support, exact, conflict) in entity.cells.items():
+        if support >= 2 and exact and not conflict:
+            cells[name] = "high"
+        elif not exact or (conflict and support < 2):
+            cells[name] = "low"
+        else:
+            cells[name] = "medium"
+    required = [f.name for f in schema.fields if f.required and f.name in cells] or list(cells)
+    order: list[Confidence] = ["low", "medium", "high"]
+    level: Confidence = min((cells[name] for name in required), key=order.index, default="low")
+    relevance = max(m.relevance for m in entity.members)
+    if level == "high" and relevance < _SURE_RELEVANCE:
+        level = "medium"
+    quotes = "exact quotes" if all(exact for _, exact, _ in entity.cells.values()) else "a repaired quote"
+    conflicts = sum(conflict for _, _, conflict in entity.cells.values())
+    basis = (
+        f"{entity.support} paper{'s' if entity.support != 1 else ''}, {quotes}, "
+        f"{f'{conflicts} conflicting field(s)' if conflicts else 'no conflicts'}, screening score {relevance:.0%}"
+    )
+    return level, cells, basis
+
+
+def _count_citations(papers: list[Paper], rows: list[DatasetRow]) -> list[Paper]:
+    cited = Counter(source for row in rows for source in {c.source_id for c in row.citations})
+    return [msgspec.structs.replace(p, rows=cited[p.id]) if cited[p.id] else p for p in papers]
+
+
+def _flow(papers: list[Paper], documents: int, searched: Flow) -> Flow:
+    """The search's flow, with what the model screened out since, what was read and what is cited."""
+    excluded = Counter(p.exclusion or "" for p in papers if p.decision == "excluded")
+    return Flow(
+        found=searched.found,
+        duplicates_removed=searched.duplicates_removed,
+        screened=len(papers),
+        excluded=sum(excluded.values()),
+        excluded_by=dict(excluded.most_common()),
+        not_reached=sum(p.decision == "not_reached" for p in papers),
+        read=documents,
+        cited=sum(p.rows > 0 for p in papers),
+    )
+
+
+def _nothing_found(
+    request: GenerateRequest,
+    papers: list[Paper],
+    flow: Flow,
+    candidates: list[CandidateRow],
+    extraction: ExtractionStats | None,
+) -> str:
+    """Why the dataset is empty, in words a user can act on."""
+    sources = ", ".join(request.sources or sorted({p.source for p in papers})) or "the sources"
+    if flow.read == 0:
+        return (
+            f"none of the {flow.screened} documents searched in {sources} addresses {request.user_query!r}; "
+            f"rows are never invented"
+        )
+    checks = extraction.dropped_by_check if extraction else {}
+    dropped = "; ".join(f"{count} dropped: {why}" for why, count in checks.items()) or "none survived grounding"
+    return (
+        f"none of the {flow.read} documents read states a row that answers {request.user_query!r} "
+        f"({len(candidates)} candidate rows; {dropped}); rows are never invented"
     )
 
 
@@ -160,7 +263,10 @@ def _resolve(schema: PreparedSchema, entity: _Entity) -> None:
         if name == key_field:  # every member names the entity, in whatever spelling
             row = str(chosen[0][1])
             kept += [c for m in entity.members for c in m.citations if c.field == name]
+            entity.cells[name] = (entity.support, any(name not in m.repaired for m in entity.members), False)
             continue
+        support = len({m.source_id for m, _ in chosen})
+        entity.cells[name] = (support, any(name not in m.repaired for m, _ in chosen), len(ranked) > 1)
         kept += [c for m, _ in chosen for c in m.citations if c.field == name]
         if len(ranked) > 1:
             entity.conflicts.append(
@@ -217,7 +323,7 @@ def durations(job: JobRecord, now: float) -> dict[str, float]:
 def process(ctx: StageContext, task_id: str) -> None:
     """Assemble the dataset, store it, complete the job."""
     job = ctx.job(task_id)
-    inputs = ctx.inputs(task_id, "schema", "candidates", "documents", "extraction_stats")
+    inputs = ctx.inputs(task_id, "schema", "candidates", "documents", "papers", "flow", "extraction_stats")
     schema = inputs.get("schema", PreparedSchema)
     candidates = inputs.get("candidates", list[CandidateRow])
     documents = inputs.get("documents", list[Document])
@@ -230,6 +336,8 @@ def process(ctx: StageContext, task_id: str) -> None:
         sources=sorted({d.source for d in documents}),
         extraction=inputs.optional("extraction_stats", ExtractionStats),
         threshold=ctx.settings.merge_threshold,
+        papers=inputs.get("papers", list[Paper]),
+        searched=inputs.get("flow", Flow),
     )
     stats = msgspec.structs.replace(
         dataset.stats,

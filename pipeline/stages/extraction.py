@@ -13,10 +13,11 @@ import hashlib
 import logging
 import threading
 import uuid
+from collections import Counter
 
 import msgspec
 
-from contracts import CandidateRow, Document, ExtractionStats, PreparedSchema
+from contracts import CandidateRow, Document, ExtractionStats, GenerateRequest, PreparedSchema
 from contracts.progress import (
     BudgetReached,
     DocumentExtracted,
@@ -25,9 +26,11 @@ from contracts.progress import (
     stage_end,
     stage_progress,
 )
+from pipeline.checks import check, judged
 from pipeline.errors import JobCancelled, PermanentError
 from pipeline.extractors.base import Extraction, Extractor, ExtractorInfo
 from pipeline.grounding import GroundingCounts, ground
+from pipeline.screening import topic
 from pipeline.stages.context import StageContext
 
 log = logging.getLogger(__name__)
@@ -114,7 +117,7 @@ def process_batch(ctx: StageContext, task_id: str, run_id: str, index: int, mess
     schema = inputs.get("schema", PreparedSchema)
     documents = inputs.get(documents_name, list[Document])
     extractor = choose_extractor(ctx, job.request.extractor)
-    batch = _Batch(ctx, task_id=task_id, run=run, query=job.request.user_query, schema=schema, extractor=extractor)
+    batch = _Batch(ctx, task_id=task_id, run=run, request=job.request, schema=schema, extractor=extractor)
     result = ctx.run_async(batch.extract(documents))
     last = ctx.extraction.finish_batch(
         task_id,
@@ -170,6 +173,7 @@ def add_stats(total: ExtractionStats, part: ExtractionStats) -> ExtractionStats:
         total,
         budget_exhausted=total.budget_exhausted or part.budget_exhausted,
         response_format=part.response_format or total.response_format,
+        dropped_by_check=dict(Counter(total.dropped_by_check) + Counter(part.dropped_by_check)),
         **summed,
     )
 
@@ -187,14 +191,15 @@ class _Batch:
         *,
         task_id: str,
         run: ExtractionRun,
-        query: str,
+        request: GenerateRequest,
         schema: PreparedSchema,
         extractor: Extractor,
     ) -> None:
         self.ctx = ctx
         self.task_id = task_id
         self.run = run
-        self.query = query
+        self.query = request.user_query
+        self.subject = topic(request.user_query, request.criteria)
         self.schema = schema
         self.extractor = extractor
         self.budget = ctx.settings.max_tokens_per_job
@@ -203,7 +208,7 @@ class _Batch:
         # no report is computed on a job record another document's report has just changed (a second try)
         self.reporting = threading.Lock()
         info = extractor.info()
-        self.cache_prefix = _encode([info.identity, extractor.version, query, schema])
+        self.cache_prefix = _encode([info.identity, extractor.version, self.query, schema])
 
     async def extract(self, documents: list[Document]) -> BatchResult:
         """Rows and statistics of the batch; the first hard failure cancels the documents still running."""
@@ -243,10 +248,27 @@ class _Batch:
         if extraction.failure is not None:
             await asyncio.to_thread(self._progress, 0, spent, skipped=(document, extraction.failure))
             return [], add_stats(calls, ExtractionStats(documents_failed=1))
-        threshold = self.ctx.settings.grounding_threshold
-        rows, counts = await asyncio.to_thread(ground, self.schema, document, extraction.rows, threshold=threshold)
+        rows, stats = await asyncio.to_thread(self._ground_and_check, document, extraction)
         await asyncio.to_thread(self._progress, len(rows), spent)
-        return rows, add_stats(calls, _grounding_stats(counts, cached=cached is not None))
+        return rows, add_stats(calls, add_stats(stats, ExtractionStats(documents_cached=int(cached is not None))))
+
+    def _ground_and_check(
+        self, document: Document, extraction: Extraction
+    ) -> tuple[list[CandidateRow], ExtractionStats]:
+        """Rows judged off the question dropped, the rest grounded, and those nobody judged checked lexically."""
+        stated, dropped = judged(extraction.rows)
+        threshold = self.ctx.settings.grounding_threshold
+        counts = GroundingCounts()
+        rows: list[CandidateRow] = []
+        for unjudged in (False, True):
+            part = [r for r in stated if (r.answers_question is None) == unjudged]
+            grounded, found = ground(self.schema, document, part, threshold=threshold)
+            counts.add(found)
+            if unjudged:
+                grounded, more = check(self.subject, self.schema, grounded)
+                dropped += more
+            rows += grounded
+        return rows, msgspec.structs.replace(_grounding_stats(counts), dropped_by_check=dict(dropped))
 
     def _digest(self, document: Document) -> str:
         text = _encode([document.title, document.abstract, document.full_text])
@@ -293,10 +315,9 @@ class _Batch:
             )
 
 
-def _grounding_stats(counts: GroundingCounts, *, cached: bool) -> ExtractionStats:
+def _grounding_stats(counts: GroundingCounts) -> ExtractionStats:
     return ExtractionStats(
         documents_extracted=1,
-        documents_cached=int(cached),
         values_verified=counts.verified,
         values_repaired=counts.repaired,
         values_rejected=counts.rejected,

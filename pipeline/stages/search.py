@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from collections.abc import AsyncIterator, Callable, Sequence
 
 import msgspec
@@ -19,10 +20,12 @@ from contracts.progress import (
     stage_end,
     stage_progress,
 )
+from contracts.screening import Decision, Flow, Paper
 from pipeline.errors import PermanentError, SourceError
+from pipeline.screening import THRESHOLD, Topic, screen, split_descriptor, topic
 from pipeline.sources.base import FullTextSource, Page, Source
 from pipeline.sources.http import SourceHttp
-from pipeline.sources.merge import DocumentPool, has_text, rank
+from pipeline.sources.merge import DocumentPool, fusion, has_text
 from pipeline.stages.context import StageContext
 from pipeline.text import plan_queries
 
@@ -31,36 +34,55 @@ Report = Callable[[str, EventData, float], None]
 
 
 class SearchResult(msgspec.Struct, frozen=True, kw_only=True):
-    """The documents kept, and what happened on the way."""
+    """The documents kept, every document considered with its screening verdict, and what happened on the way."""
 
     documents: list[Document]
+    papers: list[Paper]
     found: dict[str, int]
     duplicates: int
     without_text: int
     failures: dict[str, str]
 
+    @property
+    def flow(self) -> Flow:
+        """The documents' way so far, PRISMA-style (assembly adds what extraction read and cited)."""
+        excluded = Counter(p.exclusion for p in self.papers if p.decision == "excluded")
+        return Flow(
+            found=sum(self.found.values()),
+            duplicates_removed=self.duplicates,
+            screened=len(self.papers),
+            excluded=sum(excluded.values()),
+            excluded_by={kind or "": count for kind, count in excluded.most_common()},
+            not_reached=sum(p.decision == "not_reached" for p in self.papers),
+            read=len(self.documents),
+        )
+
 
 async def search(
-    question: str,
+    subject: Topic,
     queries: Sequence[str],
     sources: Sequence[Source],
     target: int,
     *,
     http: SourceHttp,
+    pool_size: int | None = None,
+    threshold: float = THRESHOLD,
     report: Report = lambda message, data, done: None,
 ) -> SearchResult:
-    """Ask every source, one planned query after another, page by page, until ``target`` documents with
-    text are in hand (or every source is out of answers); then rank and keep ``target`` of them.
+    """Ask every source, one planned query after another, page by page, until ``pool_size`` documents with
+    text are in hand (or every source is out of answers); screen them all against ``subject`` and keep the
+    best ``target`` of those that pass.
 
     A source that fails is reported and left out; when every source fails, ``SourceError`` lists why.
     """
+    target_pool = max(pool_size or target, target)
     pool = DocumentPool()
     found = dict.fromkeys((s.name for s in sources), 0)
     failures: dict[str, str] = {}
     warned: set[str] = set()
     for query in queries:
-        streams = {s.name: s.pages(query, target, http) for s in sources if s.name not in failures}
-        while streams and pool.usable < target:
+        streams = {s.name: s.pages(query, target_pool, http) for s in sources if s.name not in failures}
+        while streams and pool.usable < target_pool:
             names = list(streams)
             answers = await asyncio.gather(*(_next(streams[n]) for n in names), return_exceptions=True)
             for name, answer in zip(names, answers, strict=True):
@@ -72,7 +94,7 @@ async def search(
                     report(
                         f"Source {name} failed: {answer}{rest}",
                         SourceFailed(source=name, error=str(answer)),
-                        pool.usable / target,
+                        pool.usable / target_pool,
                     )
                     continue
                 if isinstance(answer, BaseException):
@@ -82,28 +104,77 @@ async def search(
                 for warning in answer.warnings:
                     if warning not in warned:
                         warned.add(warning)
-                        report(f"{name}: {warning}", SourceWarning(source=name, warning=warning), pool.usable / target)
+                        done = pool.usable / target_pool
+                        report(f"{name}: {warning}", SourceWarning(source=name, warning=warning), done)
                 for document in answer.documents:
                     pool.add(document)
                 found[name] += len(answer.documents)
                 report(
-                    f"{name}: {len(answer.documents)} documents for {query!r} ({pool.usable}/{target} with text)",
+                    f"{name}: {len(answer.documents)} documents for {query!r} ({pool.usable}/{target_pool} with text)",
                     SourcePage(source=name, query=query, documents=len(answer.documents), usable=pool.usable),
-                    pool.usable / target,
+                    pool.usable / target_pool,
                 )
-        if pool.usable >= target:
+        if pool.usable >= target_pool:
             break
     if failures and len(failures) == len(sources):
         raise SourceError("every source failed: " + "; ".join(failures.values()))
-    with_text = [d for d in pool.documents if has_text(d)]
-    kept = await _add_full_text(rank(with_text, question, target), sources, http, report)
+    kept, papers = select(pool.documents, subject, target, threshold)
+    kept = await _add_full_text(kept, sources, http, report)
     return SearchResult(
         documents=kept,
+        papers=papers,
         found=found,
         duplicates=pool.duplicates,
-        without_text=len(pool.documents) - len(with_text),
+        without_text=sum(not has_text(d) for d in pool.documents),
         failures=failures,
     )
+
+
+def select(
+    documents: Sequence[Document], subject: Topic, target: int, threshold: float = THRESHOLD
+) -> tuple[list[Document], list[Paper]]:
+    """Screen ``documents``; the best ``target`` of those that pass, ranked, and every document's verdict.
+
+    Documents that pass are ordered by their screening rank score, blended evenly with the sources' own ranks
+    (reciprocal-rank fusion); those beyond ``target`` are "not reached".
+    """
+    judgements = screen(documents, subject, threshold)
+    passed = [i for i, j in enumerate(judgements) if j.included]
+    order = sorted(passed, key=lambda i: -judgements[i].rank_score)
+    fused = fusion([documents[i] for i in order])
+    top = max((judgements[i].rank_score for i in order), default=0.0) or 1.0
+    blended = {i: 0.5 * judgements[i].rank_score / top + 0.5 * f for i, f in zip(order, fused, strict=True)}
+    order.sort(key=lambda i: -blended[i])
+    kept_at = {i: position for position, i in enumerate(order[:target], start=1)}
+    kept = [
+        msgspec.structs.replace(documents[i], rank=position, score=judgements[i].score)
+        for i, position in kept_at.items()
+    ]
+    papers = []
+    for i in sorted(range(len(documents)), key=lambda i: (i not in kept_at, kept_at.get(i, 0), -judgements[i].score)):
+        document, judgement = documents[i], judgements[i]
+        decision: Decision = "excluded"
+        reason = judgement.reason
+        if judgement.included:
+            decision = "included" if i in kept_at else "not_reached"
+            if decision == "not_reached":
+                reason += f"; ranked below the {target} documents read"
+        papers.append(
+            Paper(
+                id=document.id,
+                title=document.title,
+                year=document.year,
+                doi=document.doi,
+                url=document.url,
+                source=document.source,
+                score=judgement.score,
+                decision=decision,
+                reason=reason,
+                exclusion=judgement.exclusion,
+                quote=judgement.quote,
+            )
+        )
+    return kept, papers
 
 
 async def _next(pages: AsyncIterator[Page]) -> Page:
@@ -140,18 +211,20 @@ async def _add_full_text(
 
 
 def process(ctx: StageContext, task_id: str) -> None:
-    """Plan queries, search, store the documents, hand off to extraction."""
+    """Plan queries, search, screen, store the documents to read and every verdict, hand off to extraction."""
     request = ctx.job(task_id).request
     names = request.sources or list(ctx.settings.default_sources())
     unknown = [n for n in names if n not in ctx.sources]
     if unknown or not names:
         raise PermanentError(f"no usable source among {names} (available: {', '.join(ctx.sources)})")
     target = min(request.rows * ctx.settings.docs_per_row, ctx.settings.max_documents)
-    queries = plan_queries(request.user_query)
+    pool_size = target * ctx.settings.screening_pool
+    subject = topic(request.user_query, request.criteria)
+    queries = plan_queries(split_descriptor(request.user_query)[0])
     ctx.report(
         task_id,
         progress=stage_progress("search", 0),
-        message=f"Searching {', '.join(names)} for up to {target} documents with {len(queries)} queries",
+        message=f"Searching {', '.join(names)} for up to {pool_size} documents to screen with {len(queries)} queries",
         data=SearchPlanned(sources=",".join(names), queries=" | ".join(queries), target=target),
     )
 
@@ -160,26 +233,51 @@ def process(ctx: StageContext, task_id: str) -> None:
 
     async def run() -> SearchResult:
         chosen = [ctx.sources[n] for n in names]
-        return await search(request.user_query, queries, chosen, target, http=ctx.source_http(), report=report)
+        return await search(
+            subject,
+            queries,
+            chosen,
+            target,
+            http=ctx.source_http(),
+            pool_size=pool_size,
+            threshold=ctx.settings.screening_threshold,
+            report=report,
+        )
 
     result = ctx.run_async(run())
-    found = sum(result.found.values())
+    flow = result.flow
     ctx.hand_off(
         task_id,
         "extraction",
         progress=stage_end("search"),
-        message=(
-            f"Kept {len(result.documents)} documents ({found} found, {result.duplicates} duplicates merged, "
-            f"{result.without_text} without abstract or full text)"
-        ),
-        outputs={"documents": result.documents},
+        message=_summary(result, flow, request.user_query, names),
+        outputs={"documents": result.documents, "papers": result.papers, "flow": flow},
         data=SearchDone(
             documents=len(result.documents),
-            found=found,
+            found=flow.found,
             duplicates=result.duplicates,
             without_text=result.without_text,
             sources=",".join(names),
+            screened=flow.screened,
+            excluded=flow.excluded,
+            not_reached=flow.not_reached,
             found_by_source=result.found,
             failures=result.failures,
+            excluded_by=flow.excluded_by,
         ),
+    )
+
+
+def _summary(result: SearchResult, flow: Flow, question: str, sources: list[str]) -> str:
+    """The search's last message: what was found, screened out and kept."""
+    if not result.documents:
+        return (
+            f"None of the {flow.screened} documents found in {', '.join(sources)} addresses {question!r} "
+            f"({flow.found} found, {flow.duplicates_removed} duplicates merged)"
+        )
+    excluded = ", ".join(f"{count} {kind}" for kind, count in flow.excluded_by.items())
+    return (
+        f"Kept {len(result.documents)} documents to read: {flow.found} found, {flow.duplicates_removed} duplicates "
+        f"merged, {flow.screened} screened, {flow.excluded} excluded ({excluded or 'none'}), "
+        f"{flow.not_reached} passed but not reached"
     )

@@ -429,55 +429,259 @@ function downloadUrl(taskId, format) {
   return `/api/v1/datasets/${encodeURIComponent(taskId)}?format=${format}`;
 }
 
+const CONFIDENCE_LEVELS = ["high", "medium", "low"];
+const CONFIDENCE_RANK = { high: 3, medium: 2, low: 1 };
+// the confidence filter's values: the lowest rank a row needs to be shown
+const CONFIDENCE_FLOOR = { all: 0, medium: 2, high: 3 };
+const DECISIONS = ["included", "not_reached", "excluded"];
+const DECISION_LABELS = { included: "included", not_reached: "not reached", excluded: "excluded" };
+
+let confidenceSort = null; // null: the dataset's order; "desc": high first; "asc": low first
+
+const knownLevel = (level) => (CONFIDENCE_LEVELS.includes(level) ? level : null);
+const knownDecision = (decision) => (DECISIONS.includes(decision) ? decision : null);
+const confidenceRank = (level) => (knownLevel(level) ? CONFIDENCE_RANK[level] : 0);
+const count = (value) => (Number.isFinite(Number(value)) ? Number(value) : 0);
+
+function confidenceBadge(level, basis) {
+  const known = knownLevel(level);
+  return el(
+    "span",
+    { class: known ? `confidence confidence-${known}` : "confidence", title: basis || null },
+    known || "—",
+  );
+}
+
 function renderResult(result) {
   dataset = result;
+  confidenceSort = null;
+  const rows = Array.isArray(result.rows) ? result.rows : [];
   const fields = result.schema.map((f) => f.name);
+  // datasets made before confidence existed have none: no column, no filter
+  const hasConfidence = rows.some((row) => row.confidence !== undefined && row.confidence !== null);
   const table = $("#results-table");
-  const head = el("thead", {}, el("tr", {}, ...result.schema.map((f) =>
-    el("th", { scope: "col", title: f.description || null },
+  const headCells = result.schema.map((f) =>
+    el("th", { scope: "col", title: f.description || null, dataset: { field: f.name } },
       el("span", { class: "col-title" }, f.name),
-      el("span", { class: "th-type" }, f.type)))));
+      el("span", { class: "th-type" }, f.type)));
+  if (hasConfidence) {
+    headCells.push(el("th", { scope: "col", class: "confidence-col", "aria-sort": "none" },
+      el("button", { type: "button", id: "sort-confidence", class: "sort-button", title: "Sort by confidence" },
+        "confidence", el("span", { class: "sort-indicator", "aria-hidden": "true" }, " ↕"))));
+  }
+  const head = el("thead", {}, el("tr", {}, ...headCells));
   const body = el("tbody");
-  result.rows.forEach((row, r) => {
-    const tr = el("tr");
+  rows.forEach((row, r) => {
+    const tr = el("tr", { dataset: { row: String(r) } });
+    const cellConfidence = row.cell_confidence || {};
     for (const field of fields) {
       const value = row.row[field];
       const cited = row.citations.some((c) => c.field === field);
       const flag = row.flags && row.flags[field];
+      const level = knownLevel(cellConfidence[field]);
+      const title = [flag, level ? `confidence: ${level}` : null].filter(Boolean).join(" · ");
       const button = el(
         "button",
         {
           type: "button",
-          class: "cell" + (value === null || value === undefined ? " empty" : "") + (cited ? "" : " uncited"),
-          dataset: { row: String(r), field },
-          title: flag || null,
+          class: "cell" + (value === null || value === undefined ? " empty" : "") + (cited ? "" : " uncited") +
+            (level ? ` conf-${level}` : ""),
+          dataset: level ? { row: String(r), field, confidence: level } : { row: String(r), field },
+          title: title || null,
         },
         formatValue(value),
         flag ? el("span", { class: "flag", "aria-label": `flag: ${flag}` }, " ⚑") : null,
       );
       tr.append(el("td", {}, button));
     }
+    if (hasConfidence) {
+      tr.dataset.confidence = knownLevel(row.confidence) || "";
+      tr.append(el("td", { class: "confidence-cell" }, confidenceBadge(row.confidence, row.basis)));
+    }
     body.append(tr);
   });
-  table.replaceChildren(el("caption", { class: "sr-only" }, `${result.model_name}: ${result.rows.length} rows`), head, body);
+  table.replaceChildren(el("caption", { class: "sr-only" }, `${result.model_name}: ${rows.length} rows`), head, body);
+  $("#confidence-filter-wrap").hidden = !hasConfidence;
+  $("#confidence-filter").value = "all";
+  applyConfidenceFilter();
 
   const stats = result.stats || {};
-  const parts = [`${result.rows.length} of ${stats.requested_rows ?? result.rows.length} rows`];
+  const parts = [`${rows.length} of ${stats.requested_rows ?? rows.length} rows`];
   if (stats.documents_searched) parts.push(`${stats.documents_searched} documents searched`);
   if (stats.sources && stats.sources.length) parts.push(`sources: ${stats.sources.join(", ")}`);
   if (stats.extractor) parts.push(`extractor: ${stats.extractor}`);
   $("#results-summary").textContent = `${result.model_name} · ${parts.join(" · ")}`;
 
+  // no rows: say why, prominently, instead of an empty table
+  const empty = rows.length === 0;
+  $("#empty-result").hidden = !empty;
+  $("#empty-reason").textContent = empty
+    ? stats.shortfall || "The job finished without rows and gave no reason."
+    : "";
+  $("#rows-view").hidden = empty;
   const shortfall = $("#shortfall");
-  shortfall.hidden = !stats.shortfall;
-  shortfall.textContent = stats.shortfall ? `Fewer rows than asked: ${stats.shortfall}` : "";
+  shortfall.hidden = empty || !stats.shortfall;
+  shortfall.textContent = !empty && stats.shortfall ? `Fewer rows than asked: ${stats.shortfall}` : "";
 
   for (const [id, format] of [["#download-csv", "csv"], ["#download-json", "json"]]) {
     const link = $(id);
     link.href = downloadUrl(result.task_id, format);
     link.setAttribute("download", `${result.model_name}-${result.task_id}.${format}`);
   }
+  renderPapers(result);
   $("#results").hidden = false;
+}
+
+/** Show only the rows at or above the chosen confidence. */
+function applyConfidenceFilter() {
+  const choice = $("#confidence-filter").value;
+  const floor = CONFIDENCE_FLOOR[choice] || 0;
+  const rows = [...document.querySelectorAll("#results-table tbody tr")];
+  let shown = 0;
+  for (const tr of rows) {
+    tr.hidden = floor > 0 && confidenceRank(tr.dataset.confidence) < floor;
+    if (!tr.hidden) shown += 1;
+  }
+  const note = $("#rows-note");
+  if (floor === 0) note.textContent = "";
+  else if (shown === 0) note.textContent = `No row has this confidence (of ${rows.length}).`;
+  else note.textContent = `Showing ${shown} of ${rows.length} rows.`;
+}
+
+/** Click on the confidence header: high first, then low first, and so on. */
+function toggleConfidenceSort() {
+  confidenceSort = confidenceSort === "desc" ? "asc" : "desc";
+  const body = $("#results-table tbody");
+  if (!body) return;
+  const sign = confidenceSort === "desc" ? -1 : 1;
+  const rows = [...body.children].sort(
+    (a, b) =>
+      sign * (confidenceRank(a.dataset.confidence) - confidenceRank(b.dataset.confidence)) ||
+      Number(a.dataset.row) - Number(b.dataset.row),
+  );
+  body.append(...rows);
+  const th = $("#results-table th.confidence-col");
+  th.setAttribute("aria-sort", confidenceSort === "desc" ? "descending" : "ascending");
+  th.querySelector(".sort-indicator").textContent = confidenceSort === "desc" ? " ↓" : " ↑";
+  $("#sort-confidence").title =
+    confidenceSort === "desc" ? "Sorted high to low; select to sort low to high" : "Sorted low to high; select to sort high to low";
+}
+
+function flowStep(value, label) {
+  return el("span", { class: "flow-step" }, el("strong", {}, String(count(value))), ` ${label}`);
+}
+
+/** The PRISMA-like line: found → duplicates removed → screened → excluded → not reached → read → cited. */
+function renderFlow(flow) {
+  const line = $("#flow");
+  if (!flow) {
+    line.hidden = true;
+    line.replaceChildren();
+    return;
+  }
+  const kinds = Object.entries(flow.excluded_by || {})
+    .filter(([, n]) => count(n) > 0)
+    .sort((a, b) => count(b[1]) - count(a[1]));
+  const excluded = flowStep(flow.excluded, "excluded");
+  if (kinds.length) excluded.append(` (${kinds.map(([kind, n]) => `${kind}: ${count(n)}`).join(", ")})`);
+  const steps = [
+    flowStep(flow.found, "found"),
+    flowStep(flow.duplicates_removed, "duplicates removed"),
+    flowStep(flow.screened, "screened"),
+    excluded,
+    flowStep(flow.not_reached, "not reached"),
+    flowStep(flow.read, "read"),
+    flowStep(flow.cited, "cited"),
+  ];
+  const children = [];
+  steps.forEach((step, i) => {
+    if (i) children.push(el("span", { class: "flow-arrow", "aria-hidden": "true" }, " → "));
+    children.push(step);
+  });
+  line.replaceChildren(...children);
+  line.hidden = false;
+}
+
+function paperLink(paper) {
+  const title = paper.title || paper.id || "(untitled)";
+  if (paper.doi) {
+    const doi = String(paper.doi).replace(/^https?:\/\/(dx\.)?doi\.org\//i, "");
+    return el("a", { href: `https://doi.org/${doi}`, target: "_blank", rel: "noopener", class: "paper-link" }, title);
+  }
+  if (/^https?:\/\//i.test(String(paper.url || ""))) {
+    // only web links: the url comes from the paper's metadata, which nobody vetted (no javascript:)
+    return el("a", { href: paper.url, target: "_blank", rel: "noopener", class: "paper-link" }, title);
+  }
+  return el("span", { class: "paper-link" }, title);
+}
+
+function renderPaper(paper) {
+  const decision = knownDecision(paper.decision);
+  const score = Number(paper.score);
+  const reason = el("td", { class: "paper-reason" }, paper.reason || "");
+  if (paper.quote) {
+    reason.append(el("details", { class: "paper-quote" },
+      el("summary", {}, "Quote"),
+      el("blockquote", { class: "quote" }, paper.quote)));
+  }
+  return el("tr", { class: "paper", dataset: { decision: decision || "", paperId: paper.id || "" } },
+    el("td", { class: "paper-title-cell" }, paperLink(paper),
+      paper.source ? el("span", { class: "muted small paper-source" }, paper.source) : null),
+    el("td", { class: "num" }, paper.year ? String(paper.year) : "—"),
+    el("td", {},
+      el("span", { class: decision ? `decision decision-${decision}` : "decision", title: paper.exclusion || null },
+        decision ? DECISION_LABELS[decision] : String(paper.decision || "—")),
+      paper.exclusion ? el("span", { class: "muted small exclusion" }, paper.exclusion) : null),
+    el("td", { class: "num" }, Number.isFinite(score) ? `${Math.round(score * 100)} %` : "—"),
+    el("td", { class: "num" }, String(count(paper.rows))),
+    reason);
+}
+
+function renderPapers(result) {
+  const papers = Array.isArray(result.papers) ? result.papers : [];
+  const flow = (result.stats && result.stats.flow) || null;
+  $("#papers").hidden = !papers.length && !flow;
+  renderFlow(flow);
+  // included first, then not reached, then excluded; the most relevant first within each
+  const order = (paper) => {
+    const i = DECISIONS.indexOf(paper.decision);
+    return i < 0 ? DECISIONS.length : i;
+  };
+  const sorted = papers
+    .map((paper, i) => ({ paper, i }))
+    .sort((a, b) => order(a.paper) - order(b.paper) || count(b.paper.score) - count(a.paper.score) || a.i - b.i)
+    .map(({ paper }) => paper);
+  const head = el("thead", {}, el("tr", {},
+    ...["Title", "Year", "Decision", "Score", "Rows", "Reason"].map((name) =>
+      el("th", { scope: "col", class: ["Year", "Score", "Rows"].includes(name) ? "num" : null }, name))));
+  $("#papers-table").replaceChildren(
+    el("caption", { class: "sr-only" }, `${papers.length} papers considered`),
+    head,
+    el("tbody", {}, ...sorted.map(renderPaper)),
+  );
+  $("#papers-heading").textContent = `Papers (${papers.length})`;
+  for (const option of $("#decision-filter").options) {
+    const label = option.value === "all" ? "all" : DECISION_LABELS[option.value];
+    const n = option.value === "all" ? papers.length : papers.filter((p) => p.decision === option.value).length;
+    option.textContent = `${label} (${n})`;
+  }
+  $("#decision-filter").value = "all";
+  applyDecisionFilter();
+}
+
+function applyDecisionFilter() {
+  const choice = $("#decision-filter").value;
+  const rows = [...document.querySelectorAll("#papers-table tr.paper")];
+  let shown = 0;
+  for (const tr of rows) {
+    tr.hidden = choice !== "all" && tr.dataset.decision !== choice;
+    if (!tr.hidden) shown += 1;
+  }
+  const note = $("#papers-note");
+  if (!rows.length) note.textContent = "No papers were recorded for this job.";
+  else if (shown === 0) note.textContent = "No paper has this decision.";
+  else if (shown < rows.length) note.textContent = `Showing ${shown} of ${rows.length} papers.`;
+  else note.textContent = "";
 }
 
 function isGenerated(citation) {
@@ -609,9 +813,15 @@ function init() {
     if (button) openTask(button.dataset.taskId);
   });
   $("#results-table").addEventListener("click", (event) => {
+    if (event.target.closest("#sort-confidence")) {
+      toggleConfidenceSort();
+      return;
+    }
     const button = event.target.closest("button.cell");
     if (button) openEvidence(button);
   });
+  $("#confidence-filter").addEventListener("change", applyConfidenceFilter);
+  $("#decision-filter").addEventListener("change", applyDecisionFilter);
   const dialog = $("#evidence");
   $("#evidence-close").addEventListener("click", closeEvidence);
   dialog.addEventListener("click", (event) => {

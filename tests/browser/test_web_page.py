@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -13,6 +13,7 @@ import msgspec
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
+from pipeline.settings import Settings
 from tests.conftest import follow
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -112,9 +113,10 @@ def test_seed_example_runs_live_to_a_table_with_evidence_and_a_csv_download(
     expect(page.locator("#job-task-id")).to_have_text(task_id)
     expect_completed(page, rows=5)
     headers = page.locator("#results-table thead th")
-    expect(headers).to_have_count(2)
+    expect(headers).to_have_count(3)
     expect(headers.nth(0)).to_contain_text("technology_id")
     expect(headers.nth(1)).to_contain_text("technology_name")
+    expect(headers.nth(2)).to_contain_text("confidence")
     page.screenshot(path=tmp_path / "2-results.png", full_page=True)
 
     # the evidence behind the first technology name is the dataset's own citation
@@ -166,6 +168,158 @@ def test_seed_example_runs_live_to_a_table_with_evidence_and_a_csv_download(
     expect_completed(page, rows=5)
     assert page_width(page) <= 360
     page.screenshot(path=tmp_path / "4-phone.png", full_page=True)
+
+
+CONFIDENCE_RANK = {"high": 3, "medium": 2, "low": 1}
+
+
+def heuristic_page(
+    page: Page, settings: Settings, serve_api: Callable[[Settings], str], run_worker: Callable[..., object]
+) -> str:
+    """Open the page on an API and a worker that extract with the heuristic extractor from the local corpus."""
+    heuristic = msgspec.structs.replace(settings, extractor="heuristic", sources=("local",))
+    api_url = serve_api(heuristic)
+    run_worker(settings_=heuristic)
+    page.goto(api_url)
+    return api_url
+
+
+def shown_confidences(page: Page) -> list[str]:
+    """The confidence of each row of the results table, top to bottom, hidden rows included."""
+    levels: list[str] = page.eval_on_selector_all(
+        "#results-table tbody tr", "rows => rows.map(row => row.dataset.confidence)"
+    )
+    return levels
+
+
+def test_results_show_confidence_and_every_paper_with_its_screening_decision(
+    page: Page, settings: Settings, serve_api, make_jobs, run_worker, tmp_path: Path
+):
+    api_url = heuristic_page(page, settings, serve_api, run_worker)
+    fill_seed_form(page)
+    task_id = submit(page)
+    expect_completed(page, rows=5)
+    dataset = httpx.get(f"{api_url}/tasks/{task_id}").json()["result"]
+    assert dataset["stats"]["extractor"] == "heuristic"
+    rows = dataset["rows"]
+    levels = [row["confidence"] for row in rows]
+    assert set(levels) <= set(CONFIDENCE_RANK), levels
+
+    # a confidence badge on every row, with the reason for it as its tooltip
+    table = page.locator("#results-table")
+    expect(table.locator("thead th.confidence-col")).to_contain_text("confidence")
+    expect(table.locator("tbody tr .confidence")).to_have_count(5)
+    for i, row in enumerate(rows):
+        badge = table.locator("tbody tr").nth(i).locator(".confidence")
+        expect(badge).to_have_text(row["confidence"])
+        expect(badge).to_have_class(f"confidence confidence-{row['confidence']}")
+        if row["basis"]:
+            expect(badge).to_have_attribute("title", row["basis"])
+        for field, level in row["cell_confidence"].items():
+            cell = table.locator("tbody tr").nth(i).locator(f'button.cell[data-field="{field}"]')
+            expect(cell).to_have_attribute("data-confidence", level)
+            expect(cell).to_have_class(re.compile(rf"\bconf-{level}\b"))
+    page.screenshot(path=tmp_path / "1-confidence.png", full_page=True)
+
+    # sorting: high first, then (clicked again) low first; the evidence still opens for the row it belongs to
+    sort = page.locator("#sort-confidence")
+    sort.click()
+    expect(table.locator("th.confidence-col")).to_have_attribute("aria-sort", "descending")
+    descending = shown_confidences(page)
+    assert [CONFIDENCE_RANK[level] for level in descending] == sorted(
+        (CONFIDENCE_RANK[level] for level in levels), reverse=True
+    )
+    sort.click()
+    expect(table.locator("th.confidence-col")).to_have_attribute("aria-sort", "ascending")
+    ascending = shown_confidences(page)
+    assert [CONFIDENCE_RANK[level] for level in ascending] == sorted(CONFIDENCE_RANK[level] for level in levels)
+    top = table.locator('tbody tr >> nth=0 >> button.cell[data-field="technology_name"]')
+    row_index = int(top.get_attribute("data-row") or "")
+    expect(top).to_have_text(rows[row_index]["row"]["technology_name"])
+    top.click()
+    expect(page.locator("#evidence-heading")).to_have_text("Evidence for technology_name")
+    page.keyboard.press("Escape")
+    expect(page.locator("#evidence")).to_be_hidden()
+
+    # the filter above the table
+    for choice, floor in (("high", 3), ("medium", 2), ("all", 0)):
+        page.select_option("#confidence-filter", choice)
+        wanted = sum(1 for level in levels if CONFIDENCE_RANK[level] >= floor)
+        expect(table.locator("tbody tr:visible")).to_have_count(wanted)
+        expect(table.locator("tbody tr")).to_have_count(5)
+
+    # the papers: a PRISMA-like flow, then every paper considered with its decision
+    papers = dataset["papers"]
+    decisions = [paper["decision"] for paper in papers]
+    assert "included" in decisions and "excluded" in decisions, decisions
+    section = page.locator("#papers")
+    expect(section).to_be_visible()
+    flow = dataset["stats"]["flow"]
+    assert flow is not None
+    expect(section.locator("#flow")).to_contain_text(f"{flow['found']} found")
+    expect(section.locator("#flow")).to_contain_text(f"{flow['cited']} cited")
+    expect(section.locator("tr.paper")).to_have_count(len(papers))
+    expect(section.locator("tr.paper .decision.decision-included")).to_have_count(decisions.count("included"))
+    expect(section.locator("tr.paper .decision.decision-excluded")).to_have_count(decisions.count("excluded"))
+    cited = max(papers, key=lambda paper: paper["rows"])
+    assert cited["rows"] > 0
+    cited_row = section.locator(f'tr.paper[data-paper-id="{cited["id"]}"]')
+    expect(cited_row).to_contain_text(cited["title"])
+    expect(cited_row).to_contain_text(f"{round(cited['score'] * 100)} %")
+    if cited["doi"]:
+        expect(cited_row.locator("a.paper-link")).to_have_attribute("href", re.compile(r"^https://doi\.org/"))
+    page.screenshot(path=tmp_path / "2-papers.png", full_page=True)
+
+    # the decision filter hides the excluded papers
+    page.select_option("#decision-filter", "included")
+    expect(section.locator("tr.paper:visible")).to_have_count(decisions.count("included"))
+    expect(section.locator("tr.paper:visible .decision-excluded")).to_have_count(0)
+    expect(section.locator("tr.paper .decision-excluded").first).to_be_hidden()
+    page.select_option("#decision-filter", "excluded")
+    expect(section.locator("tr.paper:visible")).to_have_count(decisions.count("excluded"))
+    expect(section.locator("tr.paper:visible .decision-included")).to_have_count(0)
+    page.select_option("#decision-filter", "all")
+    expect(section.locator("tr.paper:visible")).to_have_count(len(papers))
+    expect(page.locator("#empty-result")).to_be_hidden()
+
+    # phone width: the papers scroll inside their own box too
+    page.set_viewport_size({"width": 360, "height": 800})
+    assert page_width(page) <= 360
+
+
+def test_a_question_the_corpus_does_not_answer_shows_why_and_the_papers_excluded(
+    page: Page, settings: Settings, serve_api, make_jobs, run_worker, tmp_path: Path
+):
+    api_url = heuristic_page(page, settings, serve_api, run_worker)
+    fill_seed_form(page)
+    page.fill("#user_query", "CRISPR off-target detection methods")
+    task_id = submit(page)
+    expect(page.locator("#job-status")).to_have_text("completed")
+    dataset = httpx.get(f"{api_url}/tasks/{task_id}").json()["result"]
+    assert dataset["rows"] == []
+    shortfall = dataset["stats"]["shortfall"]
+    assert shortfall and "addresses" in shortfall, shortfall
+
+    empty = page.locator("#empty-result")
+    expect(empty).to_be_visible()
+    expect(empty).to_contain_text("addresses")
+    expect(page.locator("#empty-reason")).to_have_text(shortfall)
+    expect(page.locator("#results-table")).to_be_hidden()  # no empty table
+    expect(page.locator("#shortfall")).to_be_hidden()  # said once, in the box above
+
+    section = page.locator("#papers")
+    expect(section).to_be_visible()
+    papers = dataset["papers"]
+    excluded = [paper for paper in papers if paper["decision"] == "excluded"]
+    assert excluded, [paper["decision"] for paper in papers]
+    expect(section.locator("tr.paper")).to_have_count(len(papers))
+    expect(section.locator("tr.paper .decision.decision-excluded")).to_have_count(len(excluded))
+    first = section.locator(f'tr.paper[data-paper-id="{excluded[0]["id"]}"]')
+    expect(first.locator(".decision")).to_have_text("excluded")
+    expect(first.locator(".paper-reason")).to_contain_text(excluded[0]["reason"])
+    page.screenshot(path=tmp_path / "empty.png", full_page=True)
+    page.set_viewport_size({"width": 360, "height": 800})
+    assert page_width(page) <= 360
 
 
 def refused(page: Page) -> tuple[str, str]:

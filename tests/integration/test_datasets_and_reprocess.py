@@ -115,7 +115,7 @@ def test_each_export_format_parses_back_to_the_dataset(stack):
     as_csv = fetch(url, task_id, "csv")
     assert as_csv.headers["content-type"] == "text/csv; charset=utf-8"
     assert as_csv.headers["content-disposition"].endswith(f'{task_id}.csv"')
-    assert as_csv.text.splitlines()[0] == "technology_id,technology_name,sources,evidence"
+    assert as_csv.text.splitlines()[0] == "technology_id,technology_name,confidence,sources,evidence"
     parsed = read_csv(as_csv.text, dataset.schema)
     assert [{k: v for k, v in r.items() if k not in ("sources", "evidence")} for r in parsed] == [
         r.row for r in dataset.rows

@@ -26,7 +26,25 @@ def test_demo_writes_five_cited_rows_and_a_csv(tmp_path, sample_records):
     for row in dataset["rows"]:
         assert any(c["text_span"] in sample_records[c["source_id"]] for c in row["citations"])
     csv_lines = (tmp_path / "dataset.csv").read_text().splitlines()
-    assert csv_lines[0] == "technology_id,technology_name,sources,evidence" and len(csv_lines) == 6
+    assert csv_lines[0] == "technology_id,technology_name,confidence,sources,evidence" and len(csv_lines) == 6
+
+
+def test_demo_on_a_question_the_corpus_does_not_answer_exits_3_and_says_why(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL",)}
+    env["LITMINER_INDEX_DIR"] = str(tmp_path / "index")
+    result = subprocess.run(
+        [sys.executable, "-m", "services.cli", "demo", "--query", "CRISPR off-target detection methods"]
+        + ["--out", str(tmp_path)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 3, result.stderr
+    assert "addresses 'CRISPR off-target detection methods'" in result.stdout
+    dataset = json.loads((tmp_path / "dataset.json").read_text())
+    assert dataset["rows"] == [] and dataset["papers"]
+    assert all(p["decision"] == "excluded" and p["reason"] for p in dataset["papers"])
 
 
 def test_demo_rejects_a_bad_fields_file_with_exit_code_2(tmp_path):
@@ -51,6 +69,7 @@ def test_demo_searches_openalex_when_asked(tmp_path, scholarly):
         "LITMINER_INDEX_DIR": str(tmp_path / "index"),
         "LITMINER_OPENALEX_URL": scholarly.url("openalex"),
         "OPENALEX_API_KEY": "demo-key",
+        "LITMINER_SCREENING_THRESHOLD": "0",  # the stand-in's few papers: see online_settings in conftest
     }
     command = ["--log-level", "INFO", "demo", "--sources", "openalex", "--rows", "2", "--out", str(tmp_path)]
     result = subprocess.run(

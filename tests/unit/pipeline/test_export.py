@@ -42,7 +42,7 @@ def dataset() -> Dataset:
 
 def test_csv_has_schema_columns_then_sources_and_evidence_and_is_formula_safe():
     reader = list(csv.reader(io.StringIO(to_csv(dataset()))))
-    assert reader[0] == ["name", "tags", "sources", "evidence"]
+    assert reader[0] == ["name", "tags", "confidence", "sources", "evidence"]
     assert reader[1][0] == "'=HYPERLINK(1)"
     assert reader[1][1] == '["a","b"]'
     assert reader[1][2] == "s1"
@@ -131,7 +131,7 @@ def test_csv_reads_back_as_the_dataset(dataset: Dataset) -> None:
     names = [f.name for f in dataset.schema]
     header, body_rows = lines[0], lines[1:]
     assert header[: len(names)] == names
-    assert [h.lstrip("_") for h in header[len(names) :]] == ["sources", "evidence"]
+    assert [h.lstrip("_") for h in header[len(names) :]] == ["confidence", "sources", "evidence"]
     assert len(set(header)) == len(header)
     assert len(body_rows) == len(dataset.rows)
     for row, cells in zip(dataset.rows, body_rows, strict=True):

@@ -1,0 +1,274 @@
+"""Screening: does a document address the question (and meet the user's criteria)? Lexical, explainable, offline.
+
+A question is reduced to its topic: its content words, stemmed, with the leading noun phrase (what the rows
+are) weighted twice. A trailing study-design descriptor ("…: a systematic review and meta-analysis",
+"Meta-Analysis of Randomized Controlled Trials") is not the topic: it says what kind of studies are wanted, so
+it is kept apart and only reorders documents (trials first; other reviews last).
+
+A document's score is its coverage: the share of the topic's weight (terms weighted by their rarity among the
+documents found, BM25's idf) that its title, abstract and full text state. Coverage is absolute (0–1), so an
+off-topic library scores low however its documents rank among themselves; ranking within the documents that
+pass uses BM25 over the topic terms too.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from functools import lru_cache
+
+import msgspec
+import snowballstemmer  # type: ignore[import-untyped]
+
+from contracts import Document
+from contracts.screening import Criterion
+from pipeline.text import STOP_WORDS, sentences, words
+
+#: default share of the topic's weight a document must state to be read
+THRESHOLD = 0.6
+
+#: exclusion kinds, as the flow counts them
+OFF_TOPIC = "off topic"
+NO_TEXT = "no abstract or full text"
+FAILS_INCLUSION = "fails an inclusion criterion"
+MEETS_EXCLUSION = "meets an exclusion criterion"
+
+# Words of a study-design descriptor at the end of a question: what kind of study answers it, not its topic.
+_DESIGN_WORDS = frozenset(
+    """systematic literature review reviews meta analysis analyses metaanalysis meta-analysis meta-analyses scoping
+    narrative umbrella rapid network tertiary secondary study studies evidence synthesis update updated protocol
+    randomized randomised controlled clinical trial trials rcts rct cohort observational prospective retrospective
+    case-control cross-sectional comparative of and a an the with in""".split()
+)
+_REVIEW_DESIGN = frozenset("review reviews meta-analysis meta-analyses metaanalysis scoping umbrella tertiary".split())
+_TRIAL_DESIGN = frozenset("randomized randomised controlled trial trials rct rcts cohort".split())
+# Generic words of a question that say how, not what ("effect", "management"); never weighed as its topic.
+_GENERIC = frozenset(
+    """effect effects impact role management outcome outcomes evidence approach approaches method methods based
+    current new overview relation relationship association associations factor factors""".split()
+)
+_CLAUSE = re.compile(r"[,;:.!?()\[\]]")
+_DESCRIPTOR_SPLIT = re.compile(r"\s*(?:[:?]|\s[-–—]\s)\s*")
+_REVIEW_TITLE = re.compile(
+    r"\b(?:systematic|scoping|literature|narrative|umbrella)\s+review|\bmeta-?analys[ie]s\b", re.I
+)
+_TRIAL_TEXT = re.compile(r"\brandomi[sz]ed\b|\btrial\b|\bRCT\b", re.I)
+_K1, _B = 1.2, 0.75
+_MAX_TEXT_CHARS = 200_000  # full text beyond this is not read for screening
+
+_stemmer = snowballstemmer.stemmer("english")
+
+
+@lru_cache(maxsize=1 << 16)
+def stem(word: str) -> str:
+    """The Snowball (Porter 2) stem of a lower-case word: "technologies" and "technology" → "technolog"."""
+    return str(_stemmer.stemWord(word))
+
+
+def stems(text: str) -> list[str]:
+    """Stems of the content words of ``text``, in order, repeats kept."""
+    return [stem(w) for w in words(text.lower()) if w not in STOP_WORDS and len(w) > 1]
+
+
+class Topic(msgspec.Struct, frozen=True, kw_only=True):
+    """What a question is about, as stems with weights, and the study design it asks for."""
+
+    #: stem → the question's word for it (for reasons), topic terms only
+    words: dict[str, str]
+    #: the topic's noun phrases as stems ("mesenchymal stem cell", "knee"): each is a concept to state
+    phrases: list[list[str]]
+    #: the question ends in a review-design descriptor: other reviews are not what it is after
+    wants_primary: bool = False
+    #: the descriptor names trials: documents that report one come first
+    wants_trials: bool = False
+    include: list[tuple[str, list[str]]] = []
+    exclude: list[tuple[str, list[str]]] = []
+
+    @property
+    def text(self) -> str:
+        """The topic's words, for queries and messages."""
+        return " ".join(self.words.values())
+
+
+def topic(question: str, criteria: Sequence[Criterion] = ()) -> Topic:
+    """The topic of ``question``: its words without a trailing design descriptor or generic words."""
+    subject, descriptor = split_descriptor(question)
+    terms: dict[str, str] = {}
+    phrases: list[list[str]] = []
+    for phrase in _concepts(subject):
+        kept = [w for w in phrase if w not in _GENERIC]
+        new = [stem(w) for w in kept if stem(w) not in terms]
+        terms |= {stem(w): w for w in kept if stem(w) not in terms}
+        if new:
+            phrases.append(new)
+    design = set(words(descriptor.lower()))
+    return Topic(
+        words=terms,
+        phrases=phrases,
+        wants_primary=bool(design & _REVIEW_DESIGN),
+        wants_trials=bool(design & _TRIAL_DESIGN),
+        include=[(c.text, _criterion_stems(c.text)) for c in criteria if c.kind == "include"],
+        exclude=[(c.text, _criterion_stems(c.text)) for c in criteria if c.kind == "exclude"],
+    )
+
+
+def _concepts(subject: str) -> list[list[str]]:
+    """The subject's noun phrases, those joined by "of" taken as one ("animal models of depression")."""
+    concepts: list[list[str]] = []
+    joined = False
+    for clause in _CLAUSE.split(subject.lower()):
+        run: list[str] = []
+        for word in [*words(clause), ""]:
+            if word and word not in STOP_WORDS and len(word) > 1:
+                run.append(word)
+                continue
+            if run:
+                if joined and concepts:
+                    concepts[-1] += run
+                else:
+                    concepts.append(run)
+                run = []
+            joined = (word == "of" and bool(concepts)) or (word == "of" and joined)
+        joined = False
+    return concepts
+
+
+def split_descriptor(question: str) -> tuple[str, str]:
+    """``question`` split into its subject and a trailing study-design descriptor ("" when there is none).
+
+    "X: a systematic review and meta-analysis" → ("X", "a systematic review and meta-analysis"); a question
+    that is all design words ("systematic reviews in software engineering" is not) keeps them as its subject.
+    """
+    parts = [p for p in _DESCRIPTOR_SPLIT.split(question.strip()) if p]
+    cut = len(parts)
+    while cut > 1 and all(w in _DESIGN_WORDS for w in words(parts[cut - 1].lower())):
+        cut -= 1
+    subject = question.strip()
+    if cut < len(parts):
+        first_descriptor = parts[cut]
+        subject = question[: question.rfind(first_descriptor)].rstrip(" :?-–—")
+    return subject, question[len(subject) :].strip(" :?-–—")
+
+
+def _criterion_stems(text: str) -> list[str]:
+    return list(dict.fromkeys(s for w in words(text.lower()) if w not in STOP_WORDS and len(w) > 1 for s in [stem(w)]))
+
+
+class Judgement(msgspec.Struct, frozen=True, kw_only=True):
+    """The screening's verdict on one document."""
+
+    score: float
+    included: bool
+    reason: str
+    exclusion: str | None = None
+    quote: str | None = None
+    #: orders the documents that pass (BM25 over the topic terms, design preferences applied)
+    rank_score: float = 0.0
+
+
+def screen(documents: Sequence[Document], subject: Topic, threshold: float = THRESHOLD) -> list[Judgement]:
+    """A judgement for each document, in order."""
+    texts = [_text(d) for d in documents]
+    bags = [Counter(stems(t)) for t in texts]
+    title_bags = [set(stems(d.title)) for d in documents]
+    weights = _weights(subject, bags)
+    lengths = [sum(b.values()) for b in bags]
+    average = sum(lengths) / max(len(lengths), 1) or 1.0
+    judgements = []
+    for document, text, bag, title, length in zip(documents, texts, bags, title_bags, lengths, strict=True):
+        if not (document.abstract.strip() or (document.full_text or "").strip()):
+            judgements.append(Judgement(score=0.0, included=False, reason=NO_TEXT, exclusion=NO_TEXT))
+            continue
+        stated = [t for t in weights if t in bag]
+        coverage = _coverage(subject, weights, bag)
+        bm25 = sum(
+            weights[t] * (bag[t] + 2 * (t in title)) * (_K1 + 1) / (bag[t] + _K1 * (1 - _B + _B * length / average))
+            for t in stated
+        )
+        judgements.append(
+            _judge(document, text, subject, bag=bag, coverage=coverage, bm25=bm25, threshold=threshold, weights=weights)
+        )
+    return judgements
+
+
+def _judge(
+    document: Document,
+    text: str,
+    subject: Topic,
+    *,
+    bag: Counter[str],
+    coverage: float,
+    bm25: float,
+    threshold: float,
+    weights: dict[str, float],
+) -> Judgement:
+    missing = [subject.words[t] for t in weights if t not in bag]
+    stated = [subject.words[t] for t in weights if t in bag]
+    quote = _best_sentence(text, set(weights))
+    if coverage < threshold:
+        reason = (
+            f"states {coverage:.0%} of the question's concepts (needs {threshold:.0%}); missing: {', '.join(missing)}"
+        )
+        return Judgement(score=coverage, included=False, reason=reason, exclusion=OFF_TOPIC, quote=quote)
+    for criterion, needed in subject.include:
+        if needed and 2 * sum(s in bag for s in needed) < len(needed):
+            reason = f"does not state inclusion criterion {criterion!r}"
+            return Judgement(score=coverage, included=False, reason=reason, exclusion=FAILS_INCLUSION, quote=quote)
+    for criterion, banned in subject.exclude:
+        head_text = Counter(stems(f"{document.title} {document.abstract}"))
+        if banned and all(s in head_text for s in banned):
+            reason = f"meets exclusion criterion {criterion!r}"
+            return Judgement(score=coverage, included=False, reason=reason, exclusion=MEETS_EXCLUSION, quote=quote)
+    notes = []
+    rank_score = coverage * (1 + bm25)
+    if subject.wants_trials and _TRIAL_TEXT.search(text):
+        rank_score *= 1.5
+        notes.append("reports a trial")
+    if subject.wants_primary and _REVIEW_TITLE.search(document.title):
+        rank_score *= 0.5
+        notes.append("is itself a review")
+    reason = f"states {coverage:.0%} of the question's concepts ({', '.join(stated)})"
+    if missing:
+        reason += f"; missing: {', '.join(missing)}"
+    if notes:
+        reason += "; " + ", ".join(notes)
+    return Judgement(score=coverage, included=True, reason=reason, quote=quote, rank_score=round(rank_score, 4))
+
+
+def _weights(subject: Topic, bags: Sequence[Counter[str]]) -> dict[str, float]:
+    """Each topic term's weight: 1 + its idf among the documents (BM25's), so rarer words count more."""
+    count = len(bags)
+    weights = {}
+    for term in subject.words:
+        found = sum(1 for bag in bags if term in bag)
+        weights[term] = 1 + math.log(1 + (count - found + 0.5) / (found + 0.5))
+    return weights
+
+
+def _coverage(subject: Topic, weights: dict[str, float], bag: Counter[str]) -> float:
+    """The share of the topic's phrases the document states: a phrase is stated when at least half of its
+    weight is ("stem cells" states "mesenchymal stem cell" only if "mesenchymal" is the lighter word)."""
+    if not subject.phrases:
+        return 0.0
+    stated = 0
+    for phrase in subject.phrases:
+        total = sum(weights[t] for t in phrase)
+        stated += 2 * sum(weights[t] for t in phrase if t in bag) >= total
+    return round(stated / len(subject.phrases), 3)
+
+
+def _text(document: Document) -> str:
+    return "\n".join(p for p in (document.title, document.abstract, (document.full_text or "")[:_MAX_TEXT_CHARS]) if p)
+
+
+def _best_sentence(text: str, terms: Iterable[str]) -> str | None:
+    """The sentence stating most of ``terms`` (verbatim from ``text``), or None when none states any."""
+    wanted = set(terms)
+    best, hits = None, 0
+    for sentence in (s for line in text[:20_000].split("\n") for s in sentences(line)):
+        found = len(wanted & set(stems(sentence)))
+        if found > hits:
+            best, hits = sentence, found
+    return best

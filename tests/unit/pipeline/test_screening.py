@@ -1,0 +1,76 @@
+"""pipeline.screening: a question's topic, and documents judged by how much of it they state."""
+
+from __future__ import annotations
+
+from contracts import Criterion, Document
+from pipeline.screening import FAILS_INCLUSION, MEETS_EXCLUSION, NO_TEXT, OFF_TOPIC, screen, split_descriptor, topic
+
+
+def doc(title: str, abstract: str = "", i: int = 0) -> Document:
+    return Document(id=f"d{i}", title=title, abstract=abstract, source="local")
+
+
+def test_a_trailing_study_design_descriptor_is_not_the_topic() -> None:
+    subject, descriptor = split_descriptor(
+        "Specialized psychotherapies for adults with borderline personality disorder: A systematic review and "
+        "meta-analysis"
+    )
+    assert subject == "Specialized psychotherapies for adults with borderline personality disorder"
+    assert descriptor == "A systematic review and meta-analysis"
+    # review words that are the subject stay in it
+    assert split_descriptor("Systematic literature reviews in software engineering - A tertiary study")[0] == (
+        "Systematic literature reviews in software engineering"
+    )
+    found = topic("Knee osteoarthritis? Meta-Analysis of Randomized Controlled Trials")
+    assert found.wants_trials and found.wants_primary and "random" not in found.words
+
+
+def test_phrases_joined_by_of_are_one_concept() -> None:
+    assert topic("Animal models of depression").phrases == [["anim", "model", "depress"]]
+    assert len(topic("water treatment technologies used in specialty crop production").phrases) == 2
+
+
+def test_documents_stating_the_topic_pass_and_others_are_excluded_with_a_reason() -> None:
+    """In a pool where "depression" is rare, stating "animal model" alone is not stating the concept."""
+    subject = topic("animal models of depression")
+    documents = [
+        doc("Chronic mild stress as an animal model of depression in rats", "Rats showed anhedonia.", 0),
+        doc("Animal models of knee osteoarthritis", "Rabbits received stem cells.", 1),
+        doc("A note without abstract", "", 2),
+        *(doc(f"Animal model {i} of cartilage repair", "Stem cells in a rabbit model.", 3 + i) for i in range(4)),
+    ]
+    on, off, empty, *_ = screen(documents, subject)
+    assert on.included and on.score == 1.0 and on.quote is not None and "depression" in on.quote
+    assert not off.included and off.exclusion == OFF_TOPIC and "depression" in off.reason
+    assert not empty.included and empty.exclusion == NO_TEXT
+
+
+def test_criteria_include_and_exclude() -> None:
+    subject = topic(
+        "stem cells for knee osteoarthritis",
+        [Criterion(text="randomised trial", kind="include"), Criterion(text="rabbits", kind="exclude")],
+    )
+    trial, rabbits, neither = screen(
+        [
+            doc("Stem cells for knee osteoarthritis", "A randomised trial in 40 patients.", 0),
+            doc("Stem cells for knee osteoarthritis in rabbits", "A randomised trial in rabbits.", 1),
+            doc("Stem cells for knee osteoarthritis", "A case series of 12 patients.", 2),
+        ],
+        subject,
+    )
+    assert trial.included
+    assert rabbits.exclusion == MEETS_EXCLUSION and "rabbits" in rabbits.reason
+    assert neither.exclusion == FAILS_INCLUSION and "randomised trial" in neither.reason
+
+
+def test_reviews_rank_below_primary_studies_when_the_question_is_a_review() -> None:
+    subject = topic("Stem cells for knee osteoarthritis: a systematic review")
+    review, study = screen(
+        [
+            doc("Stem cells for knee osteoarthritis: a systematic review", "We pooled 12 stem cell trials.", 0),
+            doc("Stem cells for knee osteoarthritis", "Stem cells improved knee scores.", 1),
+        ],
+        subject,
+    )
+    assert review.included and study.included
+    assert review.rank_score < study.rank_score and "itself a review" in review.reason
