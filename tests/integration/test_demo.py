@@ -32,9 +32,9 @@ def test_demo_writes_five_cited_rows_and_a_csv(tmp_path, sample_records):
 def test_demo_on_a_question_the_corpus_does_not_answer_exits_3_and_says_why(tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL",)}
     env["LITMINER_INDEX_DIR"] = str(tmp_path / "index")
+    command = ["demo", "--query", "CRISPR off-target detection methods", "--out", str(tmp_path)]
     result = subprocess.run(
-        [sys.executable, "-m", "services.cli", "demo", "--query", "CRISPR off-target detection methods"]
-        + ["--out", str(tmp_path)],
+        [sys.executable, "-m", "services.cli", *command],
         env=env,
         capture_output=True,
         text=True,

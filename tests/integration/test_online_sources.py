@@ -10,6 +10,7 @@ import pytest
 
 from contracts import Document
 from pipeline.errors import SourceError
+from pipeline.screening import topic
 from pipeline.settings import Settings
 from pipeline.sources.base import FullTextSource, Page
 from pipeline.sources.http import SourceHttp
@@ -181,11 +182,12 @@ def run_search(settings: Settings, names: list[str], target: int, question: str)
     async def run() -> SearchResult:
         async with SourceHttp.open(settings) as http:
             return await search(
-                question,
+                topic(question),
                 [question],
                 sources,
                 target,
                 http=http,
+                threshold=0.0,  # the stand-in's few papers: see online_settings in conftest
                 report=lambda message, data, done: messages.append(message),
             )
 

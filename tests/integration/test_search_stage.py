@@ -70,6 +70,7 @@ def test_a_retried_job_reads_the_cache_instead_of_asking_again(online_settings, 
 def test_seed_question_on_the_sample_corpus_puts_treatment_technologies_first(settings):
     import asyncio
 
+    from pipeline.screening import topic
     from pipeline.sources.http import SourceHttp
     from pipeline.sources.registry import available_sources
     from pipeline.stages.search import search
@@ -80,7 +81,7 @@ def test_seed_question_on_the_sample_corpus_puts_treatment_technologies_first(se
 
     async def run() -> list[Document]:
         async with SourceHttp.open(settings) as http:
-            return (await search(question, plan_queries(question), [local], 20, http=http)).documents
+            return (await search(topic(question), plan_queries(question), [local], 20, http=http)).documents
 
     documents = asyncio.run(run())
     assert len(documents) == 20 and [d.rank for d in documents] == list(range(1, 21))
