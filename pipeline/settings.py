@@ -105,7 +105,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             docs_per_row=_int(env, "LITMINER_DOCS_PER_ROW", defaults.docs_per_row),
             max_documents=_int(env, "LITMINER_MAX_DOCUMENTS", defaults.max_documents),
             screening_pool=_int(env, "LITMINER_SCREENING_POOL", defaults.screening_pool, minimum=1),
-            screening_threshold=_float(env, "LITMINER_SCREENING_THRESHOLD", defaults.screening_threshold, maximum=1),
+            screening_threshold=_float(
+                env, "LITMINER_SCREENING_THRESHOLD", defaults.screening_threshold, maximum=1, zero=True
+            ),
             contact_email=env.get("LITMINER_CONTACT_EMAIL") or None,
             openalex_api_key=env.get("OPENALEX_API_KEY") or None,
             semantic_scholar_api_key=env.get("SEMANTIC_SCHOLAR_API_KEY") or None,
@@ -196,7 +198,9 @@ def _int(env: Mapping[str, str], name: str, default: int, *, minimum: int | None
     return value
 
 
-def _float(env: Mapping[str, str], name: str, default: float, *, maximum: float | None = None) -> float:
+def _float(
+    env: Mapping[str, str], name: str, default: float, *, maximum: float | None = None, zero: bool = False
+) -> float:
     raw = env.get(name)
     if raw is None or raw == "":
         return default
@@ -204,8 +208,8 @@ def _float(env: Mapping[str, str], name: str, default: float, *, maximum: float 
         value = float(raw)
     except ValueError:
         raise SettingsError(f"{name} must be a number, got {raw!r}") from None
-    if value <= 0:
-        raise SettingsError(f"{name} must be positive, got {raw!r}")
+    if value < 0 or (value == 0 and not zero):
+        raise SettingsError(f"{name} must be {'at least 0' if zero else 'positive'}, got {raw!r}")
     if maximum is not None and value > maximum:
         raise SettingsError(f"{name} must be at most {maximum:g}, got {raw!r}")
     return value

@@ -105,9 +105,15 @@ def llm() -> Iterator[FakeLLM]:
 
 @pytest.fixture
 def llm_settings(settings: Settings, llm: FakeLLM) -> Settings:
-    """The test's settings with the LLM extractor pointed at the stand-in (so ``auto`` picks it)."""
+    """The test's settings with the LLM extractor pointed at the stand-in (so ``auto`` picks it); the tests'
+    corpora of two or three papers are read whole (screening threshold 0: see ``online_settings``)."""
     return msgspec.structs.replace(
-        settings, openai_api_key="test-openai-key", openai_base_url=llm.url, llm_model="fake-model", llm_timeout_s=5
+        settings,
+        openai_api_key="test-openai-key",
+        openai_base_url=llm.url,
+        llm_model="fake-model",
+        llm_timeout_s=5,
+        screening_threshold=0.0,
     )
 
 

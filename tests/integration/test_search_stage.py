@@ -81,7 +81,8 @@ def test_seed_question_on_the_sample_corpus_puts_treatment_technologies_first(se
 
     async def run() -> list[Document]:
         async with SourceHttp.open(settings) as http:
-            return (await search(topic(question), plan_queries(question), [local], 20, http=http)).documents
+            found = await search(topic(question), plan_queries(question), [local], 20, http=http, pool_size=60)
+            return found.documents
 
     documents = asyncio.run(run())
     assert len(documents) == 20 and [d.rank for d in documents] == list(range(1, 21))
