@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-from contracts import Document, ExtractedRow, FieldDefinition, GenerateRequest, PreparedSchema
-from pipeline.extractors.base import Extraction, ExtractorInfo
+from contracts import Criterion, Document, ExtractedRow, FieldDefinition, GenerateRequest, PreparedSchema
+from pipeline.extractors.base import Extraction, ExtractorInfo, Screening
 from pipeline.sources.base import Page
 from pipeline.sources.http import SourceHttp
 
@@ -67,6 +67,9 @@ class MemoryExtractor:
             evidence={"technology_name": document.title, "description": sentence},
         )
         return Extraction(rows=[row])
+
+    async def screen(self, query: str, criteria: list[Criterion], documents: list[Document]) -> Screening:
+        return Screening()
 
     async def close(self) -> None:
         pass

@@ -17,7 +17,7 @@ from contracts.events import Event, EventStatus, decode_event, encode_event
 from contracts.fields import FIELD_TYPES, FieldDefinition, FieldType, PreparedSchema
 from contracts.jobs import STAGE_ORDER, STAGES, TERMINAL_STATUSES, JobRecord, JobStatus, Stage, TaskAccepted, TaskStatus
 from contracts.requests import ExtractorName, GenerateRequest, ReprocessRequest, ReprocessStage
-from contracts.screening import Confidence, Criterion, Decision, Flow, Paper
+from contracts.screening import Confidence, Criterion, Decision, Flow, Paper, PaperVerdict
 
 __all__ = [
     "FIELD_TYPES",
@@ -52,6 +52,7 @@ __all__ = [
     "JobRecord",
     "JobStatus",
     "Paper",
+    "PaperVerdict",
     "PreparedSchema",
     "Provenance",
     "ReprocessRequest",

@@ -42,6 +42,15 @@ class Paper(Record, frozen=True, kw_only=True):
     rows: int = 0
 
 
+class PaperVerdict(Record, frozen=True, kw_only=True):
+    """The extractor's own screening of a paper the search passed (the LLM's), applied to the papers list."""
+
+    included: bool
+    reason: str
+    exclusion: str | None = None
+    quote: str | None = None
+
+
 class Flow(Record, frozen=True, kw_only=True):
     """The documents' way through the job, counted as a PRISMA flow diagram counts them."""
 

@@ -12,7 +12,7 @@ STAGE_INPUTS: dict[Stage, tuple[str, ...]] = {
     "schema_preparation": (),
     "search": ("schema",),
     "extraction": ("schema", "documents", "papers", "flow"),
-    "assembly": ("schema", "documents", "papers", "flow", "candidates", "extraction_stats"),
+    "assembly": ("schema", "documents", "papers", "flow", "candidates", "extraction_stats", "verdicts"),
 }
 
 #: what an override changes, and the earliest stage that must run again for it

@@ -34,6 +34,9 @@ OFF_TOPIC = "off topic"
 NO_TEXT = "no abstract or full text"
 FAILS_INCLUSION = "fails an inclusion criterion"
 MEETS_EXCLUSION = "meets an exclusion criterion"
+JUDGED_IRRELEVANT = "judged irrelevant by the model"
+NO_QUOTE = "no verifiable quote"
+NO_DECISION = "no decision from the model"
 
 # Words of a study-design descriptor at the end of a question: what kind of study answers it, not its topic.
 _DESIGN_WORDS = frozenset(

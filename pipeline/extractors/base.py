@@ -6,7 +6,7 @@ from typing import Protocol
 
 import msgspec
 
-from contracts import Citation, CitationMetadata, Document, ExtractedRow, PreparedSchema
+from contracts import Citation, CitationMetadata, Criterion, Document, ExtractedRow, PreparedSchema
 
 
 class Extraction(msgspec.Struct, kw_only=True, frozen=True):
@@ -19,6 +19,33 @@ class Extraction(msgspec.Struct, kw_only=True, frozen=True):
     #: why the document was given up (a malformed reply twice…); such results are never cached
     failure: str | None = None
     response_format: str | None = None
+
+
+class Verdict(msgspec.Struct, kw_only=True, frozen=True):
+    """A model's screening decision on one document (its ``id``), with a reason and a supporting quote."""
+
+    id: str
+    include: bool
+    reason: str = ""
+    quote: str | None = None
+
+
+class ScreeningReply(msgspec.Struct, kw_only=True, frozen=True):
+    """The fixed reply shape asked of the LLM when screening: ``{"decisions": [...]}``."""
+
+    decisions: list[Verdict] = []
+
+
+class Screening(msgspec.Struct, kw_only=True, frozen=True):
+    """What an extractor's screening of a batch said and cost; ``judged`` is False for an extractor that does
+    not screen (the search's lexical screening stands)."""
+
+    verdicts: list[Verdict] = []
+    judged: bool = False
+    calls: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    failure: str | None = None
 
 
 class ExtractorInfo(msgspec.Struct, kw_only=True, frozen=True):
@@ -50,6 +77,10 @@ class Extractor(Protocol):
 
     async def extract(self, query: str, schema: PreparedSchema, document: Document) -> Extraction:
         """Rows stated by ``document``, each filled value with a quote from it (checked afterwards)."""
+        ...
+
+    async def screen(self, query: str, criteria: list[Criterion], documents: list[Document]) -> Screening:
+        """Whether each document answers the question and meets the criteria (title and abstract only)."""
         ...
 
     async def close(self) -> None:

@@ -6,8 +6,8 @@ import datetime
 import re
 import zlib
 
-from contracts import Document, ExtractedRow, FieldDefinition, FieldValue, PreparedSchema
-from pipeline.extractors.base import Extraction, ExtractorInfo
+from contracts import Criterion, Document, ExtractedRow, FieldDefinition, FieldValue, PreparedSchema
+from pipeline.extractors.base import Extraction, ExtractorInfo, Screening
 from pipeline.text import STOP_WORDS, keywords, normalise_key, sentences, slug
 
 # Lead-ins stripped from a title before taking its head noun phrase ("Evaluation of X for Y" → "X").
@@ -47,6 +47,10 @@ class HeuristicExtractor:
     async def extract(self, query: str, schema: PreparedSchema, document: Document) -> Extraction:
         """The rows of ``document`` (at most one); CPU work of a few milliseconds, so it runs inline."""
         return Extraction(rows=self.rows(query, schema, document))
+
+    async def screen(self, query: str, criteria: list[Criterion], documents: list[Document]) -> Screening:
+        """No judgement beyond the search's lexical screening."""
+        return Screening()
 
     async def close(self) -> None:
         """Nothing to release."""

@@ -9,11 +9,12 @@ from urllib.parse import urlsplit
 import msgspec
 import openai
 from openai.types.chat import ChatCompletion, ChatCompletionMessageParam
+from openai.types.shared_params import ResponseFormatJSONObject, ResponseFormatJSONSchema
 
-from contracts import Document, ExtractedRow, ExtractionReply, PreparedSchema
+from contracts import Criterion, Document, ExtractedRow, ExtractionReply, PreparedSchema
 from pipeline.errors import ExtractionError, ExtractorRefused
 from pipeline.extractors import prompts
-from pipeline.extractors.base import Extraction, ExtractorInfo
+from pipeline.extractors.base import Extraction, ExtractorInfo, Screening, ScreeningReply
 from pipeline.extractors.chunks import split
 from pipeline.settings import Settings
 
@@ -23,6 +24,8 @@ OPENAI_URL = "https://api.openai.com/v1"
 #: tokens of a chunk repeated at the start of the next, so a fact on the boundary is seen whole once
 _OVERLAP_TOKENS = 200
 _decode_reply = msgspec.json.Decoder(ExtractionReply).decode
+_decode_screening = msgspec.json.Decoder(ScreeningReply).decode
+ResponseFormat = ResponseFormatJSONSchema | ResponseFormatJSONObject
 
 
 class _Malformed(ValueError):
@@ -80,6 +83,37 @@ class OpenAIExtractor:
             rows += [row for row in part.rows if row not in rows]  # overlapping chunks restate rows
         return msgspec.structs.replace(total, rows=[] if total.failure else rows)
 
+    async def screen(self, query: str, criteria: list[Criterion], documents: list[Document]) -> Screening:
+        """One call for the batch: include or exclude each document, with a reason and a quote (title and
+        abstract only). A reply malformed twice, or refused, leaves the batch unjudged (with the failure)."""
+        messages = prompts.screening_messages(query, criteria, documents)
+        calls = prompt_tokens = completion_tokens = 0
+        failure = "no reply"
+        for _attempt in range(2):
+            try:
+                completion = await self._complete(messages, prompts.screening_format(json_schema=self.json_schema))
+            except _Rejected as exc:
+                failure = str(exc)
+                break
+            calls += 1
+            if completion.usage is not None:
+                prompt_tokens += completion.usage.prompt_tokens
+                completion_tokens += completion.usage.completion_tokens
+            try:
+                verdicts = _decode_screening(_content(completion)).decisions
+            except (_Malformed, msgspec.DecodeError) as exc:
+                log.warning("malformed screening reply: %s", exc)
+                failure = f"malformed screening reply twice ({exc})"
+                continue
+            return Screening(
+                verdicts=verdicts,
+                judged=True,
+                calls=calls,
+                prompt_tokens=prompt_tokens,
+                completion_tokens=completion_tokens,
+            )
+        return Screening(calls=calls, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens, failure=failure)
+
     async def close(self) -> None:
         """Close the HTTP connection pool."""
         if self._client is not None:
@@ -95,7 +129,9 @@ class OpenAIExtractor:
         failure: str | None = None
         for _attempt in range(2):  # a malformed reply is asked again once
             try:
-                completion = await self._complete(schema, messages)
+                completion = await self._complete(
+                    messages, prompts.response_format(schema, json_schema=self.json_schema)
+                )
             except _Rejected as exc:
                 failure = str(exc)
                 break
@@ -122,7 +158,9 @@ class OpenAIExtractor:
     def _format_name(self) -> str:
         return "json_schema" if self.json_schema else "json_object"
 
-    async def _complete(self, schema: PreparedSchema, messages: list[ChatCompletionMessageParam]) -> ChatCompletion:
+    async def _complete(
+        self, messages: list[ChatCompletionMessageParam], response_format: ResponseFormat
+    ) -> ChatCompletion:
         client, slots = self._connection()
         async with slots:
             while True:
@@ -130,13 +168,14 @@ class OpenAIExtractor:
                     return await client.chat.completions.create(
                         model=self.settings.llm_model,
                         messages=messages,
-                        response_format=prompts.response_format(schema, json_schema=self.json_schema),
+                        response_format=response_format,
                         temperature=0,
                     )
                 except (openai.BadRequestError, openai.UnprocessableEntityError) as exc:
-                    if self.json_schema and _about_response_format(exc):
+                    if response_format["type"] == "json_schema" and _about_response_format(exc):
                         log.warning("%s rejects json_schema; using JSON mode plus validation", self.base_url)
                         self.json_schema = False
+                        response_format = {"type": "json_object"}
                         continue
                     raise _Rejected(f"rejected by the server (HTTP {exc.status_code}): {_error_message(exc)}") from exc
                 except (openai.AuthenticationError, openai.PermissionDeniedError, openai.NotFoundError) as exc:
@@ -163,18 +202,23 @@ class OpenAIExtractor:
 
 
 def _parse(completion: ChatCompletion) -> ExtractionReply:
+    text = _content(completion)
+    try:
+        return _decode_reply(text)
+    except msgspec.DecodeError as exc:  # also covers ValidationError
+        cut = completion.choices[0].finish_reason == "length"
+        raise _Malformed("cut off at the token limit" if cut else str(exc)) from None
+
+
+def _content(completion: ChatCompletion) -> str:
+    """The reply's text without a Markdown code fence; ``_Malformed`` when there is none."""
     if not completion.choices:
         raise _Malformed("no choices")
     choice = completion.choices[0]
     content = choice.message.content
     if not content:
         raise _Malformed(choice.message.refusal or f"empty content (finish_reason {choice.finish_reason})")
-    text = content.strip().removeprefix("```json").removeprefix("```").removesuffix("```")
-    try:
-        return _decode_reply(text)
-    except msgspec.DecodeError as exc:  # also covers ValidationError
-        reason = "cut off at the token limit" if choice.finish_reason == "length" else str(exc)
-        raise _Malformed(reason) from None
+    return content.strip().removeprefix("```json").removeprefix("```").removesuffix("```")
 
 
 def _about_response_format(exc: openai.APIStatusError) -> bool:

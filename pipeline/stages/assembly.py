@@ -26,6 +26,7 @@ from contracts import (
     GenerateRequest,
     JobRecord,
     Paper,
+    PaperVerdict,
     PreparedSchema,
 )
 from pipeline.entities import EntityMatcher, aliases_from
@@ -72,6 +73,7 @@ def run(
     threshold: float = 90.0,
     papers: list[Paper] | None = None,
     searched: Flow | None = None,
+    verdicts: dict[str, PaperVerdict] | None = None,
 ) -> Dataset:
     """Merge, rank and cut candidate rows to the requested count; never pad. Each row gets its confidence;
     each paper considered, the number of rows citing it."""
@@ -101,8 +103,8 @@ def run(
                 basis=basis,
             )
         )
-    papers = _count_citations(papers or [], rows)
-    flow = _flow(papers, documents, searched or Flow())
+    papers = _count_citations(_apply(papers or [], verdicts or {}), rows)
+    flow = _flow(papers, searched or Flow())
     shortfall = None
     if not rows:
         shortfall = _nothing_found(request, papers, flow, candidates, extraction)
@@ -178,7 +180,23 @@ def _count_citations(papers: list[Paper], rows: list[DatasetRow]) -> list[Paper]
     return [msgspec.structs.replace(p, rows=cited[p.id]) if cited[p.id] else p for p in papers]
 
 
-def _flow(papers: list[Paper], documents: int, searched: Flow) -> Flow:
+def _apply(papers: list[Paper], verdicts: dict[str, PaperVerdict]) -> list[Paper]:
+    """The papers list with the extractor's own screening applied (its reason and quote replace the search's)."""
+    return [
+        p
+        if (verdict := verdicts.get(p.id)) is None
+        else msgspec.structs.replace(
+            p,
+            decision="included" if verdict.included else "excluded",
+            reason=f"model: {verdict.reason}",
+            exclusion=verdict.exclusion,
+            quote=verdict.quote,
+        )
+        for p in papers
+    ]
+
+
+def _flow(papers: list[Paper], searched: Flow) -> Flow:
     """The search's flow, with what the model screened out since, what was read and what is cited."""
     excluded = Counter(p.exclusion or "" for p in papers if p.decision == "excluded")
     return Flow(
@@ -188,7 +206,7 @@ def _flow(papers: list[Paper], documents: int, searched: Flow) -> Flow:
         excluded=sum(excluded.values()),
         excluded_by=dict(excluded.most_common()),
         not_reached=sum(p.decision == "not_reached" for p in papers),
-        read=documents,
+        read=sum(p.decision == "included" for p in papers),
         cited=sum(p.rows > 0 for p in papers),
     )
 
@@ -323,7 +341,8 @@ def durations(job: JobRecord, now: float) -> dict[str, float]:
 def process(ctx: StageContext, task_id: str) -> None:
     """Assemble the dataset, store it, complete the job."""
     job = ctx.job(task_id)
-    inputs = ctx.inputs(task_id, "schema", "candidates", "documents", "papers", "flow", "extraction_stats")
+    names = ("schema", "candidates", "documents", "papers", "flow", "extraction_stats", "verdicts")
+    inputs = ctx.inputs(task_id, *names)
     schema = inputs.get("schema", PreparedSchema)
     candidates = inputs.get("candidates", list[CandidateRow])
     documents = inputs.get("documents", list[Document])
@@ -338,6 +357,7 @@ def process(ctx: StageContext, task_id: str) -> None:
         threshold=ctx.settings.merge_threshold,
         papers=inputs.get("papers", list[Paper]),
         searched=inputs.get("flow", Flow),
+        verdicts=inputs.get("verdicts", dict[str, PaperVerdict]),
     )
     stats = msgspec.structs.replace(
         dataset.stats,

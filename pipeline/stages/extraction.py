@@ -26,17 +26,19 @@ from contracts.progress import (
     stage_end,
     stage_progress,
 )
+from contracts.screening import PaperVerdict
 from pipeline.checks import check, judged
 from pipeline.errors import JobCancelled, PermanentError
-from pipeline.extractors.base import Extraction, Extractor, ExtractorInfo
-from pipeline.grounding import GroundingCounts, ground
-from pipeline.screening import topic
+from pipeline.extractors.base import Extraction, Extractor, ExtractorInfo, Screening, Verdict
+from pipeline.grounding import GroundingCounts, SourceText, ground
+from pipeline.screening import JUDGED_IRRELEVANT, NO_DECISION, NO_QUOTE, topic
 from pipeline.stages.context import StageContext
 
 log = logging.getLogger(__name__)
 
 _encode = msgspec.json.Encoder().encode
 _decode_extraction = msgspec.json.Decoder(Extraction).decode
+_decode_screening = msgspec.json.Decoder(Screening).decode
 _COUNTS = [f.name for f in msgspec.structs.fields(ExtractionStats) if f.type is int]
 
 
@@ -49,10 +51,11 @@ class ExtractionRun(msgspec.Struct, kw_only=True, frozen=True):
 
 
 class BatchResult(msgspec.Struct, kw_only=True, frozen=True):
-    """The grounded rows of one batch and what making them took."""
+    """The grounded rows of one batch, the extractor's screening verdicts, and what making them took."""
 
     rows: list[CandidateRow]
     stats: ExtractionStats
+    verdicts: dict[str, PaperVerdict] = {}
 
 
 def plan(documents: list[Document], batch_size: int) -> tuple[ExtractionRun, dict[str, object]]:
@@ -135,6 +138,7 @@ def process_batch(ctx: StageContext, task_id: str, run_id: str, index: int, mess
 def finish(ctx: StageContext, task_id: str, run: ExtractionRun, info: ExtractorInfo) -> None:
     """Gather every batch's rows and statistics, store them, hand the job to assembly."""
     rows: list[CandidateRow] = []
+    verdicts: dict[str, PaperVerdict] = {}
     stats = ExtractionStats(
         extractor=info.name, provider=info.provider, base_url=info.base_url, model=info.model, batches=run.batches
     )
@@ -143,6 +147,7 @@ def finish(ctx: StageContext, task_id: str, run: ExtractionRun, info: ExtractorI
     for name in names:
         result = inputs.get(name, BatchResult)
         rows += result.rows
+        verdicts |= result.verdicts
         stats = add_stats(stats, result.stats)
     tokens = stats.prompt_tokens + stats.completion_tokens
     ctx.hand_off(
@@ -162,7 +167,7 @@ def finish(ctx: StageContext, task_id: str, run: ExtractionRun, info: ExtractorI
             prompt_tokens=stats.prompt_tokens,
             completion_tokens=stats.completion_tokens,
         ),
-        outputs={"candidates": rows, "extraction_stats": stats},
+        outputs={"candidates": rows, "extraction_stats": stats, "verdicts": verdicts},
     )
 
 
@@ -199,7 +204,9 @@ class _Batch:
         self.task_id = task_id
         self.run = run
         self.query = request.user_query
+        self.criteria = request.criteria
         self.subject = topic(request.user_query, request.criteria)
+        self.unreported_tokens = 0  # the screening call's, counted with the batch's first document
         self.schema = schema
         self.extractor = extractor
         self.budget = ctx.settings.max_tokens_per_job
@@ -212,18 +219,53 @@ class _Batch:
 
     async def extract(self, documents: list[Document]) -> BatchResult:
         """Rows and statistics of the batch; the first hard failure cancels the documents still running."""
+        kept, verdicts, stats = await self.screen(documents)
         try:
             async with asyncio.TaskGroup() as group:
-                tasks = [group.create_task(self.document(d)) for d in documents]
+                tasks = [group.create_task(self.document(d)) for d in kept]
         except BaseExceptionGroup as failed:
             raise _first(failed) from None
         rows: list[CandidateRow] = []
-        stats = ExtractionStats(documents=len(documents))
+        stats = add_stats(stats, ExtractionStats(documents=len(documents)))
         for task in tasks:
             found, part = task.result()
             rows += found
             stats = add_stats(stats, part)
-        return BatchResult(rows=rows, stats=stats)
+        return BatchResult(rows=rows, stats=stats, verdicts=verdicts)
+
+    async def screen(
+        self, documents: list[Document]
+    ) -> tuple[list[Document], dict[str, PaperVerdict], ExtractionStats]:
+        """The documents the extractor's screening includes (all, when it does not screen), every verdict, the cost.
+
+        A document is included only with a quote that is really in its title or abstract; the others are counted
+        done at once.
+        """
+        if not documents or (self.budget and await asyncio.to_thread(self._tokens_used) >= self.budget):
+            return documents, {}, ExtractionStats()
+        screening = await self._screening(documents)
+        self.unreported_tokens = screening.prompt_tokens + screening.completion_tokens
+        stats = ExtractionStats(
+            screening_calls=screening.calls,
+            llm_calls=screening.calls,
+            prompt_tokens=screening.prompt_tokens,
+            completion_tokens=screening.completion_tokens,
+        )
+        if not screening.judged:
+            if screening.failure:
+                log.warning(
+                    "screening failed, reading every document: %s",
+                    screening.failure,
+                    extra={"task_id": self.task_id, "stage": "extraction"},
+                )
+            return documents, {}, stats
+        verdicts = {d.id: _verdict(d, screening.verdicts, self.ctx.settings.grounding_threshold) for d in documents}
+        kept = [d for d in documents if verdicts[d.id].included]
+        for document in documents:
+            if not verdicts[document.id].included:
+                await asyncio.to_thread(self._progress, 0, 0)
+        stats = add_stats(stats, ExtractionStats(documents_screened_out=len(documents) - len(kept)))
+        return kept, verdicts, stats
 
     async def document(self, document: Document) -> tuple[list[CandidateRow], ExtractionStats]:
         """One document: from the cache or the extractor, then the grounding check."""
@@ -270,6 +312,21 @@ class _Batch:
             rows += grounded
         return rows, msgspec.structs.replace(_grounding_stats(counts), dropped_by_check=dict(dropped))
 
+    async def _screening(self, documents: list[Document]) -> Screening:
+        """The extractor's screening of ``documents``, from the cache when the same batch was screened before
+        (then it cost nothing this time)."""
+        if not self.extractor.cached:
+            return await self.extractor.screen(self.query, self.criteria, documents)
+        texts = _encode(["screening", self.criteria, [(d.id, d.title, d.abstract) for d in documents]])
+        digest = hashlib.sha256(self.cache_prefix + b"\0" + texts).hexdigest()
+        cached = await asyncio.to_thread(self.ctx.extraction.cached, digest)
+        if cached is not None:
+            return msgspec.structs.replace(_decode_screening(cached), calls=0, prompt_tokens=0, completion_tokens=0)
+        screening = await self.extractor.screen(self.query, self.criteria, documents)
+        if screening.judged:
+            await asyncio.to_thread(self.ctx.extraction.cache, digest, _encode(screening))
+        return screening
+
     def _digest(self, document: Document) -> str:
         text = _encode([document.title, document.abstract, document.full_text])
         return hashlib.sha256(self.cache_prefix + b"\0" + text).hexdigest()
@@ -283,6 +340,7 @@ class _Batch:
             self._count_and_report(rows, spent, skipped)
 
     def _count_and_report(self, rows: int, spent: int, skipped: tuple[Document, str] | None) -> None:
+        spent, self.unreported_tokens = spent + self.unreported_tokens, 0
         done, tokens = self.ctx.extraction.count_document(self.task_id, self.run.run_id, spent)
         message = f"Extracted {done}/{self.run.documents} documents"
         warning = document = None
@@ -313,6 +371,20 @@ class _Batch:
                 message=f"Token budget of {self.budget} reached: the remaining documents are skipped",
                 data=BudgetReached(budget=self.budget),
             )
+
+
+def _verdict(document: Document, verdicts: list[Verdict], threshold: float) -> PaperVerdict:
+    """The model's verdict on ``document`` as the papers list records it: an inclusion needs a real quote."""
+    verdict = next((v for v in verdicts if v.id == document.id), None)
+    if verdict is None:
+        return PaperVerdict(included=False, reason="the model gave no decision on it", exclusion=NO_DECISION)
+    if not verdict.include:
+        return PaperVerdict(included=False, reason=verdict.reason, exclusion=JUDGED_IRRELEVANT)
+    found = SourceText(msgspec.structs.replace(document, full_text=None)).find(verdict.quote or "", threshold)
+    if found is None:
+        reason = f"{verdict.reason} (the model included it, but its quote is not in the title or abstract)"
+        return PaperVerdict(included=False, reason=reason, exclusion=NO_QUOTE)
+    return PaperVerdict(included=True, reason=verdict.reason, quote=found[0])
 
 
 def _grounding_stats(counts: GroundingCounts) -> ExtractionStats:

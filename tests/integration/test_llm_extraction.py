@@ -7,12 +7,14 @@ import json
 import msgspec
 
 from contracts import Document, Event, FieldDefinition, GenerateRequest, JobRecord, decode_event
+from pipeline.checks import JUDGED_OFF_QUESTION
 from pipeline.jobs import JobService
+from pipeline.screening import JUDGED_IRRELEVANT, NO_QUOTE
 from pipeline.settings import Settings
 from pipeline.stages import extraction
 from pipeline.text import sentences
 from tests.conftest import follow
-from tests.fixtures.llm import Call, Reply, rows_reply
+from tests.fixtures.llm import Call, Reply, decisions_reply, rows_reply, screened_documents
 
 QUERY = "water treatment technologies used in specialty crop production"
 FIELDS = [
@@ -92,7 +94,9 @@ def test_llm_rows_are_grounded_cited_and_say_who_served_them(make_jobs, run_work
         llm.url,
         "fake-model",
     )
-    assert stats.response_format == "json_schema" and stats.llm_calls == len(llm.calls) == stats.documents
+    assert stats.response_format == "json_schema" and len(llm.calls) == stats.documents
+    assert stats.screening_calls == len(llm.screenings) >= 1
+    assert stats.llm_calls == len(llm.calls) + len(llm.screenings)
     assert stats.prompt_tokens == llm.prompt_tokens and stats.completion_tokens == llm.completion_tokens
     assert stats.values_rejected == 1 and stats.values_verified == 2 * stats.documents - 1
     assert all(row.row["description"] != "Cures every crop disease" for row in dataset.rows)
@@ -219,8 +223,8 @@ def test_a_server_without_json_schema_gets_json_mode_and_validation(make_jobs, r
     dataset = jobs.dataset(job.task_id)
     assert dataset is not None and len(dataset.rows) == 5
     assert dataset.stats.extraction is not None and dataset.stats.extraction.response_format == "json_object"
-    formats = [call.body["response_format"]["type"] for call in llm.calls]
-    assert formats[0] == "json_schema" and formats[-1] == "json_object"
+    formats = [call.body["response_format"]["type"] for call in llm.screenings + llm.calls]
+    assert "json_schema" in formats and formats[-1] == "json_object"  # asked once, then JSON mode throughout
 
 
 def test_a_token_budget_stops_extraction_cleanly_with_what_it_has(make_jobs, run_worker, llm, llm_settings):
@@ -275,7 +279,7 @@ def test_reprocessing_extraction_reuses_cached_results_and_spends_no_tokens(make
     worker = run_worker(settings_=llm_settings)
     job = jobs.submit(request())
     events = follow(jobs, job.task_id)
-    calls = len(llm.calls)
+    calls, screenings = len(llm.calls), len(llm.screenings)
     before = jobs.dataset(job.task_id)
 
     jobs.store.jobs.transition(job.task_id, status="processing", stage="extraction", reopen=True)
@@ -283,7 +287,7 @@ def test_reprocessing_extraction_reuses_cached_results_and_spends_no_tokens(make
     follow(jobs, job.task_id, after=events[-1].seq)
 
     after = jobs.dataset(job.task_id)
-    assert len(llm.calls) == calls
+    assert len(llm.calls) == calls and len(llm.screenings) == screenings
     assert before is not None and after is not None and after.rows == before.rows
     stats = after.stats.extraction
     assert stats is not None and stats.documents_cached == stats.documents == calls
@@ -309,4 +313,72 @@ def test_a_long_full_text_is_read_in_overlapping_chunks(tmp_path, make_jobs, run
     assert len(documents) >= 4 and all(d.startswith("Title: Sand filtration") for d in documents)
     dataset = jobs.dataset(job.task_id)
     assert dataset is not None and len(dataset.rows) == 1  # each chunk restated the row; it is kept once
-    assert dataset.stats.extraction is not None and dataset.stats.extraction.llm_calls == len(documents)
+    stats = dataset.stats.extraction
+    assert stats is not None and stats.llm_calls == len(documents) + stats.screening_calls
+
+
+def test_the_models_screening_is_applied_counted_and_shown_with_its_reasons(make_jobs, run_worker, llm, llm_settings):
+    """One paper judged off the question, one included without a quote, one with a quote not in it: none of the
+    three is read; the others are, and every verdict is in the papers list with the model's reason."""
+    llm.responder = reader
+    verdicts: dict[str, str] = {}
+
+    def screener(call: Call) -> Reply:
+        decisions: list[tuple[str, bool, str, str | None]] = []
+        for key, text in screened_documents(call).items():
+            title = text.splitlines()[0].removeprefix("Title: ")
+            kind = ["irrelevant", "no quote", "made-up quote"][len(verdicts)] if len(verdicts) < 3 else "include"
+            verdicts[key] = kind
+            if kind == "irrelevant":
+                decisions.append((key, False, "about drainage policy, not a treatment", None))
+            elif kind == "no quote":
+                decisions.append((key, True, "names a treatment", None))
+            elif kind == "made-up quote":
+                decisions.append((key, True, "names a treatment", "This technology cured every crop."))
+            else:
+                decisions.append((key, True, "names a treatment", title))
+        return decisions_reply(*decisions)
+
+    llm.screener = screener
+    jobs, job, events = run_job(make_jobs, run_worker, llm_settings)
+    assert events[-1].status == "completed"
+    dataset = jobs.dataset(job.task_id)
+    papers = {p.id: p for p in dataset.papers}
+    read = {call.document.splitlines()[0].removeprefix("Title: ") for call in llm.calls}
+    kinds = {"irrelevant": JUDGED_IRRELEVANT, "no quote": NO_QUOTE, "made-up quote": NO_QUOTE}
+    for key, kind in verdicts.items():
+        paper = papers[key]
+        if kind == "include":
+            assert paper.decision == "included" and paper.reason.startswith("model: ") and paper.quote == paper.title
+            assert paper.title in read
+        else:
+            assert paper.decision == "excluded" and paper.exclusion == kinds[kind] and paper.title not in read
+    stats = dataset.stats
+    assert stats.extraction is not None and stats.extraction.documents_screened_out == 3
+    assert (
+        stats.flow is not None and stats.flow.excluded_by[NO_QUOTE] == 2 and stats.flow.excluded_by[JUDGED_IRRELEVANT]
+    )
+    assert stats.flow.read == sum(kind == "include" for kind in verdicts.values()) == len(llm.calls)
+
+
+def test_a_model_that_includes_everything_still_gets_only_rows_that_answer(make_jobs, run_worker, llm, llm_settings):
+    """The screener says include to all; the extractor's own row verdicts then drop what does not answer."""
+    answering: list[str] = []
+
+    def model(call: Call) -> Reply:
+        title, abstract = parts(call)
+        first = sentences(abstract)[0]
+        answers = len(answering) % 2 == 0
+        answering.append(title)
+        fields = ({"technology_name": title, "description": first}, {"technology_name": title, "description": first})
+        return rows_reply(fields, answers=answers)
+
+    llm.responder = model
+    jobs, job, events = run_job(make_jobs, run_worker, llm_settings, rows=3)
+    assert events[-1].status == "completed" and len(llm.screenings) >= 1
+    dataset = jobs.dataset(job.task_id)
+    stats = dataset.stats.extraction
+    assert stats is not None and stats.documents_screened_out == 0
+    judged_off = len(answering) // 2
+    assert stats.dropped_by_check == {JUDGED_OFF_QUESTION: judged_off} and judged_off >= 1
+    assert len(dataset.rows) <= len(answering) - judged_off
