@@ -26,12 +26,12 @@ from contracts import Dataset, Document, FieldDefinition, GenerateRequest
 from pipeline.checks import check
 from pipeline.extractors.heuristic import HeuristicExtractor
 from pipeline.grounding import ground
-from pipeline.screening import THRESHOLD, split_descriptor, topic
+from pipeline.screening import THRESHOLD, topic
 from pipeline.sources.http import SourceHttp
 from pipeline.sources.local import LocalLibrary
 from pipeline.stages import assembly, schema_preparation
-from pipeline.stages.search import SearchResult, search
-from pipeline.text import keywords, plan_queries
+from pipeline.stages.search import SearchResult, plan, search
+from pipeline.text import keywords
 
 ROWS = 25
 DOCS_PER_ROW = 4
@@ -70,7 +70,7 @@ def evaluate(question: str, review: Review, index: Path, threshold: float) -> di
     result: SearchResult = asyncio.run(
         search(
             subject,
-            plan_queries(split_descriptor(question)[0]),
+            plan(question, subject),
             [library],
             target,
             http=cast("SourceHttp", None),  # the local library asks no HTTP server

@@ -11,6 +11,7 @@ import msgspec
 from contracts import GENERATED_SOURCE, Dataset, FieldValue
 
 ExportFormat = Literal["json", "csv", "jsonl"]
+PaperFormat = Literal["json", "csv"]
 
 #: media type of each export format
 MEDIA_TYPES: dict[ExportFormat, str] = {
@@ -60,6 +61,36 @@ def to_csv(dataset: Dataset) -> str:
         cells = [_cell(row.row.get(name)) for name in names]
         writer.writerow([*cells, row.confidence, _safe("; ".join(sources)), _safe(" | ".join(evidence))])
     return buffer.getvalue()
+
+
+PaperFormat = Literal["json", "csv"]
+_PAPER_COLUMNS = (
+    "id",
+    "title",
+    "year",
+    "doi",
+    "url",
+    "source",
+    "score",
+    "decision",
+    "exclusion",
+    "reason",
+    "quote",
+    "rows",
+)
+
+
+def export_papers(dataset: Dataset, format: PaperFormat) -> bytes:
+    """The papers the job considered, with the screening's decision and reason: a JSON list or a CSV table."""
+    if format == "json":
+        return msgspec.json.format(msgspec.json.encode(dataset.papers), indent=2)
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(_PAPER_COLUMNS)
+    for paper in dataset.papers:
+        values = msgspec.structs.asdict(paper)
+        writer.writerow([_cell(values[name]) for name in _PAPER_COLUMNS])
+    return buffer.getvalue().encode()
 
 
 def _cell(value: FieldValue) -> str:

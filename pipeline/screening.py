@@ -50,7 +50,8 @@ _TRIAL_DESIGN = frozenset("randomized randomised controlled trial trials rct rct
 # Generic words of a question that say how, not what ("effect", "management"); never weighed as its topic.
 _GENERIC = frozenset(
     """effect effects impact role management outcome outcomes evidence approach approaches method methods based
-    current new overview relation relationship association associations factor factors""".split()
+    current new overview relation relationship association associations factor factors towards toward upon
+    regarding versus""".split()
 )
 _CLAUSE = re.compile(r"[,;:.!?()\[\]]")
 _DESCRIPTOR_SPLIT = re.compile(r"\s*(?:[:?]|\s[-–—]\s)\s*")
@@ -59,6 +60,7 @@ _REVIEW_TITLE = re.compile(
 )
 _TRIAL_TEXT = re.compile(r"\brandomi[sz]ed\b|\btrial\b|\bRCT\b", re.I)
 _K1, _B = 1.2, 0.75
+_TRIAL_BOOST = 3.0
 _MAX_TEXT_CHARS = 200_000  # full text beyond this is not read for screening
 
 _stemmer = snowballstemmer.stemmer("english")
@@ -227,7 +229,7 @@ def _judge(
     notes = []
     rank_score = coverage * (1 + bm25)
     if subject.wants_trials and _TRIAL_TEXT.search(text):
-        rank_score *= 1.5
+        rank_score *= _TRIAL_BOOST
         notes.append("reports a trial")
     if subject.wants_primary and _REVIEW_TITLE.search(document.title):
         rank_score *= 0.5
@@ -252,13 +254,15 @@ def _weights(subject: Topic, bags: Sequence[Counter[str]]) -> dict[str, float]:
 
 def _coverage(subject: Topic, weights: dict[str, float], bag: Counter[str]) -> float:
     """The share of the topic's phrases the document states: a phrase is stated when at least half of its
-    weight is ("stem cells" states "mesenchymal stem cell" only if "mesenchymal" is the lighter word)."""
+    weight is, in at least two of its words if it has two ("depression" alone does not state "animal models of
+    depression", however rare it is)."""
     if not subject.phrases:
         return 0.0
     stated = 0
     for phrase in subject.phrases:
-        total = sum(weights[t] for t in phrase)
-        stated += 2 * sum(weights[t] for t in phrase if t in bag) >= total
+        found = [t for t in phrase if t in bag]
+        enough = 2 * sum(weights[t] for t in found) >= sum(weights[t] for t in phrase)
+        stated += enough and len(found) >= min(2, len(phrase))
     return round(stated / len(subject.phrases), 3)
 
 

@@ -119,7 +119,7 @@ def run(
     stats = DatasetStats(
         requested_rows=request.rows,
         returned_rows=len(rows),
-        documents_searched=documents,
+        documents_searched=len(papers) or documents,
         documents_with_rows=len({c.source_id for c in candidates}),
         candidate_rows=len(candidates),
         rows_dropped_missing_required=len(candidates) - len(complete),

@@ -220,7 +220,7 @@ def process(ctx: StageContext, task_id: str) -> None:
     target = min(request.rows * ctx.settings.docs_per_row, ctx.settings.max_documents)
     pool_size = target * ctx.settings.screening_pool
     subject = topic(request.user_query, request.criteria)
-    queries = plan_queries(split_descriptor(request.user_query)[0])
+    queries = plan(request.user_query, subject)
     ctx.report(
         task_id,
         progress=stage_progress("search", 0),
@@ -266,6 +266,15 @@ def process(ctx: StageContext, task_id: str) -> None:
             excluded_by=flow.excluded_by,
         ),
     )
+
+
+def plan(question: str, subject: Topic) -> list[str]:
+    """The queries to send: the subject's (without a design descriptor), and first, when the descriptor asks
+    for trials, the narrowest of them with the trial words (trials are what such a review reads)."""
+    queries = plan_queries(split_descriptor(question)[0])
+    if subject.wants_trials and queries:
+        queries = [f"{queries[0]} randomized controlled trial", *queries]
+    return queries
 
 
 def _summary(result: SearchResult, flow: Flow, question: str, sources: list[str]) -> str:

@@ -11,7 +11,7 @@ from litestar.di import NamedDependency
 from litestar.params import FromPath, FromQuery
 
 from contracts import JobRecord, TaskAccepted
-from pipeline.export import MEDIA_TYPES, ExportFormat, export
+from pipeline.export import MEDIA_TYPES, ExportFormat, PaperFormat, export, export_papers
 from pipeline.jobs import JobService
 from services.api.auth import STARTS_JOBS
 from services.api.openapi import GENERATE_BODY, GENERATE_RESPONSES
@@ -53,6 +53,22 @@ class DatasetController(Controller):
             export(dataset, format),
             media_type=MEDIA_TYPES[format],
             headers={"Content-Disposition": content_disposition(filename)},
+        )
+
+    @get("/{task_id:str}/papers", operation_id="getDatasetPapers", sync_to_thread=True)
+    def papers(
+        self,
+        task_id: FromPath[str],
+        jobs: NamedDependency[JobService],
+        owner: NamedDependency[str],
+        format: FromQuery[PaperFormat] = "json",
+    ) -> Response[bytes]:
+        """Every paper the job considered, with its screening decision, reason and citing rows (JSON or CSV)."""
+        dataset = jobs.dataset(task_id, owner)
+        return Response(
+            export_papers(dataset, format),
+            media_type=MEDIA_TYPES[format],
+            headers={"Content-Disposition": content_disposition(f"{dataset.model_name}-{task_id}-papers.{format}")},
         )
 
 

@@ -125,3 +125,27 @@ def test_health_and_openapi(api_url):
     assert httpx.get(f"{api_url}/health").json() == {"status": "ok"}
     spec = httpx.get(f"{api_url}/schema/openapi.json").json()
     assert "/api/v1/datasets/generate" in spec["paths"] and "/tasks/{task_id}" in spec["paths"]
+
+
+@pytest.mark.parametrize(
+    ("criteria", "field"),
+    [
+        ([{"text": "  ", "kind": "include"}], "criteria[0].text"),
+        ([{"text": "rabbits", "kind": "maybe"}], "criteria[0].kind"),
+        ([{"text": "x" * 501}], "criteria[0].text"),
+        ([{"text": f"c{i}"} for i in range(21)], "criteria"),
+        ("randomised trials", "criteria"),
+    ],
+)
+def test_bad_criteria_are_a_400_naming_the_field(api_url, make_jobs, settings, criteria, field):
+    jobs = make_jobs()
+    body = {
+        "user_query": "stem cells for knee osteoarthritis",
+        "field_definitions": [{"name": "cell_source"}],
+        "criteria": criteria,
+    }
+    reply = httpx.post(f"{api_url}/api/v1/datasets/generate", json=body)
+    assert reply.status_code == 400, reply.text
+    assert reply.json()["field"] == field, reply.json()
+    stored = jobs.store.client.scan_iter(f"{settings.key_prefix}*")
+    assert [key for key in stored if not key.decode().startswith(jobs.store.keys.rate_limit)] == []

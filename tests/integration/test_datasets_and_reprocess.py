@@ -11,7 +11,7 @@ import httpx
 import msgspec
 import pytest
 
-from contracts import Dataset, FieldDefinition, FieldValue, GenerateRequest
+from contracts import Dataset, FieldDefinition, FieldValue, GenerateRequest, Paper
 from pipeline.settings import Settings
 from services.cli import main
 from tests.conftest import follow
@@ -343,3 +343,22 @@ def test_reprocess_from_search_with_other_sources_searches_only_those(stack, sch
     dataset = jobs.dataset(child)
     assert dataset is not None and dataset.stats.sources == ["crossref"]
     assert dataset.stats.reused_stages == ["schema_preparation"]
+
+
+def test_the_papers_considered_download_as_json_and_csv(stack):
+    jobs, url = stack
+    task_id = generate(jobs, url)
+    dataset = jobs.dataset(task_id)
+    assert dataset.papers and dataset.stats.flow is not None
+    as_json = httpx.get(f"{url}/api/v1/datasets/{task_id}/papers")
+    assert as_json.headers["content-disposition"] == f'attachment; filename="Treatments-{task_id}-papers.json"'
+    assert msgspec.json.decode(as_json.content, type=list[Paper]) == dataset.papers
+    rows = list(csv.DictReader(io.StringIO(httpx.get(f"{url}/api/v1/datasets/{task_id}/papers?format=csv").text)))
+    assert [r["id"] for r in rows] == [p.id for p in dataset.papers]
+    assert {r["decision"] for r in rows} <= {"included", "excluded", "not_reached"}
+    cited = {c.source_id for row in dataset.rows for c in row.citations}
+    assert {r["id"] for r in rows if int(r["rows"])} == cited - {"generated"}
+    assert dataset.stats.flow.cited == len(cited - {"generated"})
+    # the paper without an abstract is excluded, and says why
+    assert any(r["decision"] == "excluded" and r["exclusion"] == "no abstract or full text" for r in rows)
+    assert httpx.get(f"{url}/api/v1/datasets/{task_id}/papers?format=xml").status_code == 400

@@ -161,3 +161,18 @@ def test_real_answers_of_five_scholarly_apis(settings: Settings, make_jobs, run_
     assert dataset.rows and {c.metadata.source for r in dataset.rows for c in r.citations} == {"openalex"}
     assert dataset.stats.extraction is not None and dataset.stats.extraction.dropped_by_check
     assert_every_quote_is_in_its_document(dataset, documents)
+
+
+def test_screening_on_eight_real_systematic_reviews() -> None:
+    """The relevance benchmark's targets that hold (docs/quality.md): no rows for off-topic questions, kept
+    documents more precise than plain BM25's, and still a useful share of the rows asked for."""
+    from bench import relevance  # noqa: PLC0415
+
+    said: list[str] = []
+    result = relevance.run(False, say=said.append)
+    summary = result["summary"]
+    assert isinstance(summary, dict)
+    assert summary["control_rows"] == 0, said
+    assert summary["mean_precision"] >= 1.3 * summary["mean_bm25_precision"], said
+    assert summary["rows"] >= 0.4 * summary["rows_asked"], said
+    assert summary["rows_citing_included_share"] > 0.3, said

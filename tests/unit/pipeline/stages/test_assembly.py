@@ -14,6 +14,7 @@ from contracts import (
     FieldValue,
     GenerateRequest,
     JobRecord,
+    Paper,
 )
 from pipeline.schema import prepare_schema, row_type_for
 from pipeline.stages import assembly
@@ -220,3 +221,45 @@ def test_rows_without_a_value_for_an_optional_key_field_are_never_merged_togethe
     dataset = assembly.run("t", GenerateRequest(user_query="crops", field_definitions=fields, rows=5), schema, rows)
     assert [r.row["crop_name"] for r in dataset.rows] == ["Basil", None, None]  # complete first
     assert len({r.row["crop_id"] for r in dataset.rows}) == 3
+
+
+def relevant(row: CandidateRow, relevance: float = 1.0, repaired: tuple[str, ...] = ()) -> CandidateRow:
+    return msgspec.structs.replace(row, relevance=relevance, repaired=list(repaired))
+
+
+def test_confidence_rises_with_agreeing_papers_and_falls_with_repaired_quotes_and_conflicts():
+    candidates = [
+        relevant(candidate("Reverse osmosis", "a", 1, removal_percent=97.0)),
+        relevant(candidate("Reverse osmosis", "b", 2, removal_percent=97.0)),
+        relevant(candidate("Ozonation", "c", 3, removal_percent=90.0)),
+        relevant(candidate("Ozonation", "d", 4, removal_percent=80.0)),
+        relevant(candidate("Slow sand filtration", "e", 5), repaired=("technology_name",)),
+        relevant(candidate("Chlorination", "f", 6), relevance=0.6),
+        relevant(candidate("Chlorination", "g", 7), relevance=0.6),
+    ]
+    rows = {r.row["technology_name"]: r for r in assembly.run("t", request(5), SCHEMA, candidates).rows}
+    ro, ozone, sand, chlorine = (
+        rows[n] for n in ("Reverse osmosis", "Ozonation", "Slow sand filtration", "Chlorination")
+    )
+    assert ro.confidence == "high" and ro.cell_confidence["removal_percent"] == "high"
+    assert "2 papers" in ro.basis and "no conflicts" in ro.basis
+    assert ozone.cell_confidence["technology_name"] == "high" and ozone.cell_confidence["removal_percent"] == "low"
+    assert ozone.confidence == "high"  # the conflict is in an optional column
+    assert sand.confidence == "low" and "repaired" in sand.basis
+    assert chlorine.cell_confidence["technology_name"] == "high" and chlorine.confidence == "medium"  # 60 %
+
+
+def test_papers_count_the_rows_citing_them_and_an_empty_result_says_why():
+    papers = [
+        Paper(id="a", title="A", decision="included", reason="on topic", score=1.0),
+        Paper(id="x", title="X", decision="excluded", reason="off", exclusion="off topic"),
+    ]
+    dataset = assembly.run("t", request(3), SCHEMA, [relevant(candidate("Ozonation", "a", 1))], papers=papers)
+    assert [p.rows for p in dataset.papers] == [1, 0]
+    assert dataset.stats.flow is not None and dataset.stats.flow.cited == 1 and dataset.stats.flow.read == 1
+    assert dataset.stats.flow.excluded_by == {"off topic": 1}
+
+    nothing = [msgspec.structs.replace(p, decision="excluded", exclusion="off topic") for p in papers]
+    empty = assembly.run("t", request(3), SCHEMA, [], papers=nothing)
+    assert empty.rows == [] and empty.stats.shortfall is not None
+    assert empty.stats.shortfall.startswith(f"none of the 2 documents searched in the sources addresses {QUERY!r}")
