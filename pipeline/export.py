@@ -63,7 +63,6 @@ def to_csv(dataset: Dataset) -> str:
     return buffer.getvalue()
 
 
-PaperFormat = Literal["json", "csv"]
 _PAPER_COLUMNS = (
     "id",
     "title",

@@ -166,7 +166,7 @@ def test_real_answers_of_five_scholarly_apis(settings: Settings, make_jobs, run_
 def test_screening_on_eight_real_systematic_reviews() -> None:
     """The relevance benchmark's targets that hold (docs/quality.md): no rows for off-topic questions, kept
     documents more precise than plain BM25's, and still a useful share of the rows asked for."""
-    from bench import relevance  # noqa: PLC0415
+    from bench import relevance
 
     said: list[str] = []
     result = relevance.run(False, say=said.append)
