@@ -155,6 +155,13 @@ def _add_job_options(parser: argparse.ArgumentParser, *, client_id: bool, source
         help="comma list: openalex, europepmc, crossref, arxiv, semanticscholar, local" + sources_note,
     )
     parser.add_argument("--extractor", default=None, choices=["auto", "openai", "heuristic"])
+    criteria = " (repeatable; needs --from-stage search)" if sources_note else " (repeatable)"
+    parser.add_argument(
+        "--include", action="append", default=None, metavar="TEXT", help="an inclusion criterion" + criteria
+    )
+    parser.add_argument(
+        "--exclude", action="append", default=None, metavar="TEXT", help="an exclusion criterion" + criteria
+    )
     if client_id:
         parser.add_argument("--client-id", default=None, help="client id the job's events are published under")
     parser.add_argument(
@@ -284,6 +291,10 @@ def _job_options(args: argparse.Namespace) -> dict[str, object]:
         options["sources"] = _split(args.sources)
     if args.extractor is not None:
         options["extractor"] = args.extractor
+    if args.include is not None or args.exclude is not None:
+        options["criteria"] = [{"text": t, "kind": "include"} for t in args.include or []] + [
+            {"text": t, "kind": "exclude"} for t in args.exclude or []
+        ]
     if args.client_id is not None:
         options["client_id"] = args.client_id
     return options

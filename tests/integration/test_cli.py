@@ -330,3 +330,19 @@ def test_a_dropped_event_stream_resumes_after_the_last_event_without_loss_or_rep
     assert events == history
     assert len(proxy.requests) == 2
     assert b"last-event-id: 2\r\n" in proxy.requests[1].lower()
+
+
+def test_generate_screens_by_the_criteria_given_and_exits_3_when_nothing_answers(stack, tmp_path, capsys):
+    _, url = stack
+    out = tmp_path / "treatments.json"
+    assert main(["generate", SEED_QUERY, *SEED, "--exclude", "chlorine", "--out", str(out), "--api", url]) == 0
+    dataset = json.loads(out.read_text())
+    excluded = [p for p in dataset["papers"] if p["exclusion"] == "meets an exclusion criterion"]
+    assert excluded and all("'chlorine'" in p["reason"] for p in excluded)
+    assert not any("chlorin" in str(row["row"]).lower() for row in dataset["rows"])
+    assert "papers: " in capsys.readouterr().out
+
+    question = "CRISPR off-target detection methods"
+    assert main(["generate", question, *SEED, "--out", str(tmp_path / "none.csv"), "--api", url]) == 3
+    printed = capsys.readouterr().out
+    assert f"addresses {question!r}" in printed and "(0 rows)" in printed
