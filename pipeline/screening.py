@@ -23,7 +23,7 @@ import msgspec
 import snowballstemmer  # type: ignore[import-untyped]
 
 from contracts import Document
-from contracts.screening import Criterion
+from contracts.screening import Criterion, Flow, Paper
 from pipeline.text import STOP_WORDS, sentences, words
 
 #: default share of the topic's weight a document must state to be read
@@ -240,6 +240,21 @@ def _judge(
     if notes:
         reason += "; " + ", ".join(notes)
     return Judgement(score=coverage, included=True, reason=reason, quote=quote, rank_score=round(rank_score, 4))
+
+
+def flow(papers: Sequence[Paper], *, found: int, duplicates: int) -> Flow:
+    """The PRISMA-style counts of ``papers`` (their decisions and the rows citing them)."""
+    excluded = Counter(p.exclusion or "" for p in papers if p.decision == "excluded")
+    return Flow(
+        found=found,
+        duplicates_removed=duplicates,
+        screened=len(papers),
+        excluded=sum(excluded.values()),
+        excluded_by=dict(excluded.most_common()),
+        not_reached=sum(p.decision == "not_reached" for p in papers),
+        read=sum(p.decision == "included" for p in papers),
+        cited=sum(p.rows > 0 for p in papers),
+    )
 
 
 def _weights(subject: Topic, bags: Sequence[Counter[str]]) -> dict[str, float]:

@@ -33,6 +33,7 @@ from pipeline.entities import EntityMatcher, aliases_from
 from pipeline.extractors.heuristic import make_identifier
 from pipeline.reprocess import earlier_stages
 from pipeline.schema import row_type_for
+from pipeline.screening import flow as screening_flow
 from pipeline.stages.context import StageContext
 from pipeline.text import head_terms, normalise_key
 
@@ -104,7 +105,8 @@ def run(
             )
         )
     papers = _count_citations(_apply(papers or [], verdicts or {}), rows)
-    flow = _flow(papers, searched or Flow())
+    searched = searched or Flow()
+    flow = screening_flow(papers, found=searched.found, duplicates=searched.duplicates_removed)
     shortfall = None
     if not rows:
         shortfall = _nothing_found(request, papers, flow, candidates, extraction)
@@ -194,21 +196,6 @@ def _apply(papers: list[Paper], verdicts: dict[str, PaperVerdict]) -> list[Paper
         )
         for p in papers
     ]
-
-
-def _flow(papers: list[Paper], searched: Flow) -> Flow:
-    """The search's flow, with what the model screened out since, what was read and what is cited."""
-    excluded = Counter(p.exclusion or "" for p in papers if p.decision == "excluded")
-    return Flow(
-        found=searched.found,
-        duplicates_removed=searched.duplicates_removed,
-        screened=len(papers),
-        excluded=sum(excluded.values()),
-        excluded_by=dict(excluded.most_common()),
-        not_reached=sum(p.decision == "not_reached" for p in papers),
-        read=sum(p.decision == "included" for p in papers),
-        cited=sum(p.rows > 0 for p in papers),
-    )
 
 
 def _nothing_found(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections import Counter
 from collections.abc import AsyncIterator, Callable, Sequence
 
 import msgspec
@@ -22,7 +21,7 @@ from contracts.progress import (
 )
 from contracts.screening import Decision, Flow, Paper
 from pipeline.errors import PermanentError, SourceError
-from pipeline.screening import THRESHOLD, Topic, screen, split_descriptor, topic
+from pipeline.screening import THRESHOLD, Topic, flow, screen, split_descriptor, topic
 from pipeline.sources.base import FullTextSource, Page, Source
 from pipeline.sources.http import SourceHttp
 from pipeline.sources.merge import DocumentPool, fusion, has_text
@@ -45,17 +44,8 @@ class SearchResult(msgspec.Struct, frozen=True, kw_only=True):
 
     @property
     def flow(self) -> Flow:
-        """The documents' way so far, PRISMA-style (assembly adds what extraction read and cited)."""
-        excluded = Counter(p.exclusion for p in self.papers if p.decision == "excluded")
-        return Flow(
-            found=sum(self.found.values()),
-            duplicates_removed=self.duplicates,
-            screened=len(self.papers),
-            excluded=sum(excluded.values()),
-            excluded_by={kind or "": count for kind, count in excluded.most_common()},
-            not_reached=sum(p.decision == "not_reached" for p in self.papers),
-            read=len(self.documents),
-        )
+        """The documents' way so far, PRISMA-style (assembly adds what the model screened out and what is cited)."""
+        return flow(self.papers, found=sum(self.found.values()), duplicates=self.duplicates)
 
 
 async def search(

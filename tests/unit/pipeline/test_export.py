@@ -45,8 +45,9 @@ def test_csv_has_schema_columns_then_sources_and_evidence_and_is_formula_safe():
     assert reader[0] == ["name", "tags", "confidence", "sources", "evidence"]
     assert reader[1][0] == "'=HYPERLINK(1)"
     assert reader[1][1] == '["a","b"]'
-    assert reader[1][2] == "s1"
-    assert reader[1][3] == "name: =cmd quoted"
+    assert reader[1][2] == "low"
+    assert reader[1][3] == "s1"
+    assert reader[1][4] == "name: =cmd quoted"
 
 
 def test_jsonl_has_one_row_per_line():
