@@ -93,9 +93,32 @@ function addColumn(column = { name: "", type: "str", description: "", required: 
   if (focus) item.querySelector('input[data-part="name"]').focus();
 }
 
+// ---------------------------------------------------------------- screening criteria
+
+const CRITERIA_KINDS = ["include", "exclude"];
+// where each criterion of the last request came from ({ kind, line }), to put a 400 about criteria[i] at its line
+let sentCriteria = [];
+
+/** The two criteria boxes as the API's ``criteria`` list: one per non-blank line, inclusions first. */
+function readCriteria() {
+  const criteria = [];
+  const origins = [];
+  for (const kind of CRITERIA_KINDS) {
+    $(`#criteria-${kind}`).value.split(/\r\n|\r|\n/).forEach((line, i) => {
+      const text = line.trim();
+      if (!text) return;
+      criteria.push({ text, kind });
+      origins.push({ kind, line: i + 1 });
+    });
+  }
+  return { criteria, origins };
+}
+
 function readForm() {
   const rowsText = $("#rows").value.trim();
-  return {
+  const { criteria, origins } = readCriteria();
+  sentCriteria = origins;
+  const body = {
     user_query: $("#user_query").value,
     rows: rowsText === "" ? null : Number(rowsText),
     model_name: $("#model_name").value.trim(),
@@ -107,6 +130,8 @@ function readForm() {
     })),
     client_id: clientId(),
   };
+  if (criteria.length) body.criteria = criteria; // none: no key at all
+  return body;
 }
 
 // ---------------------------------------------------------------- form errors
@@ -130,9 +155,17 @@ function showTopError(text) {
 
 /** Put a 400's detail next to the input its ``field`` names (or the nearest thing that exists). */
 function showFieldError(field, detail) {
-  const message = field && detail.startsWith(field + ": ") ? detail.slice(field.length + 2) : detail;
+  let message = field && detail.startsWith(field + ": ") ? detail.slice(field.length + 2) : detail;
   let target = field ? document.querySelector(`#generate-form [data-field="${CSS.escape(field)}"]`) : null;
   if (!target && field) {
+    // "criteria[3].text" → the box and line that criterion came from; anything else about them → their box
+    const criterion = /^criteria\[(\d+)\]/.exec(field);
+    const origin = criterion ? sentCriteria[Number(criterion[1])] : null;
+    if (origin) {
+      target = $(`#criteria-${origin.kind}`);
+      message = `Line ${origin.line}: ${message}`;
+    }
+    if (!target && field.startsWith("criteria")) target = $("#criteria-fieldset");
     // "field_definitions[2].extra" → column 2; anything else about the columns → the columns box
     const column = /^field_definitions\[(\d+)\]/.exec(field);
     if (column) target = document.querySelector(`#columns > li[data-field="field_definitions[${column[1]}]"]`);

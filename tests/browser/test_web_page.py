@@ -7,11 +7,12 @@ import os
 import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import msgspec
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, Request, expect, sync_playwright
 
 from pipeline.settings import Settings
 from tests.conftest import follow
@@ -318,6 +319,67 @@ def test_a_question_the_corpus_does_not_answer_shows_why_and_the_papers_excluded
     expect(first.locator(".decision")).to_have_text("excluded")
     expect(first.locator(".paper-reason")).to_contain_text(excluded[0]["reason"])
     page.screenshot(path=tmp_path / "empty.png", full_page=True)
+    page.set_viewport_size({"width": 360, "height": 800})
+    assert page_width(page) <= 360
+
+
+def test_an_exclusion_criterion_typed_in_the_form_screens_papers_out(
+    page: Page, settings: Settings, serve_api, make_jobs, run_worker, tmp_path: Path
+):
+    api_url = heuristic_page(page, settings, serve_api, run_worker)
+    fill_seed_form(page)
+    include = page.get_by_label("Include only papers that…")
+    exclude = page.get_by_label("Exclude papers that…")
+    expect(include).to_have_attribute("id", "criteria-include")
+    expect(exclude).to_have_attribute("id", "criteria-exclude")
+    sent: list[Any] = []
+
+    def record(request: Request) -> None:
+        if request.url.endswith("/api/v1/datasets/generate"):
+            sent.append(request.post_data_json)
+
+    page.on("request", record)
+
+    # a criterion the API refuses (too long) is reported at its own line of its own box, and creates no task
+    exclude.fill("chlorine\n\n" + "x" * 501)
+    field, message = refused(page)
+    assert field == "criteria[1].text"
+    expect(exclude).to_have_attribute("aria-invalid", "true")
+    expect(page.locator(f"#{exclude.get_attribute('aria-describedby')}")).to_have_text(f"Line 3: {message}")
+    expect(page.locator("#generate-form .field-error")).to_have_count(1)
+    expect(page.locator("#job")).to_be_hidden()
+
+    # one criterion per line, blank lines ignored, an empty box sends nothing
+    include.fill("")
+    exclude.fill("  chlorine  \n\n")
+    page.screenshot(path=tmp_path / "1-criteria.png", full_page=True)
+    task_id = submit(page)
+    assert sent[-1]["criteria"] == [{"text": "chlorine", "kind": "exclude"}], sent[-1]
+    expect(exclude).not_to_have_attribute("aria-invalid", "true")
+    expect(page.locator("#job-status")).to_have_text("completed")
+    dataset = httpx.get(f"{api_url}/tasks/{task_id}").json()["result"]
+    assert dataset["stats"]["extractor"] == "heuristic"
+
+    # no row names a chlorine treatment
+    names = page.locator('#results-table tbody button.cell[data-field="technology_name"]')
+    expect(names).to_have_count(len(dataset["rows"]))
+    shown = names.all_inner_texts()
+    assert shown, "no rows"
+    assert not any("chlor" in name.lower() for name in shown), shown
+
+    # the papers the criterion left out say so
+    section = page.locator("#papers")
+    expect(section).to_be_visible()
+    excluded = section.locator("tr.paper").filter(
+        has=page.locator(".paper-reason", has_text="meets exclusion criterion 'chlorine'")
+    )
+    expect(excluded.first).to_be_visible()
+    assert excluded.count() >= 1
+    expect(excluded.first.locator(".decision")).to_have_text("excluded")
+    expect(excluded.first.locator(".exclusion")).to_have_text("meets an exclusion criterion")
+    page.screenshot(path=tmp_path / "2-excluded.png", full_page=True)
+
+    # phone width: the two boxes stack and nothing scrolls sideways
     page.set_viewport_size({"width": 360, "height": 800})
     assert page_width(page) <= 360
 
