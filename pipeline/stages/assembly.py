@@ -150,8 +150,8 @@ def confidence(schema: PreparedSchema, entity: _Entity) -> tuple[Confidence, dic
     """The row's confidence, each filled cell's, and why (docs/quality.md).
 
     A cell is high when two or more papers state its value with no paper stating another and one quotes it
-    exactly; low when its only support is a repaired (fuzzily matched) quote, or papers disagree and the value
-    kept has no more support than another; medium otherwise. The row is its weakest required cell (the key
+    exactly; low when its only support is a repaired (fuzzily matched) quote, or papers disagree and only one
+    states the value kept; medium otherwise. The row is its weakest required cell (the key
     when there is one), and never above medium when its papers only just passed screening.
     """
     cells: dict[str, Confidence] = {}

@@ -300,17 +300,15 @@ class _Batch:
         """Rows judged off the question dropped, the rest grounded, and those nobody judged checked lexically."""
         stated, dropped = judged(extraction.rows)
         threshold = self.ctx.settings.grounding_threshold
-        counts = GroundingCounts()
-        rows: list[CandidateRow] = []
-        for unjudged in (False, True):
-            part = [r for r in stated if (r.answers_question is None) == unjudged]
-            grounded, found = ground(self.schema, document, part, threshold=threshold)
-            counts.add(found)
-            if unjudged:
-                grounded, more = check(self.subject, self.schema, grounded)
-                dropped += more
-            rows += grounded
-        return rows, msgspec.structs.replace(_grounding_stats(counts), dropped_by_check=dict(dropped))
+        text = SourceText(document)
+        judged_rows = [r for r in stated if r.answers_question is not None]
+        rows, counts = ground(self.schema, document, judged_rows, threshold=threshold, text=text)
+        unjudged_rows = [r for r in stated if r.answers_question is None]
+        unjudged, more_counts = ground(self.schema, document, unjudged_rows, threshold=threshold, text=text)
+        checked, more_dropped = check(self.subject, self.schema, unjudged)
+        counts.add(more_counts)
+        stats = _grounding_stats(counts)
+        return rows + checked, msgspec.structs.replace(stats, dropped_by_check=dict(dropped + more_dropped))
 
     async def _screening(self, documents: list[Document]) -> Screening:
         """The extractor's screening of ``documents``, from the cache when the same batch was screened before
