@@ -3,7 +3,8 @@
 A question is reduced to its topic: its concepts (noun phrases, those joined by "of" taken as one), as
 Snowball stems, without generic words. A trailing study-design descriptor ("…: a systematic review and
 meta-analysis", "Meta-Analysis of Randomized Controlled Trials") is not the topic: it says what kind of studies
-are wanted, so it only reorders documents (trials first; other reviews last).
+are wanted: when it names trials, papers that report none are excluded; when it says the question is itself a
+review, other reviews rank last.
 
 A document's score is the share of the topic's concepts its title, abstract and full text state, each word
 weighted by 1 + its idf among the documents found. The score is absolute (0–1), so an off-topic library scores
@@ -45,13 +46,14 @@ _DESIGN_WORDS = frozenset(
     randomized randomised controlled clinical trial trials rcts rct cohort observational prospective retrospective
     case-control cross-sectional comparative of and a an the with in""".split()
 )
-_REVIEW_DESIGN = frozenset("review reviews meta-analysis meta-analyses metaanalysis scoping umbrella tertiary".split())
+_REVIEW_DESIGN = frozenset("review reviews meta-analysis meta-analyses metaanalysis scoping".split())
 _TRIAL_DESIGN = frozenset("randomized randomised controlled trial trials rct rcts cohort".split())
 # Generic words of a question that say how, not what ("effect", "management"); never weighed as its topic.
 _GENERIC = frozenset(
     """effect effects impact role management outcome outcomes evidence approach approaches method methods based
     current new overview relation relationship association associations factor factors towards toward upon
-    regarding versus""".split()
+    regarding versus specialized specialised specific various different novel initial corresponding several
+    certain particular""".split()
 )
 _CLAUSE = re.compile(r"[,;:.!?()\[\]]")
 _DESCRIPTOR_SPLIT = re.compile(r"\s*(?:[:?]|\s[-–—]\s)\s*")
@@ -60,7 +62,6 @@ _REVIEW_TITLE = re.compile(
 )
 _TRIAL_TEXT = re.compile(r"\brandomi[sz]ed\b|\btrial\b|\bRCT\b", re.I)
 _K1, _B = 1.2, 0.75
-_TRIAL_BOOST = 3.0
 _MAX_TEXT_CHARS = 200_000  # full text beyond this is not read for screening
 
 _stemmer = snowballstemmer.stemmer("english")
@@ -86,7 +87,7 @@ class Topic(msgspec.Struct, frozen=True, kw_only=True):
     phrases: list[list[str]]
     #: the question ends in a review-design descriptor: other reviews are not what it is after
     wants_primary: bool = False
-    #: the descriptor names trials: documents that report one come first
+    #: the descriptor names trials: documents that report none are excluded
     wants_trials: bool = False
     include: list[tuple[str, list[str]]] = []
     exclude: list[tuple[str, list[str]]] = []
@@ -220,11 +221,11 @@ def _judge(
         if banned and all(s in head_text for s in banned):
             reason = f"meets exclusion criterion {criterion!r}"
             return Judgement(score=coverage, included=False, reason=reason, exclusion=MEETS_EXCLUSION, quote=quote)
+    if subject.wants_trials and not _TRIAL_TEXT.search(text):
+        reason = "reports no trial, and the question asks for trials"
+        return Judgement(score=coverage, included=False, reason=reason, exclusion=FAILS_INCLUSION)
     notes = []
     rank_score = coverage * (1 + bm25)
-    if subject.wants_trials and _TRIAL_TEXT.search(text):
-        rank_score *= _TRIAL_BOOST
-        notes.append("reports a trial")
     if subject.wants_primary and _REVIEW_TITLE.search(document.title):
         rank_score *= 0.5
         notes.append("is itself a review")

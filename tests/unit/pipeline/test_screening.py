@@ -74,3 +74,21 @@ def test_reviews_rank_below_primary_studies_when_the_question_is_a_review() -> N
     )
     assert review.included and study.included
     assert review.rank_score < study.rank_score and "itself a review" in review.reason
+
+
+def test_a_question_asking_for_trials_excludes_papers_that_report_none() -> None:
+    subject = topic("Stem cells for knee osteoarthritis: a meta-analysis of randomized controlled trials")
+    trial, series = screen(
+        [
+            doc("Stem cells for knee osteoarthritis", "A randomized trial of stem cells in 60 knees.", 0),
+            doc("Stem cells for knee osteoarthritis", "A case series of stem cells in 12 knees.", 1),
+        ],
+        subject,
+    )
+    assert trial.included
+    assert not series.included and series.exclusion == FAILS_INCLUSION and "trial" in series.reason
+
+
+def test_generic_modifiers_are_not_concepts() -> None:
+    subject = topic("Specialized psychotherapies for adults with borderline personality disorder")
+    assert "special" not in subject.words and ["psychotherapi"] in subject.phrases
