@@ -187,6 +187,9 @@ class ExtractionDone(EventData, frozen=True, kw_only=True, tag="extraction_done"
     values_rejected: int
     prompt_tokens: int
     completion_tokens: int
+    #: candidate rows and values the row checks dropped, and documents the model screened out
+    dropped_by_check: int = 0
+    screened_out: int = 0
 
 
 # -- the end ------------------------------------------------------------------------------------------

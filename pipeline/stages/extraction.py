@@ -150,13 +150,18 @@ def finish(ctx: StageContext, task_id: str, run: ExtractionRun, info: ExtractorI
         verdicts |= result.verdicts
         stats = add_stats(stats, result.stats)
     tokens = stats.prompt_tokens + stats.completion_tokens
+    checked = sum(stats.dropped_by_check.values())
+    screened_out = (
+        f", {stats.documents_screened_out} documents screened out by the model" if stats.documents_screened_out else ""
+    )
     ctx.hand_off(
         task_id,
         "assembly",
         progress=stage_end("extraction"),
         message=(
             f"Extracted {len(rows)} candidate rows from {run.documents} documents: {stats.values_verified} values "
-            f"verified, {stats.values_repaired} repaired, {stats.values_rejected} rejected; {tokens} tokens"
+            f"verified, {stats.values_repaired} repaired, {stats.values_rejected} rejected; {checked} dropped by "
+            f"the row checks{screened_out}; {tokens} tokens"
         ),
         data=ExtractionDone(
             candidate_rows=len(rows),
@@ -164,6 +169,8 @@ def finish(ctx: StageContext, task_id: str, run: ExtractionRun, info: ExtractorI
             values_verified=stats.values_verified,
             values_repaired=stats.values_repaired,
             values_rejected=stats.values_rejected,
+            dropped_by_check=checked,
+            screened_out=stats.documents_screened_out,
             prompt_tokens=stats.prompt_tokens,
             completion_tokens=stats.completion_tokens,
         ),
