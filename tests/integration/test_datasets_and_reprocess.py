@@ -220,6 +220,8 @@ BAD_REPROCESS = [
     ({"from_stage": "assembly", "field_definitions": [*FIELDS, NEW_COLUMN]}, "field_definitions"),
     ({"from_stage": "assembly", "extractor": "heuristic"}, "extractor"),
     ({"from_stage": "extraction", "sources": ["crossref"]}, "sources"),
+    ({"from_stage": "extraction", "criteria": [{"text": "greenhouse", "kind": "exclude"}]}, "criteria"),
+    ({"from_stage": "search", "criteria": [{"text": ""}]}, "criteria[0].text"),
     ({"from_stage": "schema_preparation"}, "from_stage"),
     ({"rows": 2}, "from_stage"),
     ({"from_stage": "assembly", "rows": 0}, "rows"),
@@ -362,3 +364,16 @@ def test_the_papers_considered_download_as_json_and_csv(stack):
     # the paper without an abstract is excluded, and says why
     assert any(r["decision"] == "excluded" and r["exclusion"] == "no abstract or full text" for r in rows)
     assert httpx.get(f"{url}/api/v1/datasets/{task_id}/papers?format=xml").status_code == 400
+
+
+def test_reprocess_from_search_with_criteria_screens_the_papers_again(stack):
+    jobs, url = stack
+    parent = generate(jobs, url, rows=2)
+    criteria = [{"text": "strawberries", "kind": "exclude"}]
+    child, stages = reprocess(jobs, url, parent, from_stage="search", criteria=criteria)
+    assert "search" in stages
+    before, after = jobs.dataset(parent), jobs.dataset(child)
+    (excluded,) = [p for p in after.papers if p.exclusion == "meets an exclusion criterion"]
+    assert excluded.title.startswith("Reverse osmosis") and "'strawberries'" in excluded.reason
+    assert any(p.title.startswith("Reverse osmosis") and p.decision == "included" for p in before.papers)
+    assert not any(r.row["technology_name"].lower().startswith("reverse osmosis") for r in after.rows)

@@ -57,9 +57,11 @@ def test_search_done_carries_one_flat_key_per_source() -> None:
     done = SearchDone(
         documents=3, found=5, duplicates=1, without_text=1, sources="openalex,crossref",
         found_by_source={"openalex": 4, "crossref": 1}, failures={"arxiv": "HTTP 500"},
+        screened=5, excluded=2, excluded_by={"off topic": 1, "meets an exclusion criterion": 1},
     )  # fmt: skip
     data = _through_an_event(done.as_data())
     assert data["found_openalex"] == 4 and data["found_crossref"] == 1 and data["failed_arxiv"] == "HTTP 500"
+    assert data["excluded_off_topic"] == 1 and data["excluded_meets_an_exclusion_criterion"] == 1
     assert all(not isinstance(value, dict) for value in data.values())  # flat: every client decoder can read it
     read = read_data(data)
     assert isinstance(read, SearchDone) and (read.documents, read.found) == (3, 5)
