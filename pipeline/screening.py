@@ -171,7 +171,7 @@ class Judgement(msgspec.Struct, frozen=True, kw_only=True):
 def screen(documents: Sequence[Document], subject: Topic, threshold: float = THRESHOLD) -> list[Judgement]:
     """A judgement for each document, in order."""
     texts = [_text(d) for d in documents]
-    bags = [Counter(stems(t)) for t in texts]
+    bags = [_bag(t) for t in texts]
     title_bags = [set(stems(d.title)) for d in documents]
     weights = _weights(subject, bags)
     lengths = [sum(b.values()) for b in bags]
@@ -274,6 +274,15 @@ def _coverage(subject: Topic, weights: dict[str, float], bag: Counter[str]) -> f
         enough = 2 * sum(weights[t] for t in found) >= sum(weights[t] for t in phrase)
         stated += enough and len(found) >= min(2, len(phrase))
     return round(stated / len(subject.phrases), 3)
+
+
+def _bag(text: str) -> Counter[str]:
+    """How often each stem occurs in ``text`` (each distinct word stemmed once)."""
+    bag: Counter[str] = Counter()
+    for word, count in Counter(words(text.lower())).items():
+        if word not in STOP_WORDS and len(word) > 1:
+            bag[stem(word)] += count
+    return bag
 
 
 def _text(document: Document) -> str:
