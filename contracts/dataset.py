@@ -39,7 +39,7 @@ class DatasetRow(Record, frozen=True, kw_only=True):
     #: how sure the dataset is of the row, and of each filled cell (docs/quality.md says how it is computed)
     confidence: Confidence = "low"
     cell_confidence: dict[str, Confidence] = {}
-    #: why each level: "2 papers, exact quotes, screening 100%"…
+    #: why: "2 papers, exact quotes, no conflicts, screening score 100%", and the model's reason when it gave one
     basis: str = ""
 
 

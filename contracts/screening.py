@@ -29,7 +29,7 @@ class Paper(Record, frozen=True, kw_only=True):
     doi: str | None = None
     url: str | None = None
     source: str = ""
-    #: relevance to the question, 0–1 (the share of the question's weighted terms the document states)
+    #: relevance to the question, 0–1 (the share of the question's concepts the document states)
     score: float = 0.0
     decision: Decision
     #: why, in words: the terms it states or misses, the criterion it meets, the model's reason

@@ -174,6 +174,9 @@ def confidence(schema: PreparedSchema, entity: _Entity) -> tuple[Confidence, dic
         f"{entity.support} paper{'s' if entity.support != 1 else ''}, {quotes}, "
         f"{f'{conflicts} conflicting field(s)' if conflicts else 'no conflicts'}, screening score {relevance:.0%}"
     )
+    reason = next((m.reason for m in entity.members if m.reason), None)
+    if reason:
+        basis += f"; the model: {reason}"
     return level, cells, basis
 
 

@@ -263,3 +263,9 @@ def test_papers_count_the_rows_citing_them_and_an_empty_result_says_why():
     empty = assembly.run("t", request(3), SCHEMA, [], papers=nothing)
     assert empty.rows == [] and empty.stats.shortfall is not None
     assert empty.stats.shortfall.startswith(f"none of the 2 documents searched in the sources addresses {QUERY!r}")
+
+
+def test_the_models_reason_is_part_of_the_basis():
+    row = msgspec.structs.replace(relevant(candidate("Ozonation", "a", 1)), reason="a water treatment technology")
+    (result,) = assembly.run("t", request(1), SCHEMA, [row]).rows
+    assert result.basis.endswith("; the model: a water treatment technology")
