@@ -24,9 +24,9 @@ from pathlib import Path
 from typing import cast
 
 from contracts import Dataset, Document, FieldDefinition, GenerateRequest
-from pipeline.checks import check
+from pipeline.checks import ground_and_check
 from pipeline.extractors.heuristic import HeuristicExtractor
-from pipeline.grounding import ground
+from pipeline.grounding import DEFAULT_THRESHOLD
 from pipeline.screening import THRESHOLD, screen, topic
 from pipeline.sources.http import SourceHttp
 from pipeline.sources.local import LocalLibrary
@@ -100,8 +100,8 @@ def _rows(request: GenerateRequest, documents: list[Document]) -> Dataset:
     extractor = HeuristicExtractor()
     candidates = []
     for document in documents:
-        grounded, _ = ground(schema, document, extractor.rows(request.user_query, schema, document))
-        candidates += check(subject, schema, grounded)[0]
+        rows = extractor.rows(request.user_query, schema, document)
+        candidates += ground_and_check(subject, schema, document, rows, threshold=DEFAULT_THRESHOLD)[0]
     return assembly.run("bench", request, schema, candidates, documents=len(documents))
 
 

@@ -14,7 +14,8 @@ from collections import Counter
 
 import msgspec
 
-from contracts import CandidateRow, ExtractedRow, PreparedSchema
+from contracts import CandidateRow, Document, ExtractedRow, PreparedSchema
+from pipeline.grounding import GroundingCounts, SourceText, ground
 from pipeline.screening import Topic, stems
 
 #: why rows were dropped, as the dataset's statistics count them
@@ -27,8 +28,26 @@ VALUE_ABOUT_ANOTHER = "value quoted from a passage not about the row"
 def judged(rows: list[ExtractedRow]) -> tuple[list[ExtractedRow], Counter[str]]:
     """The rows whose extractor did not judge them off the question, and the count of those dropped by reason."""
     kept = [r for r in rows if r.answers_question is not False]
-    dropped = Counter({JUDGED_OFF_QUESTION: len(rows) - len(kept)} if len(kept) < len(rows) else {})
+    dropped: Counter[str] = Counter()
+    if len(kept) < len(rows):
+        dropped[JUDGED_OFF_QUESTION] = len(rows) - len(kept)
     return kept, dropped
+
+
+def ground_and_check(
+    subject: Topic, schema: PreparedSchema, document: Document, rows: list[ExtractedRow], *, threshold: float
+) -> tuple[list[CandidateRow], GroundingCounts, Counter[str]]:
+    """An extractor's rows of ``document`` as candidate rows: those judged off the question dropped, the rest
+    grounded, and those nobody judged checked lexically; the grounding counts and the drops by reason."""
+    stated, dropped = judged(rows)
+    text = SourceText(document)
+    judged_rows = [r for r in stated if r.answers_question is not None]
+    kept, counts = ground(schema, document, judged_rows, threshold=threshold, text=text)
+    unjudged_rows = [r for r in stated if r.answers_question is None]
+    unjudged, more_counts = ground(schema, document, unjudged_rows, threshold=threshold, text=text)
+    checked, more_dropped = check(subject, schema, unjudged)
+    counts.add(more_counts)
+    return kept + checked, counts, dropped + more_dropped
 
 
 def check(subject: Topic, schema: PreparedSchema, rows: list[CandidateRow]) -> tuple[list[CandidateRow], Counter[str]]:

@@ -110,8 +110,8 @@ def topic(question: str, criteria: Sequence[Criterion] = ()) -> Topic:
         phrases=phrases,
         wants_primary=bool(design & _REVIEW_DESIGN),
         wants_trials=bool(design & _TRIAL_DESIGN),
-        include=[(c.text, _criterion_stems(c.text)) for c in criteria if c.kind == "include"],
-        exclude=[(c.text, _criterion_stems(c.text)) for c in criteria if c.kind == "exclude"],
+        include=[(c.text, list(dict.fromkeys(stems(c.text)))) for c in criteria if c.kind == "include"],
+        exclude=[(c.text, list(dict.fromkeys(stems(c.text)))) for c in criteria if c.kind == "exclude"],
     )
 
 
@@ -150,10 +150,6 @@ def split_descriptor(question: str) -> tuple[str, str]:
         first_descriptor = parts[cut]
         subject = question[: question.rfind(first_descriptor)].rstrip(" :?-–—")
     return subject, question[len(subject) :].strip(" :?-–—")
-
-
-def _criterion_stems(text: str) -> list[str]:
-    return list(dict.fromkeys(s for w in words(text.lower()) if w not in STOP_WORDS and len(w) > 1 for s in [stem(w)]))
 
 
 class Judgement(msgspec.Struct, frozen=True, kw_only=True):
@@ -216,9 +212,9 @@ def _judge(
         if needed and 2 * sum(s in bag for s in needed) < len(needed):
             reason = f"does not state inclusion criterion {criterion!r}"
             return Judgement(score=coverage, included=False, reason=reason, exclusion=FAILS_INCLUSION, quote=quote)
+    summary = set(stems(f"{document.title} {document.abstract}")) if subject.exclude else set()
     for criterion, banned in subject.exclude:
-        head_text = Counter(stems(f"{document.title} {document.abstract}"))
-        if banned and all(s in head_text for s in banned):
+        if banned and all(s in summary for s in banned):
             reason = f"meets exclusion criterion {criterion!r}"
             return Judgement(score=coverage, included=False, reason=reason, exclusion=MEETS_EXCLUSION, quote=quote)
     if subject.wants_trials and not _TRIAL_TEXT.search(text):

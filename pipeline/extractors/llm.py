@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Generic, TypeVar
 from urllib.parse import urlsplit
 
 import msgspec
@@ -30,6 +33,20 @@ ResponseFormat = ResponseFormatJSONSchema | ResponseFormatJSONObject
 
 class _Malformed(ValueError):
     """The reply was not the JSON asked for."""
+
+
+Reply = TypeVar("Reply", ExtractionReply, ScreeningReply)
+
+
+@dataclass
+class _Answer(Generic[Reply]):
+    """What asking the model gave: the parsed reply (None when it failed, and why) and what it cost."""
+
+    value: Reply | None = None
+    calls: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    failure: str | None = "no reply"
 
 
 class _Rejected(ValueError):
@@ -87,32 +104,17 @@ class OpenAIExtractor:
         """One call for the batch: include or exclude each document, with a reason and a quote (title and
         abstract only). A reply malformed twice, or refused, leaves the batch unjudged (with the failure)."""
         messages = prompts.screening_messages(query, criteria, documents)
-        calls = prompt_tokens = completion_tokens = 0
-        failure = "no reply"
-        for _attempt in range(2):
-            try:
-                completion = await self._complete(messages, prompts.screening_format(json_schema=self.json_schema))
-            except _Rejected as exc:
-                failure = str(exc)
-                break
-            calls += 1
-            if completion.usage is not None:
-                prompt_tokens += completion.usage.prompt_tokens
-                completion_tokens += completion.usage.completion_tokens
-            try:
-                verdicts = _decode_screening(_content(completion)).decisions
-            except (_Malformed, msgspec.DecodeError) as exc:
-                log.warning("malformed screening reply: %s", exc)
-                failure = f"malformed screening reply twice ({exc})"
-                continue
-            return Screening(
-                verdicts=verdicts,
-                judged=True,
-                calls=calls,
-                prompt_tokens=prompt_tokens,
-                completion_tokens=completion_tokens,
-            )
-        return Screening(calls=calls, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens, failure=failure)
+        answer = await self._ask(
+            messages, lambda: prompts.screening_format(json_schema=self.json_schema), _screening, "screening"
+        )
+        return Screening(
+            verdicts=answer.value.decisions if answer.value is not None else [],
+            judged=answer.value is not None,
+            calls=answer.calls,
+            prompt_tokens=answer.prompt_tokens,
+            completion_tokens=answer.completion_tokens,
+            failure=answer.failure,
+        )
 
     async def close(self) -> None:
         """Close the HTTP connection pool."""
@@ -124,35 +126,45 @@ class OpenAIExtractor:
         self, query: str, schema: PreparedSchema, document: Document, chunk: str | None
     ) -> Extraction:
         messages = prompts.messages(query, schema, document, chunk)
-        rows: list[ExtractedRow] = []
-        calls = prompt_tokens = completion_tokens = 0
-        failure: str | None = None
-        for _attempt in range(2):  # a malformed reply is asked again once
-            try:
-                completion = await self._complete(
-                    messages, prompts.response_format(schema, json_schema=self.json_schema)
-                )
-            except _Rejected as exc:
-                failure = str(exc)
-                break
-            calls += 1
-            if completion.usage is not None:
-                prompt_tokens += completion.usage.prompt_tokens
-                completion_tokens += completion.usage.completion_tokens
-            try:
-                rows, failure = _parse(completion).rows, None
-                break
-            except _Malformed as exc:
-                log.warning("malformed reply for %s: %s", document.id, exc)
-                failure = f"malformed reply twice ({exc})"
+        answer = await self._ask(
+            messages, lambda: prompts.response_format(schema, json_schema=self.json_schema), _rows, document.id
+        )
         return Extraction(
-            rows=rows,
-            calls=calls,
-            prompt_tokens=prompt_tokens,
-            completion_tokens=completion_tokens,
-            failure=failure,
+            rows=answer.value.rows if answer.value is not None else [],
+            calls=answer.calls,
+            prompt_tokens=answer.prompt_tokens,
+            completion_tokens=answer.completion_tokens,
+            failure=answer.failure,
             response_format=self._format_name,
         )
+
+    async def _ask(
+        self,
+        messages: list[ChatCompletionMessageParam],
+        reply_format: Callable[[], ResponseFormat],
+        parse: Callable[[ChatCompletion], Reply],
+        what: str,
+    ) -> _Answer[Reply]:
+        """The parsed reply, asking once more after a malformed one; a request the server rejects is not
+        asked again. Calls and tokens are counted either way."""
+        answer: _Answer[Reply] = _Answer()
+        for _attempt in range(2):
+            try:
+                completion = await self._complete(messages, reply_format())
+            except _Rejected as exc:
+                answer.failure = str(exc)
+                break
+            answer.calls += 1
+            if completion.usage is not None:
+                answer.prompt_tokens += completion.usage.prompt_tokens
+                answer.completion_tokens += completion.usage.completion_tokens
+            try:
+                answer.value, answer.failure = parse(completion), None
+                break
+            except _Malformed as exc:
+                log.warning("malformed reply (%s): %s", what, exc)
+                answer.failure = f"malformed reply twice ({exc})"
+        return answer
 
     @property
     def _format_name(self) -> str:
@@ -201,10 +213,18 @@ class OpenAIExtractor:
         return self._client, self._slots
 
 
-def _parse(completion: ChatCompletion) -> ExtractionReply:
-    text = _content(completion)
+def _rows(completion: ChatCompletion) -> ExtractionReply:
+    return _decoded(completion, _decode_reply)
+
+
+def _screening(completion: ChatCompletion) -> ScreeningReply:
+    return _decoded(completion, _decode_screening)
+
+
+def _decoded(completion: ChatCompletion, decode: Callable[[str], Reply]) -> Reply:
+    """The reply decoded into its Struct; ``_Malformed`` when it is not the JSON asked for."""
     try:
-        return _decode_reply(text)
+        return decode(_content(completion))
     except msgspec.DecodeError as exc:  # also covers ValidationError
         cut = completion.choices[0].finish_reason == "length"
         raise _Malformed("cut off at the token limit" if cut else str(exc)) from None

@@ -27,10 +27,10 @@ from contracts.progress import (
     stage_progress,
 )
 from contracts.screening import PaperVerdict
-from pipeline.checks import check, judged
+from pipeline.checks import ground_and_check
 from pipeline.errors import JobCancelled, PermanentError
 from pipeline.extractors.base import Extraction, Extractor, ExtractorInfo, Screening, Verdict
-from pipeline.grounding import GroundingCounts, SourceText, ground
+from pipeline.grounding import GroundingCounts, SourceText
 from pipeline.screening import JUDGED_IRRELEVANT, NO_DECISION, NO_QUOTE, topic
 from pipeline.stages.context import StageContext
 
@@ -266,7 +266,9 @@ class _Batch:
                     extra={"task_id": self.task_id, "stage": "extraction"},
                 )
             return documents, {}, stats
-        verdicts = {d.id: _verdict(d, screening.verdicts, self.ctx.settings.grounding_threshold) for d in documents}
+        by_id = {v.id: v for v in screening.verdicts}
+        threshold = self.ctx.settings.grounding_threshold
+        verdicts = {d.id: _verdict(d, by_id.get(d.id), threshold) for d in documents}
         kept = [d for d in documents if verdicts[d.id].included]
         for document in documents:
             if not verdicts[document.id].included:
@@ -297,25 +299,13 @@ class _Batch:
         if extraction.failure is not None:
             await asyncio.to_thread(self._progress, 0, spent, skipped=(document, extraction.failure))
             return [], add_stats(calls, ExtractionStats(documents_failed=1))
-        rows, stats = await asyncio.to_thread(self._ground_and_check, document, extraction)
+        threshold = self.ctx.settings.grounding_threshold
+        rows, counts, dropped = await asyncio.to_thread(
+            ground_and_check, self.subject, self.schema, document, extraction.rows, threshold=threshold
+        )
+        stats = msgspec.structs.replace(_grounding_stats(counts), dropped_by_check=dict(dropped))
         await asyncio.to_thread(self._progress, len(rows), spent)
         return rows, add_stats(calls, add_stats(stats, ExtractionStats(documents_cached=int(cached is not None))))
-
-    def _ground_and_check(
-        self, document: Document, extraction: Extraction
-    ) -> tuple[list[CandidateRow], ExtractionStats]:
-        """Rows judged off the question dropped, the rest grounded, and those nobody judged checked lexically."""
-        stated, dropped = judged(extraction.rows)
-        threshold = self.ctx.settings.grounding_threshold
-        text = SourceText(document)
-        judged_rows = [r for r in stated if r.answers_question is not None]
-        rows, counts = ground(self.schema, document, judged_rows, threshold=threshold, text=text)
-        unjudged_rows = [r for r in stated if r.answers_question is None]
-        unjudged, more_counts = ground(self.schema, document, unjudged_rows, threshold=threshold, text=text)
-        checked, more_dropped = check(self.subject, self.schema, unjudged)
-        counts.add(more_counts)
-        stats = _grounding_stats(counts)
-        return rows + checked, msgspec.structs.replace(stats, dropped_by_check=dict(dropped + more_dropped))
 
     async def _screening(self, documents: list[Document]) -> Screening:
         """The extractor's screening of ``documents``, from the cache when the same batch was screened before
@@ -378,9 +368,8 @@ class _Batch:
             )
 
 
-def _verdict(document: Document, verdicts: list[Verdict], threshold: float) -> PaperVerdict:
+def _verdict(document: Document, verdict: Verdict | None, threshold: float) -> PaperVerdict:
     """The model's verdict on ``document`` as the papers list records it: an inclusion needs a real quote."""
-    verdict = next((v for v in verdicts if v.id == document.id), None)
     if verdict is None:
         return PaperVerdict(included=False, reason="the model gave no decision on it", exclusion=NO_DECISION)
     if not verdict.include:

@@ -130,11 +130,10 @@ def select(
     """
     judgements = screen(documents, subject, threshold)
     passed = [i for i, j in enumerate(judgements) if j.included]
-    order = sorted(passed, key=lambda i: -judgements[i].rank_score)
-    fused = fusion([documents[i] for i in order])
-    top = max((judgements[i].rank_score for i in order), default=0.0) or 1.0
-    blended = {i: 0.5 * judgements[i].rank_score / top + 0.5 * f for i, f in zip(order, fused, strict=True)}
-    order.sort(key=lambda i: -blended[i])
+    fused = fusion([documents[i] for i in passed])
+    top = max((judgements[i].rank_score for i in passed), default=0.0) or 1.0
+    blended = {i: 0.5 * judgements[i].rank_score / top + 0.5 * f for i, f in zip(passed, fused, strict=True)}
+    order = sorted(passed, key=lambda i: -blended[i])
     kept_at = {i: position for position, i in enumerate(order[:target], start=1)}
     kept = [
         msgspec.structs.replace(documents[i], rank=position, score=judgements[i].score)

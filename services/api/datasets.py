@@ -48,12 +48,7 @@ class DatasetController(Controller):
     ) -> Response[bytes]:
         """The finished dataset as JSON, CSV or JSON Lines (404 for unknown tasks, 409 until completed)."""
         dataset = jobs.dataset(task_id, owner)
-        filename = f"{dataset.model_name}-{task_id}.{format}"
-        return Response(
-            export(dataset, format),
-            media_type=MEDIA_TYPES[format],
-            headers={"Content-Disposition": content_disposition(filename)},
-        )
+        return attachment(export(dataset, format), format, f"{dataset.model_name}-{task_id}.{format}")
 
     @get("/{task_id:str}/papers", operation_id="getDatasetPapers", sync_to_thread=True)
     def papers(
@@ -65,11 +60,14 @@ class DatasetController(Controller):
     ) -> Response[bytes]:
         """Every paper the job considered, with its screening decision, reason and citing rows (JSON or CSV)."""
         dataset = jobs.dataset(task_id, owner)
-        return Response(
-            export_papers(dataset, format),
-            media_type=MEDIA_TYPES[format],
-            headers={"Content-Disposition": content_disposition(f"{dataset.model_name}-{task_id}-papers.{format}")},
-        )
+        return attachment(export_papers(dataset, format), format, f"{dataset.model_name}-{task_id}-papers.{format}")
+
+
+def attachment(body: bytes, format: ExportFormat, filename: str) -> Response[bytes]:
+    """A download: the format's media type, and the file name to save it under."""
+    return Response(
+        body, media_type=MEDIA_TYPES[format], headers={"Content-Disposition": content_disposition(filename)}
+    )
 
 
 def content_disposition(filename: str) -> str:

@@ -7,18 +7,19 @@ import os
 import re
 import subprocess
 import sys
+from pathlib import Path
+
+
+def demo(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """``litminer [args…] demo --out tmp_path`` with its own embedded Redis and index, ``env`` added."""
+    environment = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
+    environment |= {"LITMINER_INDEX_DIR": str(tmp_path / "index"), **env}
+    command = [sys.executable, "-m", "services.cli", *args, "--out", str(tmp_path)]
+    return subprocess.run(command, env=environment, capture_output=True, text=True, timeout=120)
 
 
 def test_demo_writes_five_cited_rows_and_a_csv(tmp_path, sample_records):
-    env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL",)}
-    env["LITMINER_INDEX_DIR"] = str(tmp_path / "index")
-    result = subprocess.run(
-        [sys.executable, "-m", "services.cli", "demo", "--out", str(tmp_path)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = demo(tmp_path, "demo")
     assert result.returncode == 0, result.stderr
     assert "completed" in result.stdout and "embedded Redis" in result.stdout
     dataset = json.loads((tmp_path / "dataset.json").read_text())
@@ -30,16 +31,7 @@ def test_demo_writes_five_cited_rows_and_a_csv(tmp_path, sample_records):
 
 
 def test_demo_on_a_question_the_corpus_does_not_answer_exits_3_and_says_why(tmp_path):
-    env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL",)}
-    env["LITMINER_INDEX_DIR"] = str(tmp_path / "index")
-    command = ["demo", "--query", "CRISPR off-target detection methods", "--out", str(tmp_path)]
-    result = subprocess.run(
-        [sys.executable, "-m", "services.cli", *command],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = demo(tmp_path, "demo", "--query", "CRISPR off-target detection methods")
     assert result.returncode == 3, result.stderr
     assert "addresses 'CRISPR off-target detection methods'" in result.stdout
     dataset = json.loads((tmp_path / "dataset.json").read_text())
@@ -64,20 +56,12 @@ def test_demo_rejects_a_bad_fields_file_with_exit_code_2(tmp_path):
 
 
 def test_demo_searches_openalex_when_asked(tmp_path, scholarly):
-    env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL",)}
-    env |= {
-        "LITMINER_INDEX_DIR": str(tmp_path / "index"),
-        "LITMINER_OPENALEX_URL": scholarly.url("openalex"),
-        "OPENALEX_API_KEY": "demo-key",
-        "LITMINER_SCREENING_THRESHOLD": "0",  # the stand-in's few papers: see online_settings in conftest
-    }
-    command = ["--log-level", "INFO", "demo", "--sources", "openalex", "--rows", "2", "--out", str(tmp_path)]
-    result = subprocess.run(
-        [sys.executable, "-m", "services.cli", *command],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
+    result = demo(
+        tmp_path,
+        *("--log-level", "INFO", "demo", "--sources", "openalex", "--rows", "2"),
+        LITMINER_OPENALEX_URL=scholarly.url("openalex"),
+        OPENALEX_API_KEY="demo-key",
+        LITMINER_SCREENING_THRESHOLD="0",  # the stand-in's few papers: see online_settings in conftest
     )
     assert result.returncode == 0, result.stderr
     assert re.search(r"openalex: \d+ documents for '\"water treatment technologies\" ", result.stdout), result.stdout
