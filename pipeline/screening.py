@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import re
+import threading
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from functools import lru_cache
@@ -64,13 +65,17 @@ _TRIAL_TEXT = re.compile(r"\brandomi[sz]ed\b|\btrial\b|\bRCT\b", re.I)
 _K1, _B = 1.2, 0.75
 _MAX_TEXT_CHARS = 200_000  # full text beyond this is not read for screening
 
-_stemmer = snowballstemmer.stemmer("english")
+# A Snowball stemmer keeps the word it works on in itself: one per thread (workers screen on several at once).
+_stemmers = threading.local()
 
 
 @lru_cache(maxsize=1 << 16)
 def stem(word: str) -> str:
     """The Snowball (Porter 2) stem of a lower-case word: "technologies" and "technology" → "technolog"."""
-    return str(_stemmer.stemWord(word))
+    stemmer = getattr(_stemmers, "english", None)
+    if stemmer is None:
+        stemmer = _stemmers.english = snowballstemmer.stemmer("english")
+    return str(stemmer.stemWord(word))
 
 
 def stems(text: str) -> list[str]:

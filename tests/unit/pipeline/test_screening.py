@@ -2,8 +2,21 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
+import snowballstemmer  # type: ignore[import-untyped]
+
 from contracts import Criterion, Document
-from pipeline.screening import FAILS_INCLUSION, MEETS_EXCLUSION, NO_TEXT, OFF_TOPIC, screen, split_descriptor, topic
+from pipeline.screening import (
+    FAILS_INCLUSION,
+    MEETS_EXCLUSION,
+    NO_TEXT,
+    OFF_TOPIC,
+    screen,
+    split_descriptor,
+    stem,
+    topic,
+)
 
 
 def doc(title: str, abstract: str = "", i: int = 0) -> Document:
@@ -92,3 +105,13 @@ def test_a_question_asking_for_trials_excludes_papers_that_report_none() -> None
 def test_generic_modifiers_are_not_concepts() -> None:
     subject = topic("Specialized psychotherapies for adults with borderline personality disorder")
     assert "special" not in subject.words and ["psychotherapi"] in subject.phrases
+
+
+def test_stemming_is_safe_on_many_threads_at_once() -> None:
+    """Workers screen on several threads; a shared Snowball stemmer mixes their words up (IndexError or
+    wrong stems). Fresh words each time, so the cache cannot hide it."""
+    words_ = [f"{base}{i}ations" for i in range(4000) for base in ("organis", "realis")]
+    expected = {w: snowballstemmer.stemmer("english").stemWord(w) for w in words_}
+    with ThreadPoolExecutor(8) as pool:
+        found = dict(zip(words_, pool.map(stem, words_), strict=True))
+    assert found == expected
