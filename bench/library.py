@@ -1,7 +1,9 @@
 """Local library benchmark: indexing a folder of Markdown, BibTeX and PDF files, then keeping it current.
 
 Times the first index, a refresh with nothing changed (what every search pays), a refresh after one
-file changed, and a top-80 query, on a generated library in a temporary folder.
+file changed, and a top-80 query, on a generated library in a temporary folder. Then reads the real PDFs
+of ``../shared/realdata/library/pdf`` (in place; skipped where absent) with pypdf's ``extract_text`` and
+with ``read_pdf`` (pypdfium2, with the front matter), side by side.
 """
 
 from __future__ import annotations
@@ -13,9 +15,11 @@ import tempfile
 import time
 from pathlib import Path
 
+import pypdf
 from fpdf import FPDF
 
 from pipeline.sources.local import LocalLibrary
+from pipeline.sources.pdf import read_pdf
 
 WORDS = (
     "water irrigation filtration osmosis ozone chlorine wetland crop soil nitrate salinity membrane sand "
@@ -44,6 +48,43 @@ def _library(root: Path, notes: int, entries: int, pdfs: int) -> None:
         for _ in range(30):
             pdf.multi_cell(0, 5, text(40), new_x="LMARGIN", new_y="NEXT")
         pdf.output(str(root / f"paper{i:02d}.pdf"))
+
+
+def _real_pdfs() -> list[Path]:
+    """The PDFs of ``../shared/realdata/library/pdf`` next to this checkout; none where it is absent."""
+    for place in (Path(__file__).resolve().parents[2] / "shared" / "realdata", Path("/work/shared/realdata")):
+        if place.is_dir():
+            return sorted((place / "library" / "pdf").glob("*.pdf"))
+    return []
+
+
+def _pdf_readers(rounds: int) -> dict[str, object]:
+    """Pages, seconds and pages per second for pypdf and for ``read_pdf`` over the real PDFs, ``rounds`` times."""
+    paths = _real_pdfs()
+    if not paths:
+        print("\n../shared/realdata/library/pdf is not next to this checkout: pypdf vs pypdfium2 skipped")
+        return {}
+    pages = sum(len(pypdf.PdfReader(path).pages) for path in paths)
+
+    def with_pypdf(path: Path) -> None:
+        for page in pypdf.PdfReader(path).pages:
+            page.extract_text()
+
+    def with_pdfium(path: Path) -> None:
+        read_pdf(path, name=path.name)
+
+    result: dict[str, object] = {"pdfs": len(paths), "pages": pages, "rounds": rounds}
+    print("\n| reader | PDFs | pages | seconds | pages/s |\n| --- | --- | --- | --- | --- |")
+    for reader, read in (("pypdf", with_pypdf), ("pypdfium2 (read_pdf)", with_pdfium)):
+        started = time.perf_counter()
+        for _ in range(rounds):
+            for path in paths:
+                read(path)
+        seconds = (time.perf_counter() - started) / rounds
+        key = reader.split()[0]
+        result[f"{key}_s"], result[f"{key}_pages_per_s"] = round(seconds, 3), round(pages / seconds, 1)
+        print(f"| {reader} | {len(paths)} | {pages} | {seconds:.2f} | {pages / seconds:.0f} |")
+    return result
 
 
 def run(quick: bool) -> dict[str, object]:
@@ -93,4 +134,5 @@ def run(quick: bool) -> dict[str, object]:
         f"| {result['files']} | {result['records']} | {first_s:.2f} s | {unchanged_ms:.0f} ms | "
         f"{one_changed_ms:.0f} ms | {result['search_top80_median_ms']} ms | {index_mb:.1f} MB |"
     )
+    result["pdf_readers"] = _pdf_readers(1 if quick else 3)
     return result

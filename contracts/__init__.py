@@ -11,8 +11,9 @@ from contracts.dataset import (
     DatasetRow,
     DatasetStats,
     ExtractionStats,
+    TextPart,
 )
-from contracts.documents import CandidateRow, Document, ExtractedRow, ExtractionReply, Provenance
+from contracts.documents import CandidateRow, Document, ExtractedRow, ExtractionReply, Provenance, Section
 from contracts.events import Event, EventStatus, decode_event, encode_event
 from contracts.fields import FIELD_TYPES, FieldDefinition, FieldType, PreparedSchema
 from contracts.jobs import STAGE_ORDER, STAGES, TERMINAL_STATUSES, JobRecord, JobStatus, Stage, TaskAccepted, TaskStatus
@@ -57,9 +58,11 @@ __all__ = [
     "Provenance",
     "ReprocessRequest",
     "ReprocessStage",
+    "Section",
     "Stage",
     "TaskAccepted",
     "TaskStatus",
+    "TextPart",
     "decode_event",
     "encode_event",
 ]

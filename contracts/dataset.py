@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from contracts.base import FieldValue, Record
 from contracts.fields import FieldDefinition
 from contracts.screening import Confidence, Flow, Paper
@@ -19,15 +21,40 @@ class CitationMetadata(Record, frozen=True, kw_only=True):
     year: int | None = None
     source: str = ""
     url: str | None = None
+    venue: str | None = None
+    arxiv_id: str | None = None
+    cited_by: int | None = None
+    license: str | None = None
+    oa_status: str | None = None
+    publication_type: str | None = None
+    #: the paper was retracted: a row citing it is never more than low confidence
+    retracted: bool = False
+
+
+#: the part of a document a quote was found in
+TextPart = Literal["title", "abstract", "full_text"]
 
 
 class Citation(Record, frozen=True, kw_only=True):
-    """A verbatim passage backing one field of a row."""
+    """A verbatim passage backing one field of a row, and where it is in the document.
+
+    ``char_start``/``char_end`` are offsets into the document's ``part`` (its title, abstract or full text)
+    where ``text_span`` is, exactly; ``page_number`` (from 1) and ``section`` are known for full texts with
+    pages and headings. ``before`` and ``after`` are the sentence either side of the quote, for reading it in
+    context.
+    """
 
     source_id: str
     field: str
     text_span: str
     metadata: CitationMetadata
+    part: TextPart | None = None
+    char_start: int | None = None
+    char_end: int | None = None
+    page_number: int | None = None
+    section: str | None = None
+    before: str = ""
+    after: str = ""
 
 
 class DatasetRow(Record, frozen=True, kw_only=True):

@@ -15,24 +15,47 @@ class Provenance(Record, frozen=True, kw_only=True):
     query: str = ""
 
 
+class Section(Record, frozen=True, kw_only=True):
+    """A heading of a document's full text and where its section starts (an offset into ``full_text``)."""
+
+    heading: str
+    start: int
+
+
 class Document(Record, frozen=True, kw_only=True):
-    """One paper or record, with the text the extractor reads.
+    """One paper or record, with the text the extractor reads and the metadata researchers cite it by.
 
     ``source`` and ``id`` name the source that found it first; ``provenance`` lists every source that
-    returned it (the search stage merges duplicates across sources).
+    returned it (the search stage merges duplicates across sources, and a preprint with its published
+    version). ``full_text`` keeps its structure apart from its words: ``pages`` holds the offset where
+    each page starts (page 1 at 0; empty when the text has no pages) and ``sections`` the headings.
     """
 
     id: str
     title: str
     abstract: str = ""
     full_text: str | None = None
+    pages: list[int] = []
+    sections: list[Section] = []
+    #: where the full text came from: the URL it was downloaded from, or the library file it was read from
+    full_text_from: str | None = None
     authors: list[str] = []
     year: int | None = None
     doi: str | None = None
+    #: the arXiv identifier without its version ("2304.02623"), for a preprint or its published version
+    arxiv_id: str | None = None
     url: str | None = None
     venue: str | None = None
-    pdf_url: str | None = None
+    #: open-access copies to read the full text from (PDF or JATS), best first
+    pdf_urls: list[str] = []
     open_access: bool | None = None
+    #: OpenAlex's open-access status: gold, green, hybrid, bronze, diamond or closed
+    oa_status: str | None = None
+    license: str | None = None
+    cited_by: int | None = None
+    #: the kind of work as its source names it ("article", "preprint", "review", "journal-article"…)
+    publication_type: str | None = None
+    retracted: bool = False
     source: str
     rank: int = 0
     score: float = 0.0

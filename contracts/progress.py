@@ -105,10 +105,13 @@ class SourceFailed(EventData, frozen=True, kw_only=True, tag="source_failed"):
 
 
 class FullTextFetched(EventData, frozen=True, kw_only=True, tag="full_text_fetched"):
-    """Full text was fetched for ``full_text`` of the kept documents; ``failed`` fetches failed."""
+    """The kept documents' full text: ``full_text`` of ``documents`` have it; ``failed`` have an open-access
+    copy that could not be read; ``reasons`` says why the others have none ("3 no open-access copy; 1 HTTP 404")."""
 
     full_text: int
-    failed: int
+    documents: int = 0
+    failed: int = 0
+    reasons: str = ""
 
 
 class SearchDone(EventData, frozen=True, kw_only=True, tag="search_done"):

@@ -40,6 +40,9 @@ class Paper(Record, frozen=True, kw_only=True):
     quote: str | None = None
     #: rows of the dataset citing this document
     rows: int = 0
+    retracted: bool = False
+    #: whether the extractor read the document's full text, not only its abstract
+    full_text: bool = False
 
 
 class PaperVerdict(Record, frozen=True, kw_only=True):

@@ -2,17 +2,28 @@
 
 from __future__ import annotations
 
+import bisect
 import math
 import re
 import unicodedata
 from array import array
 from decimal import Decimal
+from typing import NamedTuple
 
 import msgspec
 from rapidfuzz import fuzz
 
-from contracts import CandidateRow, Citation, Document, ExtractedRow, FieldDefinition, FieldValue, PreparedSchema
-from pipeline.extractors.base import cite
+from contracts import (
+    CandidateRow,
+    Citation,
+    Document,
+    ExtractedRow,
+    FieldDefinition,
+    FieldValue,
+    PreparedSchema,
+    TextPart,
+)
+from pipeline.extractors.base import citation_metadata
 from pipeline.text import keywords
 from pipeline.values import convert, parse_number
 
@@ -50,6 +61,8 @@ _PLAIN_NUMBER = re.compile(r"\d+(?:\.\d+)?")
 _YEAR = re.compile(r"(?<!\d)\d{4}(?!\d)")
 _STEM = 5  # content words are compared by their first letters: "filters" states "filtration"
 _MIN_FUZZY_CHARS = 13  # below this a fuzzy score >= 92 only finds the value inside some longer word
+_CONTEXT_CHARS = 600  # how far either side of a quote its context sentences are looked for
+_SENTENCE_BREAK = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9(\"'])|\n")
 
 
 class GroundingCounts(msgspec.Struct, kw_only=True):
@@ -104,31 +117,75 @@ def _normalise(text: str) -> tuple[str, array[int], array[int]]:
     return "".join(parts), starts, ends
 
 
+class Match(NamedTuple):
+    """Where a quote is: the original passage, whether it matched exactly, its offsets in ``SourceText.original``."""
+
+    passage: str
+    exact: bool
+    start: int
+    end: int
+
+
 class SourceText:
     """A document's text (title, abstract, full text joined with newlines) normalised for matching.
 
     Keeps a map back to the original characters, so a match is cited verbatim even when the quote changed
-    whitespace, case, hyphenation or unicode forms.
+    whitespace, case, hyphenation or unicode forms, and located in the part, page and section it is in.
     """
 
     def __init__(self, document: Document) -> None:
-        parts = [document.title, document.abstract, document.full_text or ""]
-        self.original = "\n".join(part for part in parts if part)
+        self.document = document
+        parts: list[tuple[TextPart, str]] = [
+            ("title", document.title),
+            ("abstract", document.abstract),
+            ("full_text", document.full_text or ""),
+        ]
+        self._parts: list[tuple[TextPart, int, str]] = []
+        offset = 0
+        for part, text in parts:
+            if text:
+                self._parts.append((part, offset, text))
+                offset += len(text) + 1
+        self.original = "\n".join(text for _, _, text in self._parts)
         self.normalised, self._starts, self._ends = _normalise(self.original)
 
-    def find(self, quote: str, threshold: float) -> tuple[str, bool] | None:
-        """The original passage ``quote`` stands for and whether it matched exactly; None when it is not there."""
+    def find(self, quote: str, threshold: float) -> Match | None:
+        """Where the original passage ``quote`` stands for is; None when it is not there."""
         needle = normalise(quote)
         if len(needle) < MIN_QUOTE_CHARS:
             return None
         start = self.normalised.find(needle)
         if start >= 0:
-            return self._passage(start, start + len(needle)), True
+            return self._match(start, start + len(needle), exact=True)
         alignment = fuzz.partial_ratio_alignment(needle, self.normalised, score_cutoff=threshold)
         if alignment is None:
             return None
         start, end = self._whole_words(alignment.dest_start, alignment.dest_end, needle)
-        return (self._passage(start, end), False) if start < end else None
+        return self._match(start, end, exact=False) if start < end else None
+
+    def cite(self, field: str, match: Match) -> Citation:
+        """A citation of ``match`` backing ``field``: the passage, its part, offsets in that part, page, section
+        and the sentence either side."""
+        part, offset, text = next(p for p in reversed(self._parts) if p[1] <= match.start)
+        start, end = match.start - offset, min(match.end - offset, len(text))
+        page = section = None
+        if part == "full_text":
+            document = self.document
+            page = bisect.bisect_right(document.pages, start) or None
+            section = next((s.heading for s in reversed(document.sections) if s.start <= start), None)
+        return Citation(
+            source_id=self.document.id,
+            field=field,
+            text_span=text[start:end],
+            metadata=citation_metadata(self.document),
+            part=part,
+            char_start=start,
+            char_end=end,
+            page_number=page,
+            section=section,
+            before=_sentence_before(text, start),
+            after=_sentence_after(text, end),
+        )
 
     def _whole_words(self, start: int, end: int, needle: str) -> tuple[int, int]:
         """Widen a fuzzy match to whole words and the quote's edge punctuation, so the citation cuts nothing."""
@@ -147,8 +204,27 @@ class SourceText:
             end -= 1
         return start, end
 
-    def _passage(self, start: int, end: int) -> str:
-        return self.original[self._starts[start] : self._ends[end - 1]]
+    def _match(self, start: int, end: int, *, exact: bool) -> Match:
+        first, last = self._starts[start], self._ends[end - 1]
+        return Match(self.original[first:last], exact, first, last)
+
+
+def _sentence_before(text: str, start: int) -> str:
+    """The text before ``start`` back to the start of the sentence before the quote's own (at most a paragraph)."""
+    head = text[max(0, start - _CONTEXT_CHARS) : start + 1]  # one more: a break's lookahead sees the quote
+    head = head[head.rfind("\n\n") + 2 :] if "\n\n" in head else head
+    ends = [m.end() for m in _SENTENCE_BREAK.finditer(head) if m.end() < len(head)]
+    cut = ends[-2] if len(ends) >= 2 else 0
+    return " ".join(head[cut:-1].split())
+
+
+def _sentence_after(text: str, end: int) -> str:
+    """The text after ``end`` to the end of the sentence after the quote's own (at most a paragraph)."""
+    tail = text[end : end + _CONTEXT_CHARS]
+    tail = tail[: tail.find("\n\n")] if "\n\n" in tail else tail
+    ends = [m.start() for m in _SENTENCE_BREAK.finditer(tail)]
+    cut = ends[1] if len(ends) >= 2 else len(tail)
+    return " ".join(tail[:cut].split())
 
 
 def ground(
@@ -176,15 +252,15 @@ def ground(
             if found is None:
                 counts.rejected += 1
                 continue
-            value, passage, exact = found
+            value, match = found
             converted = convert(field, value)
             if converted.problem is not None:
                 counts.unconvertible += 1
                 flags[field.name] = converted.problem
             elif converted.value is not None:
                 values[field.name] = converted.value
-                citations.append(cite(document, field.name, passage))
-                if exact:
+                citations.append(source.cite(field.name, match))
+                if match.exact:
                     counts.verified += 1
                 else:
                     counts.repaired += 1
@@ -214,16 +290,15 @@ def _is_blank(value: FieldValue) -> bool:
 
 def _check(
     field: FieldDefinition, value: FieldValue, quote: str | None, source: SourceText, threshold: float
-) -> tuple[FieldValue, str, bool] | None:
-    """The value as far as its quote supports it, the passage and whether it matched exactly; None if rejected."""
+) -> tuple[FieldValue, Match] | None:
+    """The value as far as its quote supports it, and where the quote is; None if rejected."""
     if not quote or not quote.strip():
         return None
     found = source.find(quote, threshold)
     if found is None:
         return None
-    passage, exact = found
-    supported = _supported(field, value, normalise(passage), threshold)
-    return None if supported is None else (supported, passage, exact)
+    supported = _supported(field, value, normalise(found.passage), threshold)
+    return None if supported is None else (supported, found)
 
 
 def _supported(field: FieldDefinition, value: FieldValue, passage: str, threshold: float) -> FieldValue:

@@ -46,6 +46,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     semantic_scholar_url: str = "https://api.semanticscholar.org/graph/v1"
     search_cache_ttl_s: int = 24 * 3600
     http_timeout_s: float = 20.0
+    #: the largest open-access copy downloaded for its full text
+    full_text_max_bytes: int = 30 * 1024 * 1024
+    #: hosts full text may be downloaded from even at a private or loopback address (a lab's own server)
+    full_text_hosts: tuple[str, ...] = ()
     http_retries: int = 3
     http_backoff_ms: int = 1_000
     openai_api_key: str | None = None
@@ -118,6 +122,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             semantic_scholar_url=env.get("LITMINER_SEMANTIC_SCHOLAR_URL", defaults.semantic_scholar_url),
             search_cache_ttl_s=_int(env, "LITMINER_SEARCH_CACHE_TTL", defaults.search_cache_ttl_s, minimum=1),
             http_timeout_s=_float(env, "LITMINER_HTTP_TIMEOUT_S", defaults.http_timeout_s),
+            full_text_max_bytes=_int(env, "LITMINER_FULL_TEXT_MAX_BYTES", defaults.full_text_max_bytes, minimum=1024),
+            full_text_hosts=_list(env, "LITMINER_FULL_TEXT_HOSTS"),
             http_retries=_int(env, "LITMINER_HTTP_RETRIES", defaults.http_retries, minimum=0),
             http_backoff_ms=_int(env, "LITMINER_HTTP_BACKOFF_MS", defaults.http_backoff_ms, minimum=0),
             openai_api_key=env.get("OPENAI_API_KEY") or None,

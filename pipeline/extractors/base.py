@@ -6,7 +6,7 @@ from typing import Protocol
 
 import msgspec
 
-from contracts import Citation, CitationMetadata, Criterion, Document, ExtractedRow, PreparedSchema
+from contracts import CitationMetadata, Criterion, Document, ExtractedRow, PreparedSchema
 
 
 class Extraction(msgspec.Struct, kw_only=True, frozen=True):
@@ -88,18 +88,20 @@ class Extractor(Protocol):
         ...
 
 
-def cite(document: Document, field: str, text_span: str) -> Citation:
-    """A citation of ``text_span`` in ``document`` backing ``field``."""
-    return Citation(
-        source_id=document.id,
-        field=field,
-        text_span=text_span,
-        metadata=CitationMetadata(
-            title=document.title,
-            doi=document.doi,
-            authors=document.authors,
-            year=document.year,
-            source=document.source,
-            url=document.url,
-        ),
+def citation_metadata(document: Document) -> CitationMetadata:
+    """What a citation of ``document`` says about it: how to cite it and what a reader should know (retracted)."""
+    return CitationMetadata(
+        title=document.title,
+        doi=document.doi,
+        authors=document.authors,
+        year=document.year,
+        source=document.source,
+        url=document.url,
+        venue=document.venue,
+        arxiv_id=document.arxiv_id,
+        cited_by=document.cited_by,
+        license=document.license,
+        oa_status=document.oa_status,
+        publication_type=document.publication_type,
+        retracted=document.retracted,
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import itertools
 import logging
 from functools import lru_cache
 from typing import Protocol, cast
@@ -43,3 +44,33 @@ def split(text: str, max_tokens: int, overlap: int) -> list[str]:
     if len(words) <= size:
         return [text]
     return [" ".join(words[i : i + size]) for i in range(0, len(words) - (size - stride), stride)]
+
+
+def tokens(text: str) -> int:
+    """How many tokens ``text`` is (estimated from its words without tiktoken)."""
+    encoding = _encoding()
+    if encoding is not None:
+        return len(encoding.encode(text))
+    return round(len(text.split(" ")) / _WORDS_PER_TOKEN)  # the words as split() counts them
+
+
+def split_by_section(text: str, starts: list[int], max_tokens: int, overlap: int) -> list[str]:
+    """``text`` in chunks of whole sections (``starts``: where each begins) up to ``max_tokens`` tokens each;
+    a section longer than that is split by ``split``. Each chunk starts at a section's heading."""
+    bounds = sorted({0, len(text), *(s for s in starts if 0 < s < len(text))})
+    chunks: list[str] = []
+    current = ""
+    for start, end in itertools.pairwise(bounds):
+        section = text[start:end]
+        if current and tokens(current + section) <= max_tokens:
+            current += section
+            continue
+        if current:
+            chunks.append(current)
+        current = section
+        if tokens(section) > max_tokens:
+            chunks += split(section, max_tokens, overlap)
+            current = ""
+    if current.strip():
+        chunks.append(current)
+    return [chunk for chunk in chunks if chunk.strip()]

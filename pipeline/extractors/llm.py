@@ -18,7 +18,7 @@ from contracts import Criterion, Document, ExtractedRow, ExtractionReply, Prepar
 from pipeline.errors import ExtractionError, ExtractorRefused
 from pipeline.extractors import prompts
 from pipeline.extractors.base import Extraction, ExtractorInfo, Screening, ScreeningReply
-from pipeline.extractors.chunks import split
+from pipeline.extractors.chunks import split_by_section
 from pipeline.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -83,7 +83,8 @@ class OpenAIExtractor:
         """Rows from every chunk of the document; a chunk answered badly twice gives up the document."""
         chunks: list[str | None] = [None]
         if document.full_text:
-            chunks = list(split(document.full_text, self.settings.llm_chunk_tokens, _OVERLAP_TOKENS))
+            starts = [s.start for s in document.sections]
+            chunks = list(split_by_section(document.full_text, starts, self.settings.llm_chunk_tokens, _OVERLAP_TOKENS))
         rows: list[ExtractedRow] = []
         total = Extraction()
         for chunk in chunks:

@@ -21,11 +21,31 @@ _NS = {
     "arxiv": "http://arxiv.org/schemas/atom",
 }
 _PHRASE = re.compile(r'"([^"]+)"|(\S+)')
+#: a new-style ("2304.02623") or old-style ("math/0211159", "math.GT/0309136") identifier, maybe versioned
+_ARXIV_ID = re.compile(r"(\d{4}\.\d{4,5}|[a-z][a-z-]*(?:\.[a-z]{2})?/\d{7})(?:v\d+)?", re.I)
+#: what comes before an identifier in an abs or pdf URL, an arXiv DOI (registered by DataCite) or a citation
+_ARXIV_PREFIX = re.compile(r"^(?:.*arxiv\.org/(?:abs|pdf)/|.*10\.48550/arxiv\.|arxiv:)", re.I)
 
 
-class _Feed(msgspec.Struct, frozen=True):
+class Feed(msgspec.Struct, frozen=True, kw_only=True):
+    """One page of the feed: how many entries the query matched in all, how many this page holds, its documents."""
+
     total: int
-    entries: list[Document]
+    entries: int
+    documents: list[Document]
+
+
+def arxiv_id(reference: str | None) -> str | None:
+    """The arXiv identifier without its version in an abs or pdf URL, an arXiv DOI or a bare identifier.
+
+    ``http://arxiv.org/abs/1111.2011v2`` → ``1111.2011``, ``10.48550/arXiv.2304.02623`` → ``2304.02623``,
+    ``math/0211159v1`` → ``math/0211159``; None for anything else (another DOI, a publisher's URL).
+    """
+    if not reference:
+        return None
+    text = _ARXIV_PREFIX.sub("", re.split(r"[?#]", reference.strip())[0]).removesuffix(".pdf").rstrip("/")
+    match = _ARXIV_ID.fullmatch(text)
+    return match.group(1) if match else None
 
 
 def search_query(query: str) -> str:
@@ -61,16 +81,20 @@ class Arxiv:
                 self.limits,
                 f"{self.base_url}/query",
                 params=params,
-                parse=partial(_parse, query=query, start=start),
+                parse=partial(parse_feed, query=query, start=start),
             )
-            start += len(feed.entries)
-            more = bool(feed.entries) and start < feed.total
-            yield Page(documents=feed.entries, more=more)
+            start += feed.entries
+            more = feed.entries > 0 and start < feed.total
+            yield Page(documents=feed.documents, more=more)
             if not more:
                 return
 
 
-def _parse(body: bytes, query: str, start: int) -> _Feed:
+def parse_feed(body: bytes, *, start: int = 0, query: str = "") -> Feed:
+    """The documents of one Atom answer, ranked from ``start + 1``; entries without a title are left out.
+
+    Raises ``ValueError`` for a body that is not a feed, or is arXiv's error feed (one entry naming the error).
+    """
     root = ElementTree.fromstring(body)
     if root.tag != f"{{{_NS['atom']}}}feed":
         raise ValueError(f"expected an Atom feed, got <{root.tag}>")
@@ -78,29 +102,34 @@ def _parse(body: bytes, query: str, start: int) -> _Feed:
     if len(entries) == 1 and "/api/errors" in _text(entries[0], "atom:id"):
         raise ValueError(f"arXiv rejected the query: {_text(entries[0], 'atom:summary')}")
     total = int(_text(root, "opensearch:totalResults") or 0)
-    return _Feed(total=total, entries=[_document(e, start + i, query) for i, e in enumerate(entries, start=1)])
+    documents = [_document(e, start + i, query) for i, e in enumerate(entries, start=1)]
+    return Feed(total=total, entries=len(entries), documents=[d for d in documents if d.title])
 
 
 def _document(entry: Element, rank: int, query: str) -> Document:
     abs_url = _text(entry, "atom:id")
-    arxiv_id = abs_url.rsplit("/abs/", 1)[-1]
+    preprint = arxiv_id(abs_url)
+    document_id = f"arXiv:{preprint or abs_url.rsplit('/abs/', 1)[-1]}"  # one document for every version
     links = entry.findall("atom:link", _NS)
     pdf = next((link.get("href") for link in links if link.get("title") == "pdf"), None)
     published = _text(entry, "atom:published")
     return Document(
-        id=f"arXiv:{arxiv_id}",
+        id=document_id,
         title=" ".join(_text(entry, "atom:title").split()),
         abstract=" ".join(_text(entry, "atom:summary").split()),
         authors=[" ".join(_text(a, "atom:name").split()) for a in entry.findall("atom:author", _NS)],
         year=int(published[:4]) if published[:4].isdigit() else None,
         doi=normalise_doi(_text(entry, "arxiv:doi")),
+        arxiv_id=preprint,
         url=abs_url,
         venue=_text(entry, "arxiv:journal_ref") or "arXiv",
-        pdf_url=pdf,
+        pdf_urls=[pdf] if pdf else [],
         open_access=True,
+        license=_text(entry, "arxiv:license") or None,
+        publication_type="preprint",
         source="arxiv",
         rank=rank,
-        provenance=[Provenance(source="arxiv", id=f"arXiv:{arxiv_id}", rank=rank, query=query)],
+        provenance=[Provenance(source="arxiv", id=document_id, rank=rank, query=query)],
     )
 
 

@@ -14,9 +14,9 @@ import hashlib
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
-from typing import TypeVar
+from typing import NamedTuple, TypeVar
 
 import httpx
 import msgspec
@@ -31,6 +31,20 @@ T = TypeVar("T")
 
 #: statuses worth another attempt: rate limited, or the server's trouble
 RETRYABLE = frozenset({429, 500, 502, 503, 504})
+_OK = frozenset({200})
+_DOWNLOADED = frozenset({200, 301, 302, 303, 307, 308})
+
+
+class Answer(NamedTuple):
+    """An HTTP answer, its body read."""
+
+    status: int
+    headers: httpx.Headers
+    body: bytes
+
+
+class TooLarge(SourceError):
+    """A download's body is over its size cap."""
 
 
 class Limits(msgspec.Struct, frozen=True, kw_only=True):
@@ -113,7 +127,13 @@ class SourceHttp:
             except (ValueError, SyntaxError):
                 log.warning("%s: unreadable cached answer for %s; asking again", source, url)
         started = time.monotonic()
-        body = await self._fetch(source, limits, url, {**params, **(secrets or {})}, headers or {})
+        query = {**params, **(secrets or {})}
+
+        async def send() -> Answer:
+            response = await self.client.get(url, params=query, headers=headers or {})
+            return Answer(response.status_code, response.headers, response.content)
+
+        body = (await self._fetch(source, limits, url, send)).body
         log.info("%s: GET %s %s: %d bytes in %.2f s", source, url, params, len(body), time.monotonic() - started)
         try:
             value = parse(body)
@@ -122,25 +142,51 @@ class SourceHttp:
         await self.state.cache(source, digest, body)
         return value
 
+    async def download(self, source: str, limits: Limits, url: str, *, max_bytes: int) -> Answer:
+        """GET ``url`` as it is (redirects are answers, not followed), its body read up to ``max_bytes``.
+
+        Limited, timed out and retried like ``get``; never cached here (the caller caches what it makes of it).
+        Raises ``TooLarge`` for a body over ``max_bytes``, ``SourceError`` for a failed request.
+        """
+
+        async def send() -> Answer:
+            response = await self.client.send(
+                self.client.build_request("GET", url), stream=True, follow_redirects=False
+            )
+            try:
+                if int(response.headers.get("Content-Length") or 0) > max_bytes:
+                    raise TooLarge(f"larger than {max_bytes} bytes")
+                body = bytearray()
+                async for chunk in response.aiter_bytes():
+                    body += chunk
+                    if len(body) > max_bytes:
+                        raise TooLarge(f"larger than {max_bytes} bytes")
+            finally:
+                await response.aclose()
+            return Answer(response.status_code, response.headers, bytes(body))
+
+        return await self._fetch(source, limits, url, send, ok=_DOWNLOADED)
+
     async def _fetch(
-        self, source: str, limits: Limits, url: str, params: Mapping[str, str | int], headers: Mapping[str, str]
-    ) -> bytes:
+        self, source: str, limits: Limits, url: str, send: Callable[[], Awaitable[Answer]], ok: frozenset[int] = _OK
+    ) -> Answer:
         reason, not_before = "", 0.0
         for attempt in range(self.retries + 1):
             async with self._slot(source, limits, not_before):
                 try:
-                    response = await self.client.get(url, params=params, headers=headers)
+                    answer = await send()
                 except httpx.TimeoutException:
                     reason, retry_after = f"no answer within {self.client.timeout.read:g} s", None
                 except httpx.TransportError as exc:
                     reason, retry_after = f"connection failed ({type(exc).__name__})", None
                 else:
-                    if response.status_code == 200:
-                        return response.content
-                    reason = f"HTTP {response.status_code}"
-                    if response.status_code not in RETRYABLE:
-                        raise SourceError(f"{source}: {reason} from {url}: {_short(response.text)}")
-                    retry_after = _retry_after(response)
+                    if answer.status in ok:
+                        return answer
+                    reason = f"HTTP {answer.status}"
+                    if answer.status not in RETRYABLE:
+                        text = answer.body.decode("utf-8", "replace")
+                        raise SourceError(f"{source}: {reason} from {url}: {_short(text)}")
+                    retry_after = _retry_after(answer.headers)
             if attempt == self.retries:
                 break
             not_before = retry_after if retry_after is not None else self.backoff_s * 2**attempt
@@ -166,9 +212,9 @@ class SourceHttp:
             await self.state.release_lease(source, lease)
 
 
-def _retry_after(response: httpx.Response) -> float | None:
+def _retry_after(headers: httpx.Headers) -> float | None:
     """Seconds asked by a ``Retry-After`` header (delta seconds or an HTTP date), if any."""
-    value = response.headers.get("Retry-After")
+    value = headers.get("Retry-After")
     if not value:
         return None
     try:

@@ -16,12 +16,15 @@ from typing import TYPE_CHECKING
 
 import msgspec
 from bibtexparser.entrypoint import parse_string
-from bibtexparser.middlewares import LatexDecodingMiddleware, SeparateCoAuthors
+from bibtexparser.library import Library
+from bibtexparser.middlewares import LatexDecodingMiddleware, SeparateCoAuthors, default_parse_stack
+from bibtexparser.model import Block, DuplicateBlockKeyBlock, DuplicateFieldKeyBlock, Entry, ParsingFailedBlock
 
-from contracts import Document, Provenance
+from contracts import Document, Provenance, Section
 from pipeline.errors import SourceError
-from pipeline.sources.base import Page
+from pipeline.sources.base import FullText, Page
 from pipeline.sources.markup import normalise_doi
+from pipeline.sources.pdf import PdfText, read_pdf
 from pipeline.text import head_terms, keywords
 
 if TYPE_CHECKING:
@@ -42,7 +45,7 @@ _SCHEMA = (
     "CREATE VIRTUAL TABLE IF NOT EXISTS docs USING fts5(title, abstract, full_text, tokenize='porter unicode61')",
 )
 _SECTION = re.compile(r"(\d+(\.\d+)*\.?\s+)?(introduction|keywords?|key words|index terms)\b", re.IGNORECASE)
-_ABSTRACT = re.compile(r"abstract(?:\s*[:.—–-]\s*(.*))?", re.IGNORECASE)
+_JOINED = {"file": ";", "keywords": ", "}  # BibTeX fields whose repeated values are all kept, so joined
 
 
 class LibraryRecord(msgspec.Struct, kw_only=True, frozen=True):
@@ -52,9 +55,13 @@ class LibraryRecord(msgspec.Struct, kw_only=True, frozen=True):
     title: str
     abstract: str = ""
     full_text: str | None = None
+    pages: list[int] = []
+    sections: list[Section] = []
+    full_text_from: str | None = None
     authors: list[str] = []
     year: int | None = None
     doi: str | None = None
+    arxiv_id: str | None = None
     url: str | None = None
     venue: str | None = None
 
@@ -187,7 +194,7 @@ class LocalLibrary:
             raise SourceError(f"local library {self.root} does not exist or is not readable: {exc}") from exc
 
     def _index_path(self, root: Path) -> Path:
-        return self.index_dir / f"library-{hashlib.sha256(f'v1:{root}'.encode()).hexdigest()[:16]}.sqlite"
+        return self.index_dir / f"library-{hashlib.sha256(f'v2:{root}'.encode()).hexdigest()[:16]}.sqlite"
 
     @contextmanager
     def _connect(self, root: Path) -> Iterator[sqlite3.Connection]:
@@ -279,10 +286,10 @@ class _Reading:
             if suffix in (".md", ".txt"):
                 return [_text_record(self.rel, self.path.read_text(encoding="utf-8"))]
             if suffix == ".pdf":
-                title, text = _pdf(self.path)
-                if not text.strip():
+                pdf = read_pdf(self.path, name=self.path.name)
+                if not pdf.text.strip():
                     self.warnings.append(f"{self.rel}: no text could be extracted (a scanned PDF?)")
-                return [_pdf_record(self.rel, title, text)]
+                return [_pdf_record(self.rel, pdf)]
             return self._jsonl()
         except Exception as exc:  # whatever a parser raises on a broken file, the rest of the library is searched
             self.warnings.append(f"{self.rel}: {_reason(exc)}; skipped")
@@ -299,27 +306,33 @@ class _Reading:
         return records
 
     def _bibtex(self) -> list[LibraryRecord]:
-        library = parse_string(self.path.read_text(encoding="utf-8"))
-        for block in library.failed_blocks:
-            reason = getattr(block.error, "abort_reason", "") or _reason(block.error)
-            self.warnings.append(f"{self.rel}:{(block.start_line or 0) + 1}: not valid BibTeX ({reason}); skipped")
-        files = {e.key: str(f.value) for e in library.entries for f in e.fields if f.key.lower() == "file"}
+        # Split only, so that the entries bibtexparser sets aside go through the same middlewares as the rest.
+        split = parse_string(self.path.read_text(encoding="utf-8"), parse_stack=[])
+        library = Library(self._recovered(split.blocks), fail_on_duplicate_key=False)
+        for middleware in default_parse_stack():
+            library = middleware.transform(library)
+        files = {e.key: str(file) for e in library.entries if (file := _bibtex_fields(e).get("file"))}
         # Braced groups survive decoding so that "{Smith and Sons}" stays one author; braces go afterwards.
         library = SeparateCoAuthors().transform(LatexDecodingMiddleware(keep_braced_groups=True).transform(library))
         records = []
         for entry in library.entries:
-            fields = {field.key.lower(): field.value for field in entry.fields}
+            fields = _bibtex_fields(entry)
             title = _clean(fields.get("title"))
             if not title:
                 continue
-            texts = [text for raw in _pdf_paths(files.get(entry.key, "")) if (text := self._attached(entry.key, raw))]
+            pdfs = [pdf for raw in _pdf_paths(files.get(entry.key, "")) if (pdf := self._attached(entry.key, raw))]
+            text = _joined(pdfs)
             names = fields.get("author", [])
             records.append(
                 LibraryRecord(
                     id=entry.key,
                     title=title,
                     abstract=_clean(fields.get("abstract")),
-                    full_text="\n\n".join(texts) or None,
+                    full_text=text.text or None,
+                    pages=text.pages,
+                    sections=text.sections,
+                    full_text_from=text.origin or None,
+                    arxiv_id=next((pdf.arxiv_id for _, pdf in pdfs if pdf.arxiv_id), None),
                     authors=[a for name in (names if isinstance(names, list) else [names]) if (a := _clean(name))],
                     year=_year(_clean(fields.get("year") or fields.get("date"))),
                     doi=_clean(fields.get("doi")) or None,
@@ -330,19 +343,101 @@ class _Reading:
             )
         return records
 
-    def _attached(self, key: str, raw: str) -> str | None:
-        """Text of a PDF that entry ``key`` attaches, if it lies inside the library and can be read."""
+    def _recovered(self, blocks: list[Block]) -> list[Block]:
+        """The split blocks, with the entries that bibtexparser set aside (a repeated key or field) put back.
+
+        An entry that repeats a field keeps all its fields (``_bibtex_fields`` picks the values); one whose
+        citation key an earlier entry has becomes ``<key>-2``, ``<key>-3``, … (a key no other entry has).
+        Each of the two problems is reported once for the file; other failed blocks are skipped, each with a warning.
+        """
+        entries = [_held_entry(block) for block in blocks]
+        taken = {entry.key for entry in entries if entry is not None}
+        seen: set[str] = set()
+        shared: list[str] = []  # the keys of the renamed entries …
+        renamed: list[str] = []  # … and their new ones
+        repeated: set[str] = set()  # the repeated fields …
+        repeating = 0  # … and how many entries repeat one
+        recovered: list[Block] = []
+        for block, entry in zip(blocks, entries, strict=True):
+            if entry is None:
+                if isinstance(block, ParsingFailedBlock):
+                    reason = getattr(block.error, "abort_reason", "") or _reason(block.error)
+                    line = (block.start_line or 0) + 1
+                    self.warnings.append(f"{self.rel}:{line}: not valid BibTeX ({reason}); skipped")
+                else:
+                    recovered.append(block)
+                continue
+            if isinstance(block, DuplicateFieldKeyBlock):
+                repeating += 1
+                repeated |= {key.lower() for key in block.duplicate_keys}
+            if entry.key in seen:
+                number = 2
+                while f"{entry.key}-{number}" in taken:
+                    number += 1
+                shared.append(entry.key)
+                entry.key = f"{entry.key}-{number}"
+                renamed.append(entry.key)
+                taken.add(entry.key)
+            seen.add(entry.key)
+            recovered.append(entry)
+        if renamed:
+            self.warnings.append(
+                f"{self.rel}: {_count(len(renamed), 'entry shares', 'entries share')} a citation key with an earlier"
+                f" entry (first: {_first(shared)}); read as {_first(renamed)}"
+            )
+        if repeating:
+            joined = sorted(repeated & _JOINED.keys())
+            self.warnings.append(
+                f"{self.rel}: {_count(repeating, 'entry repeats', 'entries repeat')} a field"
+                f" ({', '.join(sorted(repeated))}); the first value is kept"
+                + (f", all values of {' and '.join(joined)} are joined" if joined else "")
+            )
+        return recovered
+
+    def _attached(self, key: str, raw: str) -> tuple[str, PdfText] | None:
+        """A PDF that entry ``key`` attaches (its path in the library, and what it says), if it lies inside the
+        library and can be read."""
         about = f"{self.rel}: entry {key} attaches {raw}"
         try:
             path = (self.path.parent / raw).resolve()
             if not _inside(path, self.root):
                 self.warnings.append(f"{about}, which is outside the library; ignored")
                 return None
-            self.attachments[path.relative_to(self.base).as_posix()] = _stat(path)
-            return _pdf(path)[1]
+            rel = path.relative_to(self.base).as_posix()
+            self.attachments[rel] = _stat(path)
+            return rel, read_pdf(path, name=path.name)
         except Exception as exc:  # as in records(): a broken attachment costs only its own text
             self.warnings.append(f"{about}: {_reason(exc)}; ignored")
             return None
+
+
+def _held_entry(block: Block) -> Entry | None:
+    """The entry a block is, or the one it holds because bibtexparser found its key or a field repeated."""
+    held = block.ignore_error_block if isinstance(block, DuplicateBlockKeyBlock | DuplicateFieldKeyBlock) else block
+    return held if isinstance(held, Entry) else None
+
+
+def _bibtex_fields(entry: Entry) -> dict[str, object]:
+    """The entry's fields by lower-case name; of a repeated one the first value (of ``file``, ``keywords`` all)."""
+    fields: dict[str, object] = {}
+    for field in entry.fields:
+        key, value = field.key.lower(), field.value
+        first = fields.get(key)
+        if first is None:
+            fields[key] = value
+        elif key in _JOINED and isinstance(first, str) and isinstance(value, str):
+            fields[key] = _JOINED[key].join(v for v in (first, value) if v.strip())
+    return fields
+
+
+def _count(number: int, one: str, many: str) -> str:
+    return f"{number} {one if number == 1 else many}"
+
+
+def _first(items: list[str], shown: int = 3) -> str:
+    """The first few distinct items, then "…" if there are more."""
+    distinct = list(dict.fromkeys(items))
+    return ", ".join(distinct[:shown]) + (", …" if len(distinct) > shown else "")
 
 
 def _inside(path: Path, root: Path) -> bool:
@@ -373,18 +468,18 @@ def _csv(path: Path, rel: str) -> list[LibraryRecord]:
     ]
 
 
-def _pdf(path: Path) -> tuple[str, str]:
-    """The PDF's metadata title (or "") and the text of all its pages."""
-    import pypdf  # noqa: PLC0415  (only when a library has PDFs: about 10 MB that the API never needs)
-
-    try:
-        reader = pypdf.PdfReader(path)
-        if reader.is_encrypted and not reader.decrypt(""):
-            raise ValueError("an encrypted PDF that needs a password")
-        text = "\n".join(page.extract_text() or "" for page in reader.pages).replace("\x00", "")
-    except pypdf.errors.PyPdfError as exc:
-        raise ValueError(f"not a readable PDF ({_reason(exc)})") from exc
-    return _clean(reader.metadata.title if reader.metadata else None), text
+def _joined(pdfs: list[tuple[str, PdfText]]) -> FullText:
+    """The full texts of an entry's PDFs as one, pages and sections moved to their place in it."""
+    text, pages, sections, origins = "", [], [], []
+    for origin, pdf in pdfs:
+        if text:
+            text += "\n\n"
+        offset = len(text)
+        text += pdf.text
+        pages += [offset + p for p in pdf.pages]
+        sections += [msgspec.structs.replace(s, start=offset + s.start) for s in pdf.sections]
+        origins.append(origin)
+    return FullText(text=text, pages=pages, sections=sections, origin="; ".join(origins))
 
 
 def _pdf_paths(value: str) -> list[str]:
@@ -408,16 +503,21 @@ def _text_record(rel: str, text: str) -> LibraryRecord:
     return LibraryRecord(id=rel, title=title or Path(rel).stem, abstract=_paragraph(lines[first + 1 :]), full_text=text)
 
 
-def _pdf_record(rel: str, title: str, text: str) -> LibraryRecord:
-    """A PDF's record: title from its metadata (else its first line); abstract after a line "Abstract"."""
-    lines = [line.strip() for line in text.splitlines()]
-    title = title or next((line for line in lines if line), "")
-    abstract = ""
-    for i, line in enumerate(lines):
-        if found := _ABSTRACT.fullmatch(line):
-            abstract = _paragraph([found.group(1) or "", *lines[i + 1 :]])
-            break
-    return LibraryRecord(id=rel, title=title[:500] or Path(rel).stem, abstract=abstract, full_text=text)
+def _pdf_record(rel: str, pdf: PdfText) -> LibraryRecord:
+    """A PDF's record: what the reader found on its pages (title, authors, year, ids, abstract) and its text."""
+    return LibraryRecord(
+        id=rel,
+        title=pdf.title[:500] or Path(rel).stem,
+        abstract=pdf.abstract,
+        full_text=pdf.text,
+        pages=pdf.pages,
+        sections=pdf.sections,
+        full_text_from=rel,
+        authors=pdf.authors,
+        year=pdf.year,
+        doi=pdf.doi,
+        arxiv_id=pdf.arxiv_id,
+    )
 
 
 def _paragraph(lines: list[str]) -> str:

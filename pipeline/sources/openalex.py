@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from functools import partial
 
 import msgspec
 
 from contracts import Document, Provenance
+from pipeline.sources.arxiv import arxiv_id
 from pipeline.sources.base import Page
 from pipeline.sources.http import Limits, SourceHttp
 from pipeline.sources.markup import normalise_doi, plain
@@ -25,13 +27,16 @@ class _Venue(msgspec.Struct):
 
 
 class _Location(msgspec.Struct):
+    is_oa: bool | None = None
     landing_page_url: str | None = None
     pdf_url: str | None = None
     source: _Venue | None = None
+    license: str | None = None
 
 
 class _OpenAccess(msgspec.Struct):
     is_oa: bool | None = None
+    oa_status: str | None = None
 
 
 class _Work(msgspec.Struct):
@@ -44,8 +49,12 @@ class _Work(msgspec.Struct):
     abstract_inverted_index: dict[str, list[int]] | None = None
     primary_location: _Location | None = None
     best_oa_location: _Location | None = None
+    locations: list[_Location] = []
     open_access: _OpenAccess | None = None
     relevance_score: float | None = None
+    cited_by_count: int | None = None
+    type: str | None = None
+    is_retracted: bool = False
 
 
 class _Meta(msgspec.Struct):
@@ -58,11 +67,20 @@ class _Works(msgspec.Struct):
     results: list[_Work]
 
 
+class Answer(msgspec.Struct, frozen=True, kw_only=True):
+    """One page of works: how many it holds, its documents and the cursor to the next page."""
+
+    works: int
+    documents: list[Document]
+    next_cursor: str | None = None
+
+
 _decode = msgspec.json.Decoder(_Works).decode
 
+#: every field ``_Work`` reads, and no more (``select`` keeps the answers small)
 _FIELDS = (
     "id,doi,title,display_name,publication_year,authorships,abstract_inverted_index,"
-    "primary_location,best_oa_location,open_access,relevance_score"
+    "primary_location,best_oa_location,locations,open_access,relevance_score,cited_by_count,type,is_retracted"
 )
 
 
@@ -104,30 +122,51 @@ class OpenAlex:
                 f"{self.base_url}/works",
                 params=params,
                 secrets={"api_key": self.api_key} if self.api_key else None,
-                parse=_decode,
+                parse=partial(parse_answer, start=rank, query=query),
             )
-            documents = [self._document(x, rank + i, query) for i, x in enumerate(answer.results, start=1)]
-            rank += len(documents)
-            cursor = answer.meta.next_cursor if answer.results else None
-            yield Page(documents=documents, more=cursor is not None)
+            rank += answer.works
+            cursor = answer.next_cursor if answer.works else None
+            yield Page(documents=answer.documents, more=cursor is not None)
 
-    def _document(self, work: _Work, rank: int, query: str) -> Document:
-        work_id = work.id.rsplit("/", 1)[-1]
-        primary, best = work.primary_location, work.best_oa_location
-        venue = primary.source.display_name if primary and primary.source else None
-        return Document(
-            id=work_id,
-            title=plain(work.title or work.display_name),
-            abstract=abstract_from_index(work.abstract_inverted_index),
-            authors=[a.author.display_name for a in work.authorships if a.author.display_name],
-            year=work.publication_year,
-            doi=normalise_doi(work.doi),
-            url=(primary.landing_page_url if primary else None) or work.doi or work.id,
-            venue=venue,
-            pdf_url=best.pdf_url if best else None,
-            open_access=work.open_access.is_oa if work.open_access else None,
-            source=self.name,
-            rank=rank,
-            score=work.relevance_score or 0.0,
-            provenance=[Provenance(source=self.name, id=work_id, rank=rank, query=query)],
-        )
+
+def parse_answer(body: bytes, *, start: int = 0, query: str = "") -> Answer:
+    """The documents of one ``/works`` answer, ranked from ``start + 1``; works without a title are left out."""
+    answer = _decode(body)
+    documents = [_document(work, start + i, query) for i, work in enumerate(answer.results, start=1)]
+    return Answer(
+        works=len(answer.results),
+        documents=[d for d in documents if d.title],
+        next_cursor=answer.meta.next_cursor,
+    )
+
+
+def _document(work: _Work, rank: int, query: str) -> Document:
+    work_id = work.id.rsplit("/", 1)[-1]
+    primary, best = work.primary_location, work.best_oa_location
+    venue = primary.source.display_name if primary and primary.source else None
+    places = [place for place in (primary, best, *work.locations) if place]
+    addresses = [work.doi, *(url for place in places for url in (place.landing_page_url, place.pdf_url))]
+    open_copies = [best] if best else []  # the best open copy first, then every other open one
+    open_copies += [place for place in work.locations if place.is_oa]
+    return Document(
+        id=work_id,
+        title=" ".join(plain(work.title or work.display_name).split()),
+        abstract=abstract_from_index(work.abstract_inverted_index),
+        authors=[a.author.display_name for a in work.authorships if a.author.display_name],
+        year=work.publication_year,
+        doi=normalise_doi(work.doi),
+        arxiv_id=next(filter(None, map(arxiv_id, addresses)), None),
+        url=(primary.landing_page_url if primary else None) or work.doi or work.id,
+        venue=venue,
+        pdf_urls=list(dict.fromkeys(place.pdf_url for place in open_copies if place.pdf_url)),
+        open_access=work.open_access.is_oa if work.open_access else None,
+        oa_status=work.open_access.oa_status if work.open_access else None,
+        license=(best.license if best else None) or (primary.license if primary else None),
+        cited_by=work.cited_by_count,
+        publication_type=work.type,
+        retracted=work.is_retracted,
+        source=OpenAlex.name,
+        rank=rank,
+        score=work.relevance_score or 0.0,
+        provenance=[Provenance(source=OpenAlex.name, id=work_id, rank=rank, query=query)],
+    )

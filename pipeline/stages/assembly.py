@@ -152,7 +152,8 @@ def confidence(schema: PreparedSchema, entity: _Entity) -> tuple[Confidence, dic
     A cell is high when two or more papers state its value with no paper stating another and one quotes it
     exactly; low when its only support is a repaired (fuzzily matched) quote, or papers disagree and only one
     states the value kept; medium otherwise. The row is its weakest required cell (the key
-    when there is one), and never above medium when its papers only just passed screening.
+    when there is one), never above medium when its papers only just passed screening, and low when it cites a
+    retracted paper.
     """
     cells: dict[str, Confidence] = {}
     for name, (support, exact, conflict) in entity.cells.items():
@@ -177,6 +178,10 @@ def confidence(schema: PreparedSchema, entity: _Entity) -> tuple[Confidence, dic
     reason = next((m.reason for m in entity.members if m.reason), None)
     if reason:
         basis += f"; the model: {reason}"
+    retracted = sorted({c.metadata.title for c in entity.citations if c.metadata.retracted})
+    if retracted:
+        level = "low"
+        basis += f"; cites a retracted paper: {'; '.join(retracted)}"
     return level, cells, basis
 
 

@@ -378,7 +378,7 @@ def _verdict(document: Document, verdict: Verdict | None, threshold: float) -> P
     if found is None:
         reason = f"{verdict.reason} (the model included it, but its quote is not in the title or abstract)"
         return PaperVerdict(included=False, reason=reason, exclusion=NO_QUOTE)
-    return PaperVerdict(included=True, reason=verdict.reason, quote=found[0])
+    return PaperVerdict(included=True, reason=verdict.reason, quote=found.passage)
 
 
 def _grounding_stats(counts: GroundingCounts) -> ExtractionStats:

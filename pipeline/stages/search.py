@@ -22,7 +22,9 @@ from contracts.progress import (
 from contracts.screening import Decision, Flow, Paper
 from pipeline.errors import PermanentError, SourceError
 from pipeline.screening import THRESHOLD, Topic, flow, screen, split_descriptor, topic
-from pipeline.sources.base import FullTextSource, Page, Source
+from pipeline.settings import Settings
+from pipeline.sources.base import Page, Source
+from pipeline.sources.fulltext import NO_COPY, Fetcher
 from pipeline.sources.http import SourceHttp
 from pipeline.sources.merge import DocumentPool, fusion, has_text
 from pipeline.stages.context import StageContext
@@ -57,6 +59,7 @@ async def search(
     http: SourceHttp,
     pool_size: int | None = None,
     threshold: float = THRESHOLD,
+    fetcher: Fetcher | None = None,
     report: Report = lambda message, data, done: None,
 ) -> SearchResult:
     """Ask every source, one planned query after another, page by page, until ``pool_size`` documents with
@@ -109,7 +112,11 @@ async def search(
     if failures and len(failures) == len(sources):
         raise SourceError("every source failed: " + "; ".join(failures.values()))
     kept, papers = select(pool.documents, subject, target, threshold)
-    kept = await _add_full_text(kept, sources, http, report)
+    kept = await _add_full_text(
+        kept, sources, fetcher or Fetcher(http, max_bytes=Settings().full_text_max_bytes), report
+    )
+    with_text = {d.id for d in kept if d.full_text}
+    papers = [msgspec.structs.replace(p, full_text=True) if p.id in with_text else p for p in papers]
     return SearchResult(
         documents=kept,
         papers=papers,
@@ -161,6 +168,7 @@ def select(
                 reason=reason,
                 exclusion=judgement.exclusion,
                 quote=judgement.quote,
+                retracted=document.retracted,
             )
         )
     return kept, papers
@@ -172,31 +180,22 @@ async def _next(pages: AsyncIterator[Page]) -> Page:
 
 
 async def _add_full_text(
-    documents: list[Document], sources: Sequence[Source], http: SourceHttp, report: Report
+    documents: list[Document], sources: Sequence[Source], fetcher: Fetcher, report: Report
 ) -> list[Document]:
-    """Fetch full text, where a source offers it, for the documents kept."""
-    fetchers = [s for s in sources if isinstance(s, FullTextSource)]
-    jobs = [(i, f) for i, d in enumerate(documents) for f in fetchers if any(p.source == f.name for p in d.provenance)]
-    if not jobs:
+    """The kept documents with the full text of an open-access copy where one can be read, and an event saying
+    for how many, and why not for the others."""
+    if not documents:
         return documents
-    texts = await asyncio.gather(*(f.full_text(documents[i], http) for i, f in jobs), return_exceptions=True)
-    documents = list(documents)
-    failed = 0
-    for (i, _), text in zip(jobs, texts, strict=True):
-        if isinstance(text, SourceError):
-            failed += 1
-        elif isinstance(text, BaseException):
-            raise text
-        elif text:
-            documents[i] = msgspec.structs.replace(documents[i], full_text=text)
-    added = sum(1 for d in documents if d.full_text)
-    note = f" ({failed} could not be fetched)" if failed else ""
+    result = await fetcher.add(documents, sources)
+    reasons = "; ".join(f"{count} {reason}" for reason, count in sorted(result.reasons.items(), key=lambda r: -r[1]))
+    note = f" ({reasons})" if reasons else ""
+    failed = sum(count for reason, count in result.reasons.items() if reason != NO_COPY)
     report(
-        f"Full text for {added} of {len(documents)} documents{note}",
-        FullTextFetched(full_text=added, failed=failed),
+        f"Full text for {result.with_text} of {len(documents)} documents{note}",
+        FullTextFetched(full_text=result.with_text, documents=len(documents), failed=failed, reasons=reasons),
         1.0,
     )
-    return documents
+    return result.documents
 
 
 def process(ctx: StageContext, task_id: str) -> None:
@@ -222,14 +221,18 @@ def process(ctx: StageContext, task_id: str) -> None:
 
     async def run() -> SearchResult:
         chosen = [ctx.sources[n] for n in names]
+        http = ctx.source_http()
         return await search(
             subject,
             queries,
             chosen,
             target,
-            http=ctx.source_http(),
+            http=http,
             pool_size=pool_size,
             threshold=ctx.settings.screening_threshold,
+            fetcher=Fetcher(
+                http, max_bytes=ctx.settings.full_text_max_bytes, allowed_hosts=ctx.settings.full_text_hosts
+            ),
             report=report,
         )
 

@@ -659,7 +659,9 @@ function renderPaper(paper) {
   }
   return el("tr", { class: "paper", dataset: { decision: decision || "", paperId: paper.id || "" } },
     el("td", { class: "paper-title-cell" }, paperLink(paper),
-      paper.source ? el("span", { class: "muted small paper-source" }, paper.source) : null),
+      paper.retracted ? el("span", { class: "retracted small" }, " Retracted") : null,
+      paper.source ? el("span", { class: "muted small paper-source" }, paper.source) : null,
+      paper.full_text ? el("span", { class: "muted small paper-source" }, "full text read") : null),
     el("td", { class: "num" }, paper.year ? String(paper.year) : "—"),
     el("td", {},
       el("span", { class: decision ? `decision decision-${decision}` : "decision", title: paper.exclusion || null },
@@ -732,7 +734,19 @@ function renderCitation(citation) {
     );
     return article;
   }
-  article.append(el("blockquote", { class: "quote" }, citation.text_span));
+  // the quote highlighted in one sentence of context either side, then where it is in the paper
+  const quote = el("blockquote", { class: "quote" });
+  if (citation.before) quote.append(el("span", { class: "context" }, `${citation.before} `));
+  quote.append(el("mark", { "data-testid": "quote" }, citation.text_span));
+  if (citation.after) quote.append(el("span", { class: "context" }, ` ${citation.after}`));
+  article.append(quote);
+  const where = [];
+  if (citation.page_number) where.push(`page ${citation.page_number}`);
+  if (citation.section) where.push(`section “${citation.section}”`);
+  if (citation.part && citation.part !== "full_text") where.push(`in the ${citation.part}`);
+  else if (citation.part === "full_text" && !where.length) where.push("in the full text");
+  if (where.length) article.append(el("p", { class: "quote-place muted small", "data-testid": "quote-place" }, where.join(", ")));
+  if (meta.retracted) article.append(el("p", { class: "retracted", "data-testid": "retracted" }, "Retracted paper"));
   article.append(el("p", { class: "paper-title" }, meta.title || citation.source_id));
   const byline = [];
   if (meta.authors && meta.authors.length) {
@@ -740,6 +754,10 @@ function renderCitation(citation) {
   }
   if (meta.year) byline.push(`(${meta.year})`);
   if (byline.length) article.append(el("p", { class: "paper-authors" }, byline.join(" ")));
+  const about = [meta.venue, meta.publication_type, meta.cited_by != null ? `cited by ${meta.cited_by}` : null,
+    meta.oa_status ? `open access: ${meta.oa_status}` : null, meta.license ? `licence: ${meta.license}` : null,
+    meta.arxiv_id ? `arXiv:${meta.arxiv_id}` : null].filter(Boolean);
+  if (about.length) article.append(el("p", { class: "paper-about muted small", "data-testid": "paper-about" }, about.join(" · ")));
   const links = el("p", { class: "paper-links" });
   if (meta.doi) {
     const doi = String(meta.doi).replace(/^https?:\/\/(dx\.)?doi\.org\//i, "");

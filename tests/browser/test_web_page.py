@@ -130,9 +130,15 @@ def test_seed_example_runs_live_to_a_table_with_evidence_and_a_csv_download(
     cell.click()
     evidence = page.locator("#evidence")
     expect(evidence).to_be_visible()
-    quote = evidence.locator("blockquote").first
+    # the quote highlighted between the sentences either side, and where in the paper it is
+    quote = evidence.locator("blockquote mark").first
     expect(quote).not_to_be_empty()
     assert quote.inner_text().strip() in quotes
+    shown = next(c for c in first_row["citations"] if c["text_span"] == quote.inner_text().strip())
+    context = " ".join(evidence.locator("blockquote").first.inner_text().split())
+    assert context == " ".join(f"{shown['before']} {shown['text_span']} {shown['after']}".split())
+    place = {"title": "in the title", "abstract": "in the abstract", "full_text": "in the full text"}[shown["part"]]
+    expect(evidence.locator(".quote-place").first).to_contain_text(place)
     expect(evidence.locator(".paper-title").first).not_to_be_empty()
     assert evidence.locator(".paper-title").first.inner_text().strip() in titles
     page.screenshot(path=tmp_path / "3-evidence.png")

@@ -12,7 +12,7 @@ from contracts import Document
 from pipeline.errors import SourceError
 from pipeline.screening import topic
 from pipeline.settings import Settings
-from pipeline.sources.base import FullTextSource, Page
+from pipeline.sources.base import FullText, FullTextSource, Page
 from pipeline.sources.http import SourceHttp
 from pipeline.sources.registry import available_sources
 from pipeline.stages.search import SearchResult, search
@@ -40,7 +40,8 @@ def test_openalex_rebuilds_inverted_index_abstracts_keeps_oa_pdf_and_pages_with_
     assert first.title == "Reverse osmosis for treating irrigation water in specialty crop production"
     assert first.abstract.startswith("Reverse osmosis (RO) removed 97% of dissolved salts")
     assert first.doi == "10.1000/ro.2021.1"  # OpenAlex writes https://doi.org/10.1000/RO.2021.1
-    assert first.pdf_url == "https://oa.example/ro.pdf" and first.open_access is True
+    # the best open copy first, then the other open locations; the publisher's closed page gives none
+    assert first.pdf_urls == ["https://oa.example/ro.pdf", "https://oa.example/ro-am.pdf"] and first.open_access is True
     assert (
         first.authors == ["Ana Ruiz", "Ben Osei"]
         and first.year == 2021
@@ -60,16 +61,19 @@ def test_europepmc_strips_markup_and_fetches_jats_full_text_for_open_access(onli
     ro = next(d for d in found if d.doi == "10.1000/ro.2021.1")
     assert ro.id == "PMC900001" and ro.open_access is True
     assert ro.title == "Reverse osmosis for treating irrigation water in specialty crop production"
-    assert ro.abstract.startswith("Background Reverse osmosis (RO) removed 97%")  # <h4>Background</h4> flattened
+    assert ro.abstract.startswith("Background\nReverse osmosis (RO) removed 97%")  # <h4>Background</h4>: a line
     assert ro.authors == ["Ana Ruiz", "Ben Osei"] and ro.year == 2021
 
-    text = asyncio.run(_full_text(online_settings, source, ro)) or ""
-    assert "Methods" in text and "operated at 12 bar" in text and "Someone 2001" not in text
+    full = asyncio.run(_full_text(online_settings, source, ro))
+    assert full is not None and full.origin.endswith("/PMC900001/fullTextXML") and full.pages == []
+    assert [s.heading for s in full.sections] == ["Methods", "Results"]
+    assert all(full.text[s.start :].startswith(s.heading) for s in full.sections)
+    assert "operated at 12 bar" in full.text and "Someone 2001" not in full.text
     closed = next(d for d in found if not d.open_access)
     assert asyncio.run(_full_text(online_settings, source, closed)) is None
 
 
-async def _full_text(settings: Settings, source: FullTextSource, document: Document) -> str | None:
+async def _full_text(settings: Settings, source: FullTextSource, document: Document) -> FullText | None:
     async with SourceHttp.open(settings) as http:
         return await source.full_text(document, http)
 
@@ -92,8 +96,9 @@ def test_arxiv_reads_the_atom_feed_and_pages_with_start(online_settings, scholar
     found = documents(pages(online_settings, "arxiv", '"irrigation waters"', 2))
     assert len(found) == 3
     ozone = next(d for d in found if "Ozonation" in d.title)
-    assert ozone.id.startswith("arXiv:2101.") and ozone.url and ozone.url.startswith("http://arxiv.org/abs/")
-    assert ozone.pdf_url and ozone.pdf_url.startswith("http://arxiv.org/pdf/") and ozone.doi is None
+    assert ozone.id == f"arXiv:{ozone.arxiv_id}" and ozone.arxiv_id == "2101.01003"  # one id for every version
+    assert ozone.url and ozone.url.startswith(f"http://arxiv.org/abs/{ozone.arxiv_id}v")  # the version's page
+    assert len(ozone.pdf_urls) == 1 and ozone.pdf_urls[0].startswith("http://arxiv.org/pdf/") and ozone.doi is None
     assert ozone.abstract == "Ozonation controlled Phytophthora in recycled nursery irrigation water."
     calls = scholarly.calls("/arxiv/query")
     assert [c.params["start"] for c in calls] == ["0", "2"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from contracts import CandidateRow, Document, ExtractedRow, FieldDefinition, FieldValue
+from contracts import CandidateRow, Document, ExtractedRow, FieldDefinition, FieldValue, Section
 from pipeline.grounding import GroundingCounts, SourceText, ground, normalise
 from pipeline.schema import prepare_schema
 
@@ -305,7 +305,9 @@ def test_counts_add_in_place():
 
 def test_source_text_find():
     text = SourceText(DOC)
-    assert text.find("co-operative nursery", 92.0) == ("co‑operative nursery", True)
+    found = text.find("co-operative nursery", 92.0)
+    assert found is not None and found[:2] == ("co‑operative nursery", True)
+    assert text.original[found.start : found.end] == found.passage
     assert text.find("an invented sentence about ozone dosing", 92.0) is None
     assert text.find("ro", 92.0) is None
     assert text.original.startswith(DOC.title + "\n" + DOC.abstract)
@@ -316,3 +318,50 @@ def test_normalise():
         normalise(" The “Pilot”\u00a0co\u2011op-\n  erative  STRASSE re\u00admoves ß cafe\u0301 ‘x’ 1–2 ")
         == "the \"pilot\" co-operative strasse removes ss café 'x' 1-2"
     )
+
+
+PAGED = Document(
+    id="paper.pdf",
+    title="Ozone in greenhouses",
+    abstract="We dosed ozone.",
+    full_text=(
+        "1 Introduction\nGreenhouses recycle water. Pathogens spread with it.\n\n"
+        "2 Methods\nOzone was dosed at 5 g/m3 for ten minutes. Pythium counts fell by 90 %. Costs were low."
+    ),
+    pages=[0, 66],
+    sections=[Section(heading="1 Introduction", start=0), Section(heading="2 Methods", start=66)],
+    source="local",
+)
+
+
+@pytest.mark.parametrize(
+    ("quote", "part", "page", "section"),
+    [
+        ("Pythium counts fell by 90 %.", "full_text", 2, "2 Methods"),
+        ("Greenhouses  recycle WATER", "full_text", 1, "1 Introduction"),
+        ("we dosed ozone", "abstract", None, None),
+        ("Ozone in greenhouses", "title", None, None),
+    ],
+)
+def test_a_citation_points_at_its_passage_in_the_part_page_and_section(
+    quote: str, part: str, page: int | None, section: str | None
+) -> None:
+    text = SourceText(PAGED)
+    found = text.find(quote, 92.0)
+    assert found is not None
+    citation = text.cite("x", found)
+    assert (citation.part, citation.page_number, citation.section) == (part, page, section)
+    stored = {"title": PAGED.title, "abstract": PAGED.abstract, "full_text": PAGED.full_text or ""}[part]
+    assert citation.char_start is not None and citation.char_end is not None
+    assert stored[citation.char_start : citation.char_end] == citation.text_span == found.passage
+
+
+def test_a_citation_carries_one_sentence_of_context_either_side() -> None:
+    text = SourceText(PAGED)
+    found = text.find("Pythium counts fell by 90 %.", 92.0)
+    assert found is not None
+    citation = text.cite("x", found)
+    assert citation.before == "Ozone was dosed at 5 g/m3 for ten minutes."
+    assert citation.after == "Costs were low."
+    first = text.cite("x", text.find("Greenhouses recycle water.", 92.0))  # type: ignore[arg-type]
+    assert first.before == "1 Introduction" and first.after == "Pathogens spread with it."

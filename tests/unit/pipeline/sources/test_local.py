@@ -1,17 +1,21 @@
 """pipeline/sources/local.py: a folder of BibTeX, CSV, JSONL, Markdown, text and PDF files, indexed in SQLite."""
 
 import asyncio
+import json
 import os
+import re
 import sqlite3
 from pathlib import Path
 
 import pytest
+from bibtexparser.model import Entry, Field
 from fpdf import FPDF
 from pypdf import PdfWriter
 
 from pipeline.errors import SourceError
 from pipeline.sources.base import Page
-from pipeline.sources.local import LocalLibrary, sample_corpus_path
+from pipeline.sources.local import LibraryRecord, LocalLibrary, _bibtex_fields, _Reading, sample_corpus_path
+from tests.fixtures.realdata import realdata
 
 BIBTEX = r"""
 @article{smith2020,
@@ -102,7 +106,7 @@ def test_every_format_is_found_by_its_own_words(tmp_path):
     assert zotero.title == "Ozonation of Recycled Irrigation Water in Greenhouses"
     assert zotero.authors == ["Smith, Jane", "Müller, Hans"]
     assert (zotero.year, zotero.doi, zotero.url) == (2020, "10.1234/ozone.2020", "https://example.org/ozone")
-    assert zotero.venue == "Journal of Horticultural Water" and zotero.pdf_url is None
+    assert zotero.venue == "Journal of Horticultural Water" and zotero.pdf_urls == []
     assert zotero.abstract == "Ozone was bubbled through recycled irrigation water."
     assert zotero.full_text is not None and "indigo colorimetry" in zotero.full_text
     [provenance] = zotero.provenance
@@ -251,3 +255,165 @@ def test_pages_yields_one_page_with_documents_and_warnings(tmp_path):
 def test_missing_root_is_a_source_error(tmp_path):
     with pytest.raises(SourceError, match="does not exist"):
         LocalLibrary(tmp_path / "nowhere", tmp_path / "index").search("water", 5)
+
+
+REPEATED_FIELDS = r"""
+@article{ozone2021,
+  title = {Ozone against {F}usarium in recirculating water},
+  title = {A second title that is ignored},
+  author = {M{\"u}ller, Hans},
+  annotation = {First note},
+  annotation = {Second note},
+  file = {Full Text PDF:files/1/first.pdf:application/pdf},
+  file = {Full Text PDF:files/2/second.pdf:application/pdf},
+  year = {2021},
+}
+@article{copper2019, title = {Copper ionisation of irrigation water}, year = {2019}}
+"""
+
+REPEATED_KEYS = r"""
+@string{wr = {Water Research}}
+@article{lee2020, title = {Slow sand filters in nurseries}, year = {2020}}
+@article{lee2020,
+  title = {Chlorine dioxide in drip lines},
+  author = {M{\"u}ller, Hans and Lee, Ann},
+  journal = wr,
+  year = {2020},
+  file = {Full Text PDF:files/3/chlorine.pdf:application/pdf},
+}
+@article{lee2020, title = {Copper ionisation of irrigation water}, year = {2020}}
+@article{lee2020-2, title = {Peracetic acid for greenhouse benches}, year = {2020}}
+@article{kim2019, title = {UV lamps for nutrient solution}, year = {2019}}
+@article{kim2019, title = {Ozone dosing of nutrient solution}, note = {one}, note = {two}, year = {2019}}
+@article{untitled2018, year = {2018}}
+@article{open, title = {Never closed
+"""
+
+ENTRY_BLOCK = re.compile(r"^@(\w+)\s*\{\s*([^,\s]*)", re.MULTILINE)
+
+
+def bib_library(tmp_path: Path, name: str, text: str) -> LocalLibrary:
+    root = tmp_path / "library"
+    root.mkdir()
+    (root / name).write_text(text)
+    return LocalLibrary(root, tmp_path / "index")
+
+
+def test_an_entry_that_repeats_a_field_keeps_its_first_value_and_every_attached_pdf(tmp_path):
+    library = bib_library(tmp_path, "fields.bib", REPEATED_FIELDS)
+    make_pdf(library.root / "files" / "1" / "first.pdf", ["Spores were counted on agar plates."])
+    make_pdf(library.root / "files" / "2" / "second.pdf", ["Residual ozone was logged every minute."])
+
+    assert library.refresh() == [
+        "fields.bib: 1 entry repeats a field (annotation, file, title); the first value is kept,"
+        " all values of file are joined"
+    ]
+    [entry] = library.search("fusarium recirculating", 5)
+    assert (entry.id, entry.title, entry.authors, entry.year) == (
+        "ozone2021",
+        "Ozone against Fusarium in recirculating water",
+        ["Müller, Hans"],
+        2021,
+    )
+    assert entry.full_text is not None
+    assert "agar plates" in entry.full_text and "every minute" in entry.full_text
+    assert ids(library, "spores agar") == ids(library, "residual ozone logged") == ["ozone2021"]
+    assert ids(library, "copper ionisation") == ["copper2019"]
+
+
+def test_repeated_fields_keep_the_first_value_but_join_files_and_keywords():
+    entry = Entry(
+        "article",
+        "key",
+        [
+            Field("Title", "First"),
+            Field("title", "Second"),
+            Field("keywords", "ozone, fusarium"),
+            Field("keywords", "disinfection"),
+            Field("file", "A:a.pdf:application/pdf"),
+            Field("file", ""),
+            Field("file", "B:b.pdf:application/pdf"),
+        ],
+    )
+    assert _bibtex_fields(entry) == {
+        "title": "First",
+        "keywords": "ozone, fusarium, disinfection",
+        "file": "A:a.pdf:application/pdf;B:b.pdf:application/pdf",
+    }
+
+
+def test_entries_that_share_a_citation_key_each_become_a_record_with_a_unique_id(tmp_path):
+    library = bib_library(tmp_path, "keys.bib", REPEATED_KEYS)
+    make_pdf(library.root / "files" / "3" / "chlorine.pdf", ["Emitters stayed clear of biofilm."])
+
+    warnings = library.refresh()
+    assert warnings[:2] == [
+        "keys.bib: 1 entry repeats a field (note); the first value is kept",
+        "keys.bib: 3 entries share a citation key with an earlier entry (first: lee2020, kim2019);"
+        " read as lee2020-3, lee2020-4, kim2019-2",
+    ]
+    # A real syntax error is still skipped, with its line.
+    assert warnings[2:] == ["keys.bib:16: not valid BibTeX (Unexpectedly reached end of file.); skipped"]
+
+    # Read like any other entry: LaTeX decoded, co-authors split, @string resolved, the PDF attached.
+    [chlorine] = library.search("chlorine dioxide drip lines", 1)
+    assert (chlorine.id, chlorine.authors, chlorine.venue) == (
+        "lee2020-3",
+        ["Müller, Hans", "Lee, Ann"],
+        "Water Research",
+    )
+    assert ids(library, "biofilm emitters") == ["lee2020-3"]
+    found = {title: ids(library, title) for title in ("slow sand filters", "copper ionisation", "peracetic acid")}
+    assert found == {
+        "slow sand filters": ["lee2020"],
+        "copper ionisation": ["lee2020-4"],
+        "peracetic acid": ["lee2020-2"],
+    }
+    assert ids(library, "uv lamps") == ["kim2019"] and ids(library, "ozone dosing") == ["kim2019-2"]
+    with sqlite3.connect(library.index_path()) as db:
+        stored = sorted(json.loads(raw)["id"] for (raw,) in db.execute("SELECT json FROM records"))
+    # Every entry is a record but untitled2018, which has no title.
+    assert stored == ["kim2019", "kim2019-2", "lee2020", "lee2020-2", "lee2020-3", "lee2020-4"]
+
+
+def real_bib(name: str) -> tuple[str, list[str], list[LibraryRecord]]:
+    """A real BibTeX export, read in place: its text, the warnings about it, and the records read from it."""
+    folder = realdata() / "library" / "bib"
+    reading = _Reading(folder, folder, name)
+    records = reading.records()
+    return (folder / name).read_text(encoding="utf-8"), reading.warnings, records
+
+
+def entry_keys(text: str) -> list[str]:
+    """The citation keys of the file's entry blocks, counted from the raw text rather than by bibtexparser."""
+    return [key for kind, key in ENTRY_BLOCK.findall(text) if kind.lower() not in ("comment", "string", "preamble")]
+
+
+def test_a_real_zotero_export_with_repeated_fields_loses_no_entry():
+    name = "accord_semantic_bim_biblatex.bib"
+    text, warnings, records = real_bib(name)
+    read = [record.id for record in records]
+    assert len(read) == len(entry_keys(text)) and len(set(read)) == len(read)
+    assert read == entry_keys(text)  # no key is shared, so every entry keeps its own
+    assert warnings == [f"{name}: 5 entries repeat a field (annotation, doi); the first value is kept"]
+
+
+def test_a_real_export_with_shared_citation_keys_loses_no_entry(tmp_path):
+    name = "ldac.bib"
+    text, warnings, records = real_bib(name)
+    read = [record.id for record in records]
+    keys = entry_keys(text)
+    shared = len(keys) - len(set(keys))
+    assert shared > 0 and len(read) == len(keys) and len(set(read)) == len(read)
+    assert set(keys) <= set(read)
+    renamed = [record for record in records if record.id not in keys]
+    assert len(renamed) == shared
+    [warning] = warnings
+    first = next(key for number, key in enumerate(keys) if key in keys[:number])
+    assert warning.startswith(f"{name}: {shared} entries share a citation key with an earlier entry (first: {first}, ")
+    assert f"; read as {renamed[0].id}, " in warning
+
+    # The whole file as a library: the same single warning, and a renamed entry is found under its new id.
+    library = LocalLibrary(realdata() / "library" / "bib" / name, tmp_path)
+    assert library.refresh() == warnings
+    assert renamed[0].id in ids(library, renamed[0].title)

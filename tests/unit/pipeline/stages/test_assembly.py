@@ -269,3 +269,23 @@ def test_the_models_reason_is_part_of_the_basis():
     row = msgspec.structs.replace(relevant(candidate("Ozonation", "a", 1)), reason="a water treatment technology")
     (result,) = assembly.run("t", request(1), SCHEMA, [row]).rows
     assert result.basis.endswith("; the model: a water treatment technology")
+
+
+def test_a_row_citing_a_retracted_paper_is_low_confidence_and_says_so():
+    def retract(row: CandidateRow) -> CandidateRow:
+        cited = [
+            msgspec.structs.replace(c, metadata=msgspec.structs.replace(c.metadata, retracted=True))
+            for c in row.citations
+        ]
+        return msgspec.structs.replace(row, citations=cited)
+
+    candidates = [
+        relevant(candidate("Reverse osmosis", "a", 1)),
+        relevant(retract(candidate("Reverse osmosis", "b", 2))),
+        relevant(candidate("Ozonation", "c", 3)),
+        relevant(candidate("Ozonation", "d", 4)),
+    ]
+    rows = {r.row["technology_name"]: r for r in assembly.run("t", request(2), SCHEMA, candidates).rows}
+    assert rows["Ozonation"].confidence == "high"
+    assert rows["Reverse osmosis"].confidence == "low"
+    assert "cites a retracted paper: Paper b" in rows["Reverse osmosis"].basis
