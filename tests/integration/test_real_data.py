@@ -80,6 +80,42 @@ def test_a_real_zotero_library_with_pdfs(settings: Settings, make_jobs, run_work
     ]
 
 
+def test_real_pdfs_are_cited_with_the_page_and_offsets_of_the_quote(
+    settings: Settings, make_jobs, run_worker, tmp_path: Path
+) -> None:
+    """The demo's job over the real library (the done-when of the full-text issue), asked something its PDFs
+    answer: every quote from a PDF says its page, and its offsets point at exactly the quoted passage."""
+    library = msgspec.structs.replace(settings, corpus=str(REALDATA / "library"), index_dir=str(tmp_path))
+    jobs = make_jobs(settings_=library)
+    run_worker(settings_=library)
+    dataset, documents, _ = run(
+        jobs,
+        request(
+            "language models for scientific papers",
+            FieldDefinition(name="resource", description="Corpus, model or tool the paper introduces"),
+            FieldDefinition(name="papers", type="int", required=False, description="Number of papers in it"),
+            sources=["local"],
+            rows=5,
+        ),
+    )
+    by_id = {d.id: d for d in documents}
+    from_pdfs = [c for row in dataset.rows for c in row.citations if c.part == "full_text"]
+    assert from_pdfs and all(c.source_id.startswith("pdf/") for c in from_pdfs)
+    for citation in from_pdfs:
+        document = by_id[citation.source_id]
+        assert document.full_text and citation.page_number and citation.char_start is not None
+        assert document.full_text[citation.char_start : citation.char_end] == citation.text_span
+        ends = [*document.pages[1:], len(document.full_text)]
+        page = document.full_text[document.pages[citation.page_number - 1] : ends[citation.page_number - 1]]
+        assert citation.text_span in page
+    s2orc = by_id["pdf/2020.acl-main.447.pdf"]
+    assert (s2orc.title, s2orc.year, s2orc.authors[0]) == (
+        "S2ORC: The Semantic Scholar Open Research Corpus",
+        2020,
+        "Kyle Lo",
+    )
+
+
 def test_a_real_systematic_reviews_records(settings: Settings, make_jobs, run_worker, tmp_path: Path) -> None:
     review = json.loads((REALDATA / "synergy" / "reviews.json").read_text())["reviews"][0]
     corpus = tmp_path / "review.jsonl"
