@@ -43,7 +43,8 @@ def to_jsonl(dataset: Dataset) -> bytes:
 
 def to_csv(dataset: Dataset) -> str:
     """One column per field in schema order, then ``confidence`` (high, medium, low), ``sources`` (DOIs, else
-    source ids) and ``evidence`` (the quotes).
+    source ids; "(retracted)" after a retracted paper's) and ``evidence`` (the quotes, each with its page when
+    known: "(p. 3)").
 
     Generated identifiers cite no source, so they add nothing to either column. When the schema has a field
     named ``confidence``, ``sources`` or ``evidence`` itself, that extra column is headed with a leading ``_`` instead
@@ -56,8 +57,12 @@ def to_csv(dataset: Dataset) -> str:
     writer.writerow([*names, *(f"_{extra}" if extra in names else extra for extra in extras)])
     for row in dataset.rows:
         cited = [c for c in row.citations if c.source_id != GENERATED_SOURCE]
-        sources = dict.fromkeys(c.metadata.doi or c.source_id for c in cited)
-        evidence = dict.fromkeys(f"{c.field}: {c.text_span}" for c in cited)
+        sources = dict.fromkeys(
+            (c.metadata.doi or c.source_id) + (" (retracted)" if c.metadata.retracted else "") for c in cited
+        )
+        evidence = dict.fromkeys(
+            f"{c.field}: {c.text_span}" + (f" (p. {c.page_number})" if c.page_number else "") for c in cited
+        )
         cells = [_cell(row.row.get(name)) for name in names]
         writer.writerow([*cells, row.confidence, _safe("; ".join(sources)), _safe(" | ".join(evidence))])
     return buffer.getvalue()
@@ -76,6 +81,8 @@ _PAPER_COLUMNS = (
     "reason",
     "quote",
     "rows",
+    "retracted",
+    "full_text",
 )
 
 

@@ -158,3 +158,16 @@ def test_json_and_jsonl_decode_back_to_the_dataset(dataset: Dataset) -> None:
     lines = to_jsonl(dataset).split(b"\n")
     assert lines[-1] == b""  # every row ends with a newline, the last too
     assert [msgspec.json.decode(line, type=DatasetRow) for line in lines[:-1]] == dataset.rows
+
+
+def test_csv_marks_retracted_sources_and_gives_each_quote_its_page():
+    retracted = CitationMetadata(title="R", doi="10.1/r", retracted=True)
+    cited = [
+        Citation(source_id="r", field="name", text_span="Ozone", metadata=retracted, part="full_text", page_number=4),
+        Citation(source_id="s", field="tags", text_span="UV", metadata=CitationMetadata(title="S", doi="10.1/s")),
+    ]
+    base = dataset()
+    rows = [msgspec.structs.replace(base.rows[0], citations=cited)]
+    reader = list(csv.reader(io.StringIO(to_csv(msgspec.structs.replace(base, rows=rows)))))
+    assert reader[1][3] == "10.1/r (retracted); 10.1/s"
+    assert reader[1][4] == "name: Ozone (p. 4) | tags: UV"
