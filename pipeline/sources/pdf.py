@@ -16,15 +16,16 @@ import threading
 import unicodedata
 from collections import Counter
 from pathlib import Path
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import msgspec
-import pypdfium2  # type: ignore[import-untyped]
-import pypdfium2.raw as pdfium_c  # type: ignore[import-untyped]
 from rapidfuzz import fuzz
 
 from contracts import Section
 from pipeline.sources.markup import normalise_doi
+
+if TYPE_CHECKING:
+    import pypdfium2  # type: ignore[import-untyped]
 
 ABSTRACT_CHARS = 2000
 PAGE_SEPARATOR = "\n\n"
@@ -166,6 +167,10 @@ def read_pdf(source: Path | bytes, *, name: str = "") -> PdfText:
 
 def _extract(source: Path | bytes) -> _Raw:
     """Each page's text, the first page's laid-out lines, its height and the metadata; under the pdfium lock."""
+    # imported here: only processes that read a PDF load pdfium (the API never does)
+    import pypdfium2  # noqa: PLC0415
+    import pypdfium2.raw as pdfium_c  # type: ignore[import-untyped]  # noqa: PLC0415
+
     with _LOCK:
         try:
             document = pypdfium2.PdfDocument(source)
@@ -197,6 +202,8 @@ def _extract(source: Path | bytes) -> _Raw:
 
 def _layout(textpage: pypdfium2.PdfTextPage) -> list[_Line]:
     """The page's lines in reading order, each with the font size most of its characters have."""
+    import pypdfium2.raw as pdfium_c  # noqa: PLC0415
+
     lines: list[_Line] = []
     chars: list[str] = []
     sizes: list[float] = []

@@ -305,7 +305,7 @@ def test_a_permissions_only_encrypted_pdf_is_read() -> None:
 
 
 def test_an_aes_permissions_only_encrypted_pdf_is_read() -> None:
-    pytest.importorskip("cryptography", reason="pypdf needs cryptography to write an AES-encrypted PDF")
+    # pypdf writes AES with cryptography (a dev dependency); pdfium reads it without
     found = read_pdf(_encrypted("", "AES-128"))
     assert found.title == "Ozonation of Recycled Irrigation Water in Greenhouse Nurseries"
 
