@@ -67,7 +67,12 @@ class JobCancelled(StageError):
 
 
 class SourceError(StageError):
-    """A literature source failed (after its retries); the message says why, without secrets."""
+    """A literature source failed (after its retries); the message says why, without secrets, and ``reason`` in a
+    few words ("HTTP 404", "no answer within 20 s"; the message itself when none was given)."""
+
+    def __init__(self, message: str, reason: str = "") -> None:
+        super().__init__(message)
+        self.reason = reason or message
 
 
 class ExtractionError(StageError):

@@ -28,7 +28,7 @@ import msgspec
 from contracts import Document
 from pipeline.errors import SourceError
 from pipeline.sources.base import FullText, FullTextSource, Source
-from pipeline.sources.http import Limits, SourceHttp, TooLarge
+from pipeline.sources.http import Limits, SourceHttp
 from pipeline.sources.markup import jats_text
 from pipeline.sources.pdf import read_pdf
 
@@ -57,8 +57,11 @@ class FullTextReport(msgspec.Struct, frozen=True, kw_only=True):
     """What fetching did: documents with full text, of how many, and why the others have none."""
 
     documents: list[Document]
-    with_text: int
     reasons: dict[str, int]
+
+    @property
+    def with_text(self) -> int:
+        return sum(bool(d.full_text) for d in self.documents)
 
 
 class Fetcher:
@@ -75,7 +78,7 @@ class Fetcher:
         results = await asyncio.gather(*(self._one(d, fetchers) for d in documents))
         reasons = Counter(reason for _, reason in results if reason)
         kept = [d if text is None else _with(d, text) for d, (text, _) in zip(documents, results, strict=True)]
-        return FullTextReport(documents=kept, with_text=sum(bool(d.full_text) for d in kept), reasons=dict(reasons))
+        return FullTextReport(documents=kept, reasons=dict(reasons))
 
     async def _one(self, document: Document, fetchers: Sequence[FullTextSource]) -> tuple[FullText | None, str]:
         """The document's full text, or None and why."""
@@ -87,7 +90,7 @@ class Fetcher:
                 try:
                     text = await fetcher.full_text(document, self.http)
                 except SourceError as exc:
-                    reason = _reason(exc)
+                    reason = exc.reason
                     continue
                 if text is not None and text.text.strip():
                     return text, ""
@@ -123,10 +126,8 @@ class Fetcher:
             limits = _KNOWN_LIMITS.get(host, _HOST_LIMITS)
             try:
                 answer = await self.http.download(f"host:{host}", limits, url, max_bytes=self.max_bytes)
-            except TooLarge as exc:
-                raise Refused(f"too large ({exc})") from None
             except SourceError as exc:
-                raise Refused(_reason(exc)) from None
+                raise Refused(exc.reason) from None
             if answer.status != 200:
                 url = urljoin(url, answer.headers.get("Location", ""))
                 continue
@@ -162,13 +163,13 @@ def copies(document: Document) -> list[str]:
 
 def _parse(body: bytes, content_type: str, url: str) -> FullText:
     """The text of a downloaded PDF or JATS file; raises ``Refused`` for anything else."""
-    if body.lstrip()[:5] == b"%PDF-" or body[:1024].find(b"%PDF-") >= 0:
+    if b"%PDF-" in body[:1024]:
         try:
             pdf = read_pdf(body, name=url.rsplit("/", 1)[-1])
         except ValueError as exc:
             raise Refused(f"unreadable PDF ({exc})") from None
         return _capped(FullText(text=pdf.text, pages=pdf.pages, sections=pdf.sections, origin=url))
-    if content_type.endswith("xml") or body.lstrip()[:5] == b"<?xml":
+    if content_type.endswith("xml") or body[:1024].lstrip().startswith(b"<?xml"):
         try:
             return _capped(msgspec.structs.replace(jats_text(body), origin=url))
         except (SyntaxError, ValueError) as exc:
@@ -180,14 +181,12 @@ def _capped(text: FullText) -> FullText:
     """``text`` cut to ``MAX_CHARS`` at the last page (or section) boundary before it."""
     if len(text.text) <= MAX_CHARS:
         return text
-    pages = [p for p in text.pages if p < MAX_CHARS]
-    sections = [s for s in text.sections if s.start < MAX_CHARS]
-    cut = max([p for p in pages if p > 0] or [MAX_CHARS]) if text.pages else MAX_CHARS
+    cut = max((p for p in text.pages if 0 < p <= MAX_CHARS), default=MAX_CHARS)
     return msgspec.structs.replace(
         text,
         text=text.text[:cut],
-        pages=[p for p in pages if p < cut],
-        sections=[s for s in sections if s.start < cut],
+        pages=[p for p in text.pages if p < cut],
+        sections=[s for s in text.sections if s.start < cut],
     )
 
 
@@ -195,13 +194,3 @@ def _with(document: Document, text: FullText) -> Document:
     return msgspec.structs.replace(
         document, full_text=text.text, pages=text.pages, sections=text.sections, full_text_from=text.origin
     )
-
-
-def _reason(exc: SourceError) -> str:
-    """A short reason for a failed request: "HTTP 404", "no answer within 20 s"…"""
-    message = str(exc)
-    for marker in ("HTTP ", "no answer", "connection failed"):
-        if marker in message:
-            start = message.index(marker)
-            return message[start:].split(" from ", maxsplit=1)[0]
-    return message[:80]

@@ -43,10 +43,6 @@ class Answer(NamedTuple):
     body: bytes
 
 
-class TooLarge(SourceError):
-    """A download's body is over its size cap."""
-
-
 class Limits(msgspec.Struct, frozen=True, kw_only=True):
     """How hard a source may be asked, across every worker: requests per second and at once."""
 
@@ -138,7 +134,7 @@ class SourceHttp:
         try:
             value = parse(body)
         except (ValueError, SyntaxError) as exc:
-            raise SourceError(f"{source}: malformed response from {url}: {_short(str(exc))}") from None
+            raise SourceError(f"{source}: malformed response from {url}: {_short(str(exc))}", "malformed") from None
         await self.state.cache(source, digest, body)
         return value
 
@@ -146,7 +142,7 @@ class SourceHttp:
         """GET ``url`` as it is (redirects are answers, not followed), its body read up to ``max_bytes``.
 
         Limited, timed out and retried like ``get``; never cached here (the caller caches what it makes of it).
-        Raises ``TooLarge`` for a body over ``max_bytes``, ``SourceError`` for a failed request.
+        Raises ``SourceError`` for a failed request or a body over ``max_bytes``.
         """
 
         async def send() -> Answer:
@@ -154,13 +150,14 @@ class SourceHttp:
                 self.client.build_request("GET", url), stream=True, follow_redirects=False
             )
             try:
-                if int(response.headers.get("Content-Length") or 0) > max_bytes:
-                    raise TooLarge(f"larger than {max_bytes} bytes")
+                declared = response.headers.get("Content-Length", "")
+                if declared.isdigit() and int(declared) > max_bytes:
+                    raise _too_large(source, url, max_bytes)
                 body = bytearray()
                 async for chunk in response.aiter_bytes():
                     body += chunk
                     if len(body) > max_bytes:
-                        raise TooLarge(f"larger than {max_bytes} bytes")
+                        raise _too_large(source, url, max_bytes)
             finally:
                 await response.aclose()
             return Answer(response.status_code, response.headers, bytes(body))
@@ -185,15 +182,16 @@ class SourceHttp:
                     reason = f"HTTP {answer.status}"
                     if answer.status not in RETRYABLE:
                         text = answer.body.decode("utf-8", "replace")
-                        raise SourceError(f"{source}: {reason} from {url}: {_short(text)}")
+                        raise SourceError(f"{source}: {reason} from {url}: {_short(text)}", reason)
                     retry_after = _retry_after(answer.headers)
             if attempt == self.retries:
                 break
             not_before = retry_after if retry_after is not None else self.backoff_s * 2**attempt
             if not_before > self.max_wait_s:
-                raise SourceError(f"{source}: {reason} from {url}, asked to wait {not_before:.0f} s; giving up")
+                message = f"{source}: {reason} from {url}, asked to wait {not_before:.0f} s; giving up"
+                raise SourceError(message, reason)
             log.warning("%s: %s from %s; attempt %d in %.2f s", source, reason, url, attempt + 2, not_before)
-        raise SourceError(f"{source}: {reason} from {url} after {self.retries + 1} attempts")
+        raise SourceError(f"{source}: {reason} from {url} after {self.retries + 1} attempts", reason)
 
     @asynccontextmanager
     async def _slot(self, source: str, limits: Limits, not_before_s: float) -> AsyncIterator[None]:
@@ -225,6 +223,11 @@ def _retry_after(headers: httpx.Headers) -> float | None:
         return max(0.0, email.utils.parsedate_to_datetime(value).timestamp() - time.time())
     except (TypeError, ValueError):
         return None
+
+
+def _too_large(source: str, url: str, max_bytes: int) -> SourceError:
+    limit = f"larger than {max_bytes} bytes"
+    return SourceError(f"{source}: {url} is {limit}", f"too large ({limit})")
 
 
 def _short(text: str, limit: int = 200) -> str:

@@ -109,10 +109,10 @@ def combine(first: Document, second: Document) -> Document:
 
 
 def _ids(document: Document) -> list[str]:
-    """The identifiers that make two records one paper: its DOI and its arXiv id (with the DOI arXiv implies)."""
+    """The identifiers that make two records one paper: its DOI and its arXiv id (an arXiv DOI's included)."""
     ids = [document.doi] if document.doi else []
     if document.arxiv_id:
-        ids += [f"arxiv:{document.arxiv_id.lower()}", f"{_ARXIV_DOI}{document.arxiv_id.lower()}"]
+        ids.append(f"arxiv:{document.arxiv_id.lower()}")
     if is_arxiv_doi(document.doi):
         ids.append(f"arxiv:{(document.doi or '').removeprefix(_ARXIV_DOI)}")
     return ids

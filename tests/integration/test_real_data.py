@@ -56,12 +56,18 @@ def assert_every_quote_is_in_its_document(dataset: Dataset, documents: list[Docu
         assert citation.text_span in texts[citation.source_id], (citation.source_id, citation.text_span[:80])
 
 
-def test_a_real_zotero_library_with_pdfs(settings: Settings, make_jobs, run_worker, tmp_path: Path) -> None:
+@pytest.fixture
+def library_jobs(settings: Settings, make_jobs, run_worker, tmp_path: Path) -> JobService:
+    """Jobs, and a worker, over the real library: two Zotero exports and five paper PDFs."""
     library = msgspec.structs.replace(settings, corpus=str(REALDATA / "library"), index_dir=str(tmp_path))
-    jobs = make_jobs(settings_=library)
     run_worker(settings_=library)
+    jobs: JobService = make_jobs(settings_=library)
+    return jobs
+
+
+def test_a_real_zotero_library_with_pdfs(library_jobs: JobService) -> None:
     dataset, documents, events = run(
-        jobs,
+        library_jobs,
         request(
             "ontologies for building information modelling and linked data in construction",
             FieldDefinition(name="ontology_name", description="Name of the ontology or vocabulary"),
@@ -80,16 +86,11 @@ def test_a_real_zotero_library_with_pdfs(settings: Settings, make_jobs, run_work
     ]
 
 
-def test_real_pdfs_are_cited_with_the_page_and_offsets_of_the_quote(
-    settings: Settings, make_jobs, run_worker, tmp_path: Path
-) -> None:
+def test_real_pdfs_are_cited_with_the_page_and_offsets_of_the_quote(library_jobs: JobService) -> None:
     """The demo's job over the real library (the done-when of the full-text issue), asked something its PDFs
     answer: every quote from a PDF says its page, and its offsets point at exactly the quoted passage."""
-    library = msgspec.structs.replace(settings, corpus=str(REALDATA / "library"), index_dir=str(tmp_path))
-    jobs = make_jobs(settings_=library)
-    run_worker(settings_=library)
     dataset, documents, _ = run(
-        jobs,
+        library_jobs,
         request(
             "language models for scientific papers",
             FieldDefinition(name="resource", description="Corpus, model or tool the paper introduces"),
