@@ -18,15 +18,29 @@ from contracts.events import Event, EventStatus, decode_event, encode_event
 from contracts.fields import FIELD_TYPES, FieldDefinition, FieldType, PreparedSchema
 from contracts.jobs import STAGE_ORDER, STAGES, TERMINAL_STATUSES, JobRecord, JobStatus, Stage, TaskAccepted, TaskStatus
 from contracts.requests import ExtractorName, GenerateRequest, ReprocessRequest, ReprocessStage
+from contracts.review import (
+    CELL_ACTIONS,
+    ROW_ACTIONS,
+    CellReview,
+    CellStatus,
+    ReviewAction,
+    ReviewChange,
+    ReviewEntry,
+    RowReview,
+)
 from contracts.screening import Confidence, Criterion, Decision, Flow, Paper, PaperVerdict
 
 __all__ = [
+    "CELL_ACTIONS",
     "FIELD_TYPES",
     "GENERATED_SOURCE",
+    "ROW_ACTIONS",
     "STAGES",
     "STAGE_ORDER",
     "TERMINAL_STATUSES",
     "CandidateRow",
+    "CellReview",
+    "CellStatus",
     "Citation",
     "CitationMetadata",
     "Confidence",
@@ -58,6 +72,10 @@ __all__ = [
     "Provenance",
     "ReprocessRequest",
     "ReprocessStage",
+    "ReviewAction",
+    "ReviewChange",
+    "ReviewEntry",
+    "RowReview",
     "Section",
     "Stage",
     "TaskAccepted",

@@ -6,6 +6,7 @@ from typing import Literal
 
 from contracts.base import FieldValue, Record
 from contracts.fields import FieldDefinition
+from contracts.review import ReviewEntry, RowReview
 from contracts.screening import Confidence, Flow, Paper
 
 #: ``Citation.source_id`` of a value litminer made itself (an identifier derived from the row's key)
@@ -58,7 +59,12 @@ class Citation(Record, frozen=True, kw_only=True):
 
 
 class DatasetRow(Record, frozen=True, kw_only=True):
-    """One row of the dataset with the citations behind its values."""
+    """One row of the dataset with the citations behind its values.
+
+    ``row_id`` is stable for the same entity across reprocessing (a slug of its key, unique in the dataset);
+    reviews address rows by it. ``review`` is the row's review state, present once anyone reviewed it: its
+    ``row`` then holds the reviewed values (the extraction's are in ``review.cells[field].original``).
+    """
 
     row: dict[str, FieldValue]
     citations: list[Citation]
@@ -68,6 +74,8 @@ class DatasetRow(Record, frozen=True, kw_only=True):
     cell_confidence: dict[str, Confidence] = {}
     #: why: "2 papers, exact quotes, no conflicts, screening score 100%", and the model's reason when it gave one
     basis: str = ""
+    row_id: str = ""
+    review: RowReview | None = None
 
 
 class ExtractionStats(Record, frozen=True, kw_only=True):
@@ -140,6 +148,8 @@ class DatasetStats(Record, frozen=True, kw_only=True):
     shortfall: str | None = None
     #: the documents' way from search to citation, PRISMA-style
     flow: Flow | None = None
+    #: the search queries the job ran, in order
+    queries: list[str] = []
 
 
 class Dataset(Record, frozen=True, kw_only=True):
@@ -153,3 +163,5 @@ class Dataset(Record, frozen=True, kw_only=True):
     stats: DatasetStats
     #: every document the search considered, with the screening's decision and reason
     papers: list[Paper] = []
+    #: the audit trail of reviews, oldest first (``?original=true`` gives the dataset as extracted, without them)
+    review: list[ReviewEntry] = []

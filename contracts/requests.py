@@ -25,6 +25,8 @@ class GenerateRequest(Inbound, frozen=True, kw_only=True):
     extractor: ExtractorName | None = None
     #: inclusion and exclusion criteria every document is screened against (besides the question)
     criteria: list[Criterion] = []
+    #: an https URL that receives one signed POST when the job ends (docs/usage.md, "Webhooks")
+    callback_url: str | None = None
 
 
 class ReprocessRequest(Inbound, frozen=True, kw_only=True):
@@ -41,3 +43,6 @@ class ReprocessRequest(Inbound, frozen=True, kw_only=True):
     sources: list[str] | None = None
     criteria: list[Criterion] | None = None
     client_id: str | None = None
+    callback_url: str | None = None
+    #: keep the parent's reviewed cells and excluded rows (matched by row id); false starts unreviewed
+    keep_review: bool = True
