@@ -1,9 +1,9 @@
 """litminer's errors: one tree, so callers catch by meaning and the API maps each branch to one status.
 
 A stage that raises ``PermanentError`` (or ``JobCancelled``) is not retried; any other exception in a stage is
-retried with backoff. The API turns ``InvalidRequest``, ``ClientIdTaken``, ``JobNotFound``, ``JobConflict`` and
-``StoreUnavailable`` into 400, 403, 404, 409 and 503 (``services/api/errors.py``); the pipeline never raises
-HTTP errors itself.
+retried with backoff. The API turns ``InvalidRequest``, ``ClientIdTaken``, ``JobNotFound`` (and ``RowNotFound``),
+``JobConflict`` and ``StoreUnavailable`` into 400, 403, 404, 409 and 503 (``services/api/errors.py``); the pipeline
+never raises HTTP errors itself.
 """
 
 from __future__ import annotations
@@ -40,6 +40,14 @@ class JobNotFound(LitminerError):
     def __init__(self, task_id: str) -> None:
         super().__init__(f"no task with id {task_id}")
         self.task_id = task_id
+
+
+class RowNotFound(LitminerError):
+    """The dataset has no row with that id."""
+
+    def __init__(self, task_id: str, row_id: str) -> None:
+        super().__init__(f"task {task_id} has no row {row_id[:128]!r}")
+        self.row_id = row_id
 
 
 class JobConflict(LitminerError):

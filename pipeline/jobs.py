@@ -12,16 +12,27 @@ import time
 import uuid
 from collections.abc import Collection
 
-from contracts import TERMINAL_STATUSES, Dataset, GenerateRequest, JobRecord, ReprocessRequest, Stage, TaskStatus
+from contracts import (
+    TERMINAL_STATUSES,
+    Dataset,
+    DatasetRow,
+    GenerateRequest,
+    JobRecord,
+    ReprocessRequest,
+    ReviewChange,
+    Stage,
+    TaskStatus,
+)
 from contracts.ops import OpsView, Readiness, TaskList, TaskSummary
 from contracts.progress import STAGE_START
+from pipeline import review
 from pipeline.errors import InvalidRequest, JobConflict, JobFinished, JobNotFound
 from pipeline.extractors import extractor_names
 from pipeline.reprocess import STAGE_INPUTS, earlier_stages, reprocessed_request
 from pipeline.schema import check_client_id, check_request, check_task_id, prepare_schema
 from pipeline.settings import Settings, check_installed
 from pipeline.sources.registry import source_names
-from pipeline.store import LIVE_S, REDIS_ERRORS, Store
+from pipeline.store import LIVE_S, REDIS_ERRORS, REVIEW, Store
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +101,7 @@ class JobService:
             message=f"Job queued: reprocessing {parent_id} from {stage}, reusing {', '.join(reused)}",
             parent=parent_id,
             owner=owner,
+            keep_review=change.keep_review,
         )
 
     def rerun(self, task_id: str, stage: Stage) -> JobRecord:
@@ -135,6 +147,7 @@ class JobService:
         message: str,
         parent: str | None = None,
         owner: str = "",
+        keep_review: bool = True,
     ) -> JobRecord:
         client_id = client_id or str(uuid.uuid4())
         self.claim_client(client_id, owner)
@@ -154,15 +167,20 @@ class JobService:
             owner=owner,
         )
         if parent is not None:
-            self._copy_inputs(parent, task_id, request, stage)
+            self._copy_inputs(parent, task_id, request, stage, keep_review=keep_review)
         self.store.jobs.create(job, message=message)
         self.store.queues.send(queued)
         log.info("job queued", extra={"task_id": task_id, "stage": "queued"})
         return job
 
-    def _copy_inputs(self, parent: str, task_id: str, request: GenerateRequest, stage: Stage) -> None:
-        """The prepared schema of the new request, plus the parent's outputs ``stage`` reads (copied in Redis)."""
+    def _copy_inputs(
+        self, parent: str, task_id: str, request: GenerateRequest, stage: Stage, *, keep_review: bool
+    ) -> None:
+        """The prepared schema of the new request, plus the parent's outputs ``stage`` reads (copied in Redis),
+        and its review trail unless told otherwise."""
         self.store.jobs.put_output(task_id, "schema", prepare_schema(request.model_name, request.field_definitions))
+        if keep_review:
+            self.store.jobs.copy_outputs(parent, task_id, [REVIEW])  # none yet: nothing to copy
         missing = self.store.jobs.copy_outputs(parent, task_id, [n for n in STAGE_INPUTS[stage] if n != "schema"])
         if missing:  # expired since the check
             raise JobConflict(f"job {parent} has no stored {', '.join(missing)}; start from an earlier stage")
@@ -198,18 +216,38 @@ class JobService:
             error=job.error,
             parent_task_id=job.parent_task_id,
             from_stage=job.from_stage,
-            result=self.store.jobs.get_output(task_id, "dataset", Dataset) if job.status == "completed" else None,
+            result=self._finished(job),
         )
 
-    def dataset(self, task_id: str, owner: str = "") -> Dataset:
-        """The finished dataset (``JobConflict`` until the job completed)."""
+    def dataset(self, task_id: str, owner: str = "", *, original: bool = False) -> Dataset:
+        """The finished dataset with its reviews applied, or as extracted when ``original`` (``JobConflict`` until
+        the job completed)."""
         job = self.find(task_id, owner)
-        dataset = self.store.jobs.get_output(task_id, "dataset", Dataset) if job.status == "completed" else None
+        dataset = self._finished(job, original=original)
         if dataset is None:
             raise JobConflict(
                 f"job {task_id} is {job.status} (stage {job.stage}); the dataset exists once it completes"
             )
         return dataset
+
+    def _finished(self, job: JobRecord, *, original: bool = False) -> Dataset | None:
+        """A completed job's dataset, reviewed unless ``original``; None before it completed (or once expired)."""
+        dataset = self.store.jobs.get_output(job.task_id, "dataset", Dataset) if job.status == "completed" else None
+        if dataset is None or original:
+            return dataset and review.with_row_ids(dataset)
+        return review.apply(dataset, self.store.jobs.review_trail(job.task_id))
+
+    def review(self, task_id: str, row_id: str, change: ReviewChange, *, owner: str = "") -> DatasetRow:
+        """Record one review decision on row ``row_id`` of a finished dataset; returns the row as reviewed.
+
+        The reviewer is ``change.reviewer``, else the owner id, else "anonymous" (the API without keys).
+        """
+        dataset = self.dataset(task_id, owner)
+        entry = review.entry(dataset, row_id, change, reviewer=change.reviewer or owner or "anonymous")
+        self.store.jobs.add_review(task_id, entry)
+        reviewed = review.apply(dataset, [*dataset.review, entry])
+        log.info("row reviewed", extra={"task_id": task_id, "stage": "done", "row_id": row_id, "action": entry.action})
+        return next(row for row in reviewed.rows if row.row_id == row_id)
 
     def cancel(self, task_id: str, owner: str = "") -> JobRecord:
         """Cancel a queued job or abort a running one; cancelling twice returns the cancelled job."""

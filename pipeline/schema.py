@@ -15,7 +15,7 @@ MAX_FIELDS = 50
 MAX_CRITERIA = 20
 MAX_CRITERION_CHARS = 500
 
-_PYTHON_TYPES: dict[FieldType, object] = {
+PYTHON_TYPES: dict[FieldType, object] = {
     "str": str,
     "int": int,
     "float": float,
@@ -119,7 +119,7 @@ def row_type_for(model_name: str, fields: tuple[FieldDefinition, ...]) -> type[m
     """A msgspec Struct type for one row; optional fields accept null."""
     spec: list[tuple[str, object] | tuple[str, object, object]] = []
     for field in fields:
-        python_type = _PYTHON_TYPES[field.type]
+        python_type = PYTHON_TYPES[field.type]
         if field.required:
             spec.append((field.name, python_type))
         else:

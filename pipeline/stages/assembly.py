@@ -35,7 +35,7 @@ from pipeline.reprocess import earlier_stages
 from pipeline.schema import row_type_for
 from pipeline.screening import flow as screening_flow
 from pipeline.stages.context import StageContext
-from pipeline.text import head_terms, normalise_key
+from pipeline.text import head_terms, normalise_key, slug
 
 #: a row whose papers' screening score is below this is at most of medium confidence
 _SURE_RELEVANCE = 0.75
@@ -88,6 +88,7 @@ def run(
     ranked = sorted(entities, key=lambda e: (-e.support, -_completeness(schema, e.values), e.best_rank))
     row_type = row_type_for(schema.model_name, tuple(schema.fields))
     rows = []
+    row_ids: set[str] = set()
     for entity in ranked[: request.rows]:
         msgspec.convert(entity.values, row_type, strict=False)  # every row fits the schema, or assembly fails loudly
         flags = {
@@ -102,6 +103,7 @@ def run(
                 confidence=level,
                 cell_confidence=cells,
                 basis=basis,
+                row_id=_row_id(entity, row_ids),
             )
         )
     papers = _count_citations(_apply(papers or [], verdicts or {}), rows)
@@ -304,6 +306,19 @@ def _resolve(schema: PreparedSchema, entity: _Entity) -> None:
         )
     entity.values = {f.name: entity.values.get(f.name) for f in schema.fields}
     entity.citations = list({(c.source_id, c.field, c.text_span): c for c in kept}.values())
+
+
+def _row_id(entity: _Entity, taken: set[str]) -> str:
+    """A short id for the entity's row, unique in the dataset: a slug of its key (so the same entity keeps it
+    when the job is reprocessed), else of its first text value, with "-2", "-3"… when taken."""
+    text = entity.key or next((v for v in entity.values.values() if isinstance(v, str) and slug(v)), "row")
+    base = slug(text)[:60].strip("-") or "row"
+    row_id, n = base, 1
+    while row_id in taken:
+        n += 1
+        row_id = f"{base}-{n}"
+    taken.add(row_id)
+    return row_id
 
 
 def _comparable(value: FieldValue) -> str:

@@ -15,7 +15,7 @@ from dramatiq.errors import BrokerConnectionError
 from pipeline.settings import Settings
 from pipeline.store.events import EventBus, EventFeed, publisher_client
 from pipeline.store.extraction import ExtractionState
-from pipeline.store.jobs import Inputs, JobStore
+from pipeline.store.jobs import REVIEW, Inputs, JobStore
 from pipeline.store.keys import Keys
 from pipeline.store.queues import BATCH_ACTOR, Queues
 from pipeline.store.workers import LIVE_S, WorkerRegistry
@@ -29,6 +29,7 @@ __all__ = [
     "BATCH_ACTOR",
     "LIVE_S",
     "REDIS_ERRORS",
+    "REVIEW",
     "UNREACHABLE",
     "EventBus",
     "EventFeed",

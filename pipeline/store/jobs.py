@@ -9,7 +9,7 @@ from typing import TypeVar, cast
 import msgspec
 import redis
 
-from contracts import STAGE_ORDER, TERMINAL_STATUSES, EventStatus, JobRecord, JobStatus, Stage
+from contracts import STAGE_ORDER, TERMINAL_STATUSES, EventStatus, JobRecord, JobStatus, ReviewEntry, Stage
 from contracts.progress import EventData
 from pipeline.errors import ClientIdTaken, PermanentError
 from pipeline.store.events import TRANSITION, EventBus
@@ -19,6 +19,7 @@ T = TypeVar("T")
 
 _encode = msgspec.json.Encoder().encode
 _decode_job = msgspec.json.Decoder(JobRecord).decode
+_decode_review = msgspec.json.Decoder(ReviewEntry).decode
 
 # Job status → the event status that announces it.
 _EVENT_STATUS: dict[JobStatus, EventStatus] = {
@@ -38,6 +39,9 @@ redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
 return 1
 """
 
+
+#: the output holding a dataset's review trail (a Redis list of entries, oldest first; copied by a reprocess)
+REVIEW = "review"
 
 #: the output holding the message ids of an extraction run's batches (a cancel aborts them too)
 BATCH_MESSAGES = "batch_messages"
@@ -207,6 +211,19 @@ class JobStore:
     def get_output(self, task_id: str, name: str, kind: type[T]) -> T | None:
         """One stage output of a job, decoded as ``kind``; None when missing."""
         return self.inputs(task_id, name).optional(name, kind)
+
+    def add_review(self, task_id: str, entry: ReviewEntry) -> None:
+        """Append one decision to the job's review trail (a list: concurrent reviews never overwrite each other)."""
+        key = self.keys.output(task_id, REVIEW)
+        with self.client.pipeline(transaction=True) as pipe:
+            pipe.rpush(key, _encode(entry))
+            pipe.expire(key, self.ttl_s)
+            pipe.execute()
+
+    def review_trail(self, task_id: str) -> list[ReviewEntry]:
+        """The job's review trail, oldest decision first."""
+        raws = cast("list[bytes]", self.client.lrange(self.keys.output(task_id, REVIEW), 0, -1))
+        return [_decode_review(raw) for raw in raws]
 
     def running_messages(self, job: JobRecord) -> list[str]:
         """The ids of the messages that may be running for ``job``: its stage's, and its extraction batches'."""

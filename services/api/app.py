@@ -29,6 +29,7 @@ from services.api.live import LiveEvents
 from services.api.metrics import Metrics
 from services.api.openapi import SECURITY, SECURITY_SCHEMES
 from services.api.ops import OpsController
+from services.api.review import ReviewController
 from services.api.streams import stream_handlers
 from services.api.tasks import ReprocessController, TaskController
 from services.api.web import web_handlers
@@ -105,6 +106,7 @@ def create_app(
     return Litestar(
         route_handlers=[
             DatasetController,
+            ReviewController,
             TaskController,
             ReprocessController,
             HealthController,

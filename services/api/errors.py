@@ -15,7 +15,15 @@ from litestar.exceptions import TooManyRequestsException
 from litestar.exceptions.http_exceptions import RequestEntityTooLarge
 from litestar.types import ExceptionHandlersMap, Scope, Send, WebSocketResponseBodyEvent, WebSocketResponseStartEvent
 
-from pipeline.errors import ClientIdTaken, InvalidRequest, JobConflict, JobNotFound, LitminerError, StoreUnavailable
+from pipeline.errors import (
+    ClientIdTaken,
+    InvalidRequest,
+    JobConflict,
+    JobNotFound,
+    LitminerError,
+    RowNotFound,
+    StoreUnavailable,
+)
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +32,7 @@ STATUSES: dict[type[LitminerError], int] = {
     InvalidRequest: 400,
     ClientIdTaken: 403,
     JobNotFound: 404,
+    RowNotFound: 404,
     JobConflict: 409,
     StoreUnavailable: 503,
 }

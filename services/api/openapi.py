@@ -12,7 +12,7 @@ from litestar.di import Provide
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.spec import Components, SecurityRequirement, SecurityScheme
 
-from contracts import GenerateRequest, ReprocessRequest
+from contracts import GenerateRequest, ReprocessRequest, ReviewChange
 from services.api.errors import ErrorBody
 
 #: the ways to send an API key (``LITMINER_API_KEYS``): any one of them will do
@@ -50,7 +50,11 @@ def _reprocess_body(data: ReprocessRequest) -> None:
     """Never called: documents the reprocess body."""
 
 
-#: the dependencies and responses of the two routes
+def _review_body(data: ReviewChange) -> None:
+    """Never called: documents the review body."""
+
+
+#: the dependencies and responses of the routes that take a body
 GENERATE_BODY = {"documented_body": Provide(_generate_body, sync_to_thread=False)}
 GENERATE_RESPONSES = _STARTS_JOB_ERRORS
 REPROCESS_BODY = {"documented_body": Provide(_reprocess_body, sync_to_thread=False)}
@@ -58,4 +62,11 @@ REPROCESS_RESPONSES = {
     **_STARTS_JOB_ERRORS,
     404: _error("no task with this id (or another API key's)"),
     409: _error("the parent still runs, or the outputs to reuse are gone"),
+}
+REVIEW_BODY = {"documented_body": Provide(_review_body, sync_to_thread=False)}
+REVIEW_RESPONSES = {
+    400: _error("the body is malformed, or the decision does not fit the row; `field` names what is wrong"),
+    401: _error("the API needs a key (LITMINER_API_KEYS is set) and none or a wrong one was sent"),
+    404: _error("no task with this id (or another API key's), or no row with this id"),
+    409: _error("the job has not completed: there is no dataset to review yet"),
 }

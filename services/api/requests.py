@@ -15,7 +15,7 @@ from litestar import Request
 from litestar.datastructures import State
 from litestar.exceptions import ClientException
 
-from contracts import FIELD_TYPES, FieldDefinition, GenerateRequest, ReprocessRequest
+from contracts import FIELD_TYPES, FieldDefinition, GenerateRequest, ReprocessRequest, ReviewChange
 from pipeline.errors import InvalidRequest
 
 _MSGSPEC_PATH = re.compile(r" - at `\$([^`]*)`$")  # msgspec paths hold no backticks; field names may
@@ -23,6 +23,7 @@ _UNKNOWN_FIELD = re.compile(r"Object contains unknown field `(.*)`", re.DOTALL)
 _GENERATE_FIELDS = frozenset(GenerateRequest.__struct_fields__) | {"field_definitions_json_str"}
 _REPROCESS_FIELDS = frozenset(ReprocessRequest.__struct_fields__)
 _DEFINITION_FIELDS = frozenset(FieldDefinition.__struct_fields__)
+_REVIEW_FIELDS = frozenset(ReviewChange.__struct_fields__)
 
 
 async def read_body(request: Request[object, object, State]) -> dict[str, object]:
@@ -92,6 +93,18 @@ def parse_reprocess_request(raw: Mapping[str, object]) -> ReprocessRequest:
     _check_definition_fields(data.get("field_definitions"))
     try:
         return msgspec.convert(data, ReprocessRequest, strict=False)
+    except msgspec.ValidationError as exc:
+        raise _as_invalid(exc) from None
+
+
+def parse_review_change(raw: Mapping[str, object]) -> ReviewChange:
+    """A review decision from a JSON body (its shape; ``JobService.review`` checks it against the dataset)."""
+    check_text(raw)
+    check_known_fields(raw, _REVIEW_FIELDS)
+    if "action" not in raw:
+        raise InvalidRequest("action", "is required (approve, reject or edit a cell; exclude or restore the row)")
+    try:
+        return msgspec.convert(raw, ReviewChange, strict=False)
     except msgspec.ValidationError as exc:
         raise _as_invalid(exc) from None
 
