@@ -65,3 +65,5 @@ class Flow(Record, frozen=True, kw_only=True):
     not_reached: int = 0
     read: int = 0
     cited: int = 0
+    #: the search queries that found the documents, in the order they ran
+    queries: list[str] = []

@@ -109,6 +109,7 @@ def run(
     papers = _count_citations(_apply(papers or [], verdicts or {}), rows)
     searched = searched or Flow()
     flow = screening_flow(papers, found=searched.found, duplicates=searched.duplicates_removed)
+    flow = msgspec.structs.replace(flow, queries=searched.queries)
     shortfall = None
     if not rows:
         shortfall = _nothing_found(request, papers, flow, candidates, extraction)
@@ -136,6 +137,7 @@ def run(
         extraction=extraction,
         shortfall=shortfall,
         flow=flow if papers else None,
+        queries=searched.queries,
     )
     return Dataset(
         task_id=task_id,

@@ -237,7 +237,7 @@ def process(ctx: StageContext, task_id: str) -> None:
         )
 
     result = ctx.run_async(run())
-    flow = result.flow
+    flow = msgspec.structs.replace(result.flow, queries=list(queries))
     ctx.hand_off(
         task_id,
         "extraction",

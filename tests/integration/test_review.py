@@ -56,6 +56,7 @@ def test_rows_have_stable_unique_ids(finished) -> None:
     rows = dataset(url, task_id).rows
     assert len(rows) >= 2
     ids = [row.row_id for row in rows]
+    assert dataset(url, task_id).stats.queries  # the search queries the job ran, for the page to show
     assert all(ids) and len(set(ids)) == len(ids)
     assert ids == [row.row_id for row in dataset(url, task_id).rows]  # the same on every read
 
