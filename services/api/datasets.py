@@ -11,8 +11,18 @@ from litestar.di import NamedDependency
 from litestar.params import FromPath, FromQuery
 
 from contracts import JobRecord, TaskAccepted
-from pipeline.export import MEDIA_TYPES, ExportFormat, PaperFormat, export, export_papers
+from pipeline.export import (
+    MEDIA_TYPES,
+    CitationFormat,
+    ExportFormat,
+    PaperFormat,
+    export,
+    export_citations,
+    export_papers,
+)
 from pipeline.jobs import JobService
+from pipeline.references import EXTENSIONS, ReferenceFormat, export_references
+from pipeline.references import MEDIA_TYPES as REFERENCE_MEDIA_TYPES
 from services.api.auth import STARTS_JOBS
 from services.api.openapi import GENERATE_BODY, GENERATE_RESPONSES
 from services.api.requests import parse_generate_request, read_body
@@ -45,10 +55,15 @@ class DatasetController(Controller):
         jobs: NamedDependency[JobService],
         owner: NamedDependency[str],
         format: FromQuery[ExportFormat] = "json",
+        original: FromQuery[bool] = False,
     ) -> Response[bytes]:
-        """The finished dataset as JSON, CSV or JSON Lines (404 for unknown tasks, 409 until completed)."""
-        dataset = jobs.dataset(task_id, owner)
-        return attachment(export(dataset, format), format, f"{dataset.model_name}-{task_id}.{format}")
+        """The finished dataset as JSON, CSV or JSON Lines (404 for unknown tasks, 409 until completed).
+
+        Reviewed values unless ``original``; the CSV leaves out excluded rows, JSON and JSON Lines keep them.
+        """
+        dataset = jobs.dataset(task_id, owner, original=original)
+        name = f"{dataset.model_name}-{task_id}.{format}"
+        return attachment(export(dataset, format), MEDIA_TYPES[format], name)
 
     @get("/{task_id:str}/papers", operation_id="getDatasetPapers", sync_to_thread=True)
     def papers(
@@ -57,17 +72,46 @@ class DatasetController(Controller):
         jobs: NamedDependency[JobService],
         owner: NamedDependency[str],
         format: FromQuery[PaperFormat] = "json",
+        original: FromQuery[bool] = False,
     ) -> Response[bytes]:
         """Every paper the job considered, with its screening decision, reason and citing rows (JSON or CSV)."""
-        dataset = jobs.dataset(task_id, owner)
-        return attachment(export_papers(dataset, format), format, f"{dataset.model_name}-{task_id}-papers.{format}")
+        dataset = jobs.dataset(task_id, owner, original=original)
+        name = f"{dataset.model_name}-{task_id}-papers.{format}"
+        return attachment(export_papers(dataset, format), MEDIA_TYPES[format], name)
+
+    @get("/{task_id:str}/citations", operation_id="getDatasetCitations", sync_to_thread=True)
+    def citations(
+        self,
+        task_id: FromPath[str],
+        jobs: NamedDependency[JobService],
+        owner: NamedDependency[str],
+        format: FromQuery[CitationFormat] = "csv",
+        original: FromQuery[bool] = False,
+    ) -> Response[bytes]:
+        """One line per citation of a value: row, field, value, review status, quote, page, section and paper."""
+        dataset = jobs.dataset(task_id, owner, original=original)
+        name = f"{dataset.model_name}-{task_id}-citations.{format}"
+        return attachment(export_citations(dataset, format), MEDIA_TYPES[format], name)
+
+    @get("/{task_id:str}/references", operation_id="getDatasetReferences", sync_to_thread=True)
+    def references(
+        self,
+        task_id: FromPath[str],
+        jobs: NamedDependency[JobService],
+        owner: NamedDependency[str],
+        format: FromQuery[ReferenceFormat] = "bibtex",
+        original: FromQuery[bool] = False,
+    ) -> Response[bytes]:
+        """The cited papers as BibTeX, RIS or CSL-JSON, one reference per paper (excluded rows do not count)."""
+        dataset = jobs.dataset(task_id, owner, original=original)
+        suffix = "-references" if format == "csl-json" else ""  # the dataset's own JSON is {model}-{task}.json
+        name = f"{dataset.model_name}-{task_id}{suffix}.{EXTENSIONS[format]}"
+        return attachment(export_references(dataset, format), REFERENCE_MEDIA_TYPES[format], name)
 
 
-def attachment(body: bytes, format: ExportFormat, filename: str) -> Response[bytes]:
-    """A download: the format's media type, and the file name to save it under."""
-    return Response(
-        body, media_type=MEDIA_TYPES[format], headers={"Content-Disposition": content_disposition(filename)}
-    )
+def attachment(body: bytes, media_type: str, filename: str) -> Response[bytes]:
+    """A download: its media type, and the file name to save it under."""
+    return Response(body, media_type=media_type, headers={"Content-Disposition": content_disposition(filename)})
 
 
 def content_disposition(filename: str) -> str:

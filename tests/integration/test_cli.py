@@ -60,7 +60,8 @@ def test_generate_follows_the_job_prints_the_table_and_writes_the_csv(stack, tmp
     printed = capsys.readouterr().out
     with out.open(newline="") as file:
         rows = list(csv.DictReader(file))
-    assert len(rows) == 5 and list(rows[0]) == ["technology_id", "technology_name", "confidence", "sources", "evidence"]
+    columns = ["technology_id", "technology_name", "confidence", "sources", "evidence", "support", "review", "row_id"]
+    assert len(rows) == 5 and list(rows[0]) == columns
     lines = printed.splitlines()
     assert any(line.startswith("[  0%] queued") and "Job queued" in line for line in lines)  # one line per event
     assert any("search" in line and "Kept " in line for line in lines)

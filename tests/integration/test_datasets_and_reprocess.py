@@ -89,7 +89,7 @@ def read_csv(text: str, schema: list[FieldDefinition]) -> list[dict[str, FieldVa
                 row[field.name] = json.loads(cell[1:] if cell.startswith("'") else cell)
             else:
                 row[field.name] = cell[1:] if cell.startswith("'") else cell
-        row["sources"], row["evidence"] = record["sources"], record["evidence"]
+        row["sources"], row["evidence"], row["support"] = record["sources"], record["evidence"], record["support"]
         rows.append(row)
     return rows
 
@@ -115,16 +115,19 @@ def test_each_export_format_parses_back_to_the_dataset(stack):
     as_csv = fetch(url, task_id, "csv")
     assert as_csv.headers["content-type"] == "text/csv; charset=utf-8"
     assert as_csv.headers["content-disposition"].endswith(f'{task_id}.csv"')
-    assert as_csv.text.splitlines()[0] == "technology_id,technology_name,confidence,sources,evidence"
+    header = "technology_id,technology_name,confidence,sources,evidence,support,review,row_id"
+    assert as_csv.text.splitlines()[0] == header
     parsed = read_csv(as_csv.text, dataset.schema)
-    assert [{k: v for k, v in r.items() if k not in ("sources", "evidence")} for r in parsed] == [
+    assert [{k: v for k, v in r.items() if k not in ("sources", "evidence", "support")} for r in parsed] == [
         r.row for r in dataset.rows
     ]
     for parsed_row, row in zip(parsed, dataset.rows, strict=True):
         cited = [c for c in row.citations if c.source_id != "generated"]
-        assert str(parsed_row["sources"]).split("; ") == list(
-            dict.fromkeys(c.metadata.doi or c.source_id for c in cited)
-        )
+        papers = {c.source_id: c.metadata for c in cited}
+        labels = str(parsed_row["sources"]).split("; ")  # "Ruiz et al. 2021": first author's family name, year
+        assert len(labels) == len(papers) == int(str(parsed_row["support"]))
+        for label, paper in zip(labels, papers.values(), strict=True):
+            assert label.startswith(paper.authors[0].split()[-1]) and str(paper.year) in label, (label, paper)
         assert all(c.text_span in str(parsed_row["evidence"]) for c in cited)
 
 

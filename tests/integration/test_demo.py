@@ -27,7 +27,8 @@ def test_demo_writes_five_cited_rows_and_a_csv(tmp_path, sample_records):
     for row in dataset["rows"]:
         assert any(c["text_span"] in sample_records[c["source_id"]] for c in row["citations"])
     csv_lines = (tmp_path / "dataset.csv").read_text().splitlines()
-    assert csv_lines[0] == "technology_id,technology_name,confidence,sources,evidence" and len(csv_lines) == 6
+    header = "technology_id,technology_name,confidence,sources,evidence,support,review,row_id"
+    assert csv_lines[0] == header and len(csv_lines) == 6
 
 
 def test_demo_on_a_question_the_corpus_does_not_answer_exits_3_and_says_why(tmp_path):
