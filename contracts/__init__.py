@@ -29,6 +29,17 @@ from contracts.review import (
     RowReview,
 )
 from contracts.screening import Confidence, Criterion, Decision, Flow, Paper, PaperVerdict
+from contracts.sources import SourceList, SourceState
+from contracts.webhooks import (
+    WebhookAttempt,
+    WebhookDeliveries,
+    WebhookOutcome,
+    WebhookPayload,
+    WebhookType,
+    decode_webhook_attempt,
+    decode_webhook_payload,
+    encode_webhook,
+)
 
 __all__ = [
     "CELL_ACTIONS",
@@ -77,10 +88,20 @@ __all__ = [
     "ReviewEntry",
     "RowReview",
     "Section",
+    "SourceList",
+    "SourceState",
     "Stage",
     "TaskAccepted",
     "TaskStatus",
     "TextPart",
+    "WebhookAttempt",
+    "WebhookDeliveries",
+    "WebhookOutcome",
+    "WebhookPayload",
+    "WebhookType",
     "decode_event",
+    "decode_webhook_attempt",
+    "decode_webhook_payload",
     "encode_event",
+    "encode_webhook",
 ]

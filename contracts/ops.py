@@ -1,4 +1,4 @@
-"""What the task list and the operations view show: recent jobs, queues and live workers."""
+"""What the task list and the operations view show: recent jobs, queues, live workers and webhook attempts."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import msgspec
 
 from contracts.base import Record
 from contracts.jobs import JobStatus, Stage
+from contracts.webhooks import WebhookAttempt
 
 
 class TaskSummary(Record, frozen=True, kw_only=True):
@@ -39,7 +40,7 @@ class TaskList(Record, frozen=True, kw_only=True):
 
 
 class QueueDepth(Record, frozen=True, kw_only=True):
-    """Messages of one stage queue: ready to run, waiting in the delay queue (retries), dead-lettered."""
+    """Messages of one queue (a stage's, or webhooks): ready, in the delay queue (retries), dead-lettered."""
 
     name: str
     ready: int
@@ -70,6 +71,8 @@ class OpsView(Record, frozen=True, kw_only=True):
     queues: list[QueueDepth]
     workers: list[WorkerInfo]
     redis_ok: bool
+    #: the newest webhook delivery attempts of the jobs listed, newest first
+    webhooks: list[WebhookAttempt] = []
 
 
 class Readiness(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):

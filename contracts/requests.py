@@ -25,7 +25,7 @@ class GenerateRequest(Inbound, frozen=True, kw_only=True):
     extractor: ExtractorName | None = None
     #: inclusion and exclusion criteria every document is screened against (besides the question)
     criteria: list[Criterion] = []
-    #: an https URL that receives one signed POST when the job ends (docs/usage.md, "Webhooks")
+    #: an http(s) URL that receives one signed POST when the job ends (docs/usage.md, "Webhooks")
     callback_url: str | None = None
 
 

@@ -12,6 +12,8 @@ import time
 import uuid
 from collections.abc import Collection
 
+import msgspec
+
 from contracts import (
     TERMINAL_STATUSES,
     Dataset,
@@ -22,6 +24,7 @@ from contracts import (
     ReviewChange,
     Stage,
     TaskStatus,
+    WebhookDeliveries,
 )
 from contracts.ops import OpsView, Readiness, TaskList, TaskSummary
 from contracts.progress import STAGE_START
@@ -33,8 +36,12 @@ from pipeline.schema import check_client_id, check_request, check_task_id, prepa
 from pipeline.settings import Settings, check_installed
 from pipeline.sources.registry import source_names
 from pipeline.store import LIVE_S, REDIS_ERRORS, REVIEW, Store
+from pipeline.webhooks import check_callback_url
 
 log = logging.getLogger(__name__)
+
+#: webhook attempts the operations view shows (the newest, of the jobs it lists)
+WEBHOOK_ATTEMPTS_SHOWN = 50
 
 
 class JobService:
@@ -69,6 +76,8 @@ class JobService:
         if request.extractor not in (None, "auto") and request.extractor not in self.extractors:
             available = ", ".join(["auto", *self.extractors])
             raise InvalidRequest("extractor", f"{request.extractor!r} is not available (available: {available})")
+        if request.callback_url:
+            check_callback_url(request.callback_url, self.settings)
 
     def submit(self, request: GenerateRequest, *, owner: str = "") -> JobRecord:
         """Check the request, store a new job of ``owner`` and send its first stage."""
@@ -90,6 +99,8 @@ class JobService:
         if change.client_id is not None:
             check_client_id(change.client_id)
         request = reprocessed_request(parent, change)
+        if change.callback_url is not None:  # "" drops the parent's
+            request = msgspec.structs.replace(request, callback_url=change.callback_url or None)
         self.check(request)
         stage: Stage = change.from_stage
         self._check_inputs(parent_id, stage, skip=("schema",))
@@ -273,16 +284,23 @@ class JobService:
         return TaskList(tasks=[summary(job) for job in jobs])
 
     def ops(self, *, limit: int, owner: str = "") -> OpsView:
-        """What an operator watches: recent jobs, each stage queue's depth, live workers."""
+        """What an operator watches: recent jobs, each queue's depth, live workers, the latest webhook attempts."""
         try:
+            jobs = self.store.jobs.recent(limit=limit, owner=owner)
             return OpsView(
-                jobs=[summary(job) for job in self.store.jobs.recent(limit=limit, owner=owner)],
+                jobs=[summary(job) for job in jobs],
                 queues=self.store.queues.depths(),
                 workers=self.store.workers.live(),
                 redis_ok=True,
+                webhooks=self.store.webhooks.latest([job.task_id for job in jobs], limit=WEBHOOK_ATTEMPTS_SHOWN),
             )
         except REDIS_ERRORS:
             return OpsView(jobs=[], queues=[], workers=[], redis_ok=False)
+
+    def webhooks(self, task_id: str, owner: str = "") -> WebhookDeliveries:
+        """Every attempt at delivering the job's webhooks, oldest first."""
+        self.find(task_id, owner)
+        return WebhookDeliveries(task_id=task_id, attempts=self.store.webhooks.attempts(task_id))
 
     def readiness(self) -> Readiness:
         """Whether jobs can run: Redis answers and a worker sent a heartbeat in the last ``LIVE_S`` seconds."""

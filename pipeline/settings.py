@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Collection, Mapping
 from pathlib import Path
 from urllib.parse import quote
 
 import msgspec
 
+from pipeline.addresses import AddressRefused, http_target
 from pipeline.errors import SettingsError
 
 
@@ -85,6 +87,16 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     max_body_bytes: int = 256 * 1024
     #: origins allowed to call the API from a browser (CORS); empty: same origin only
     cors_origins: tuple[str, ...] = ()
+    #: the secret webhooks are signed with (HMAC-SHA256); without it a request's callback_url is refused
+    webhook_secret: str | None = None
+    #: the callback URL of jobs whose request names none, by owner id ("*": every other owner, and an API without keys)
+    callback_urls: dict[str, str] = {}
+    #: hosts webhooks may go to even at a private or loopback address (a receiver on the same network)
+    webhook_hosts: tuple[str, ...] = ()
+    #: seconds before each retry of a failed webhook delivery; as many retries as delays
+    webhook_retry_s: tuple[float, ...] = (5.0, 30.0, 120.0, 600.0)
+    #: the longest one delivery attempt may take, connecting included
+    webhook_timeout_s: float = 10.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -153,6 +165,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             rate_limit_per_minute=_int(env, "LITMINER_RATE_LIMIT", defaults.rate_limit_per_minute, minimum=0),
             max_body_bytes=_int(env, "LITMINER_MAX_BODY_BYTES", defaults.max_body_bytes, minimum=1024),
             cors_origins=_list(env, "LITMINER_CORS_ORIGINS"),
+            webhook_secret=_webhook_secret(env),
+            callback_urls=_callback_urls(env),
+            webhook_hosts=_list(env, "LITMINER_WEBHOOK_HOSTS"),
+            webhook_retry_s=_delays(env, "LITMINER_WEBHOOK_RETRY_S", defaults.webhook_retry_s),
+            webhook_timeout_s=_float(env, "LITMINER_WEBHOOK_TIMEOUT_S", defaults.webhook_timeout_s),
         )
 
     def default_sources(self) -> tuple[str, ...]:
@@ -170,6 +187,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     def __repr__(self) -> str:
         """Settings without API keys or the Redis password, safe to log."""
         hidden = {"openalex_api_key", "semantic_scholar_api_key", "openai_api_key", "redis_url", "api_keys"}
+        hidden |= {"webhook_secret", "callback_urls"}  # a callback URL may carry the receiver's token
         shown = (f"{n}={getattr(self, n)!r}" for n in self.__struct_fields__ if n not in hidden)
         return f"Settings({', '.join(shown)})"
 
@@ -189,6 +207,46 @@ def redis_url_from_env(env: Mapping[str, str]) -> str:
 def _list(env: Mapping[str, str], name: str) -> tuple[str, ...]:
     """A comma-separated list, blanks dropped."""
     return tuple(item.strip() for item in env.get(name, "").split(",") if item.strip())
+
+
+def _webhook_secret(env: Mapping[str, str]) -> str | None:
+    secret = env.get("LITMINER_WEBHOOK_SECRET") or None
+    if secret is None and env.get("LITMINER_CALLBACK_URLS", "").strip():
+        raise SettingsError("LITMINER_CALLBACK_URLS needs LITMINER_WEBHOOK_SECRET: every webhook is signed with it")
+    return secret
+
+
+def _callback_urls(env: Mapping[str, str]) -> dict[str, str]:
+    """``owner=URL`` pairs, comma-separated; the owner is an API key's owner id (16 hex digits) or ``*``."""
+    urls: dict[str, str] = {}
+    for item in _list(env, "LITMINER_CALLBACK_URLS"):
+        owner, _, url = (part.strip() for part in item.partition("="))
+        if not url or not (owner == "*" or re.fullmatch(r"[0-9a-f]{16}", owner)):
+            raise SettingsError(
+                f"LITMINER_CALLBACK_URLS takes owner=URL pairs (an owner id of 16 hex digits, or *), got {item!r}"
+            )
+        try:
+            http_target(url)
+        except AddressRefused as exc:
+            raise SettingsError(f"LITMINER_CALLBACK_URLS: the URL of {owner} is {exc}") from None
+        urls[owner] = url
+    return urls
+
+
+def _delays(env: Mapping[str, str], name: str, default: tuple[float, ...]) -> tuple[float, ...]:
+    """Comma-separated seconds (``none``: an empty list)."""
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    if raw.lower() == "none":
+        return ()
+    try:
+        delays = tuple(float(item) for item in raw.split(","))
+    except ValueError:
+        raise SettingsError(f"{name} must be comma-separated seconds (or none), got {raw!r}") from None
+    if any(delay < 0 for delay in delays):
+        raise SettingsError(f"{name} must not hold negative delays, got {raw!r}")
+    return delays
 
 
 def _int(env: Mapping[str, str], name: str, default: int, *, minimum: int | None = None) -> int:

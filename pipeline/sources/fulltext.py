@@ -16,16 +16,15 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import ipaddress
 import logging
-import socket
 from collections import Counter
 from collections.abc import Collection, Sequence
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import urljoin
 
 import msgspec
 
 from contracts import Document
+from pipeline.addresses import AddressRefused, check_url_async
 from pipeline.errors import SourceError
 from pipeline.sources.base import FullText, FullTextSource, Source
 from pipeline.sources.http import Limits, SourceHttp
@@ -136,21 +135,10 @@ class Fetcher:
 
     async def _check(self, url: str) -> str:
         """The URL's host, once it is known to be public (or allowed); raises ``Refused`` otherwise."""
-        parts = urlsplit(url)
-        host = (parts.hostname or "").lower()
-        if parts.scheme not in ("http", "https") or not host:
-            raise Refused(f"not an http(s) URL ({parts.scheme or 'none'})")
-        if host in self.allowed_hosts:
-            return host
         try:
-            infos = await asyncio.get_running_loop().getaddrinfo(host, parts.port or 443, type=socket.SOCK_STREAM)
-        except OSError:
-            raise Refused(f"unknown host {host}") from None
-        for info in infos:
-            address = ipaddress.ip_address(info[4][0])
-            if not address.is_global:
-                raise Refused(f"a private address ({host})")
-        return host
+            return await check_url_async(url, self.allowed_hosts)
+        except AddressRefused as exc:
+            raise Refused(str(exc)) from None
 
 
 def copies(document: Document) -> list[str]:

@@ -1,24 +1,33 @@
 """Everything litminer keeps in Redis, and the only code that talks to Redis.
 
 ``Store`` opens the connections and groups the parts: job records and outputs (``jobs``), events
-(``events``), the stage queues (``queues``), worker heartbeats (``workers``) and extraction runs
-(``extraction``). Sources keep their cache and rate limits in ``SourceState`` (async, per event loop) and the
-API reads events with ``EventFeed`` (async). Key names are all in ``Keys``.
+(``events``), the stage queues (``queues``), worker heartbeats (``workers``), extraction runs
+(``extraction``) and webhook delivery attempts (``webhooks``). Sources keep their cache and rate limits in
+``SourceState`` (async, per event loop) and the API reads events with ``EventFeed`` (async). Key names are all
+in ``Keys``.
 """
 
 from __future__ import annotations
+
+import logging
+import re
 
 import redis
 import redis.asyncio as aioredis
 from dramatiq.errors import BrokerConnectionError
 
+from contracts import JobRecord
+from pipeline.errors import StoreUnavailable
 from pipeline.settings import Settings
 from pipeline.store.events import EventBus, EventFeed, publisher_client
 from pipeline.store.extraction import ExtractionState
 from pipeline.store.jobs import REVIEW, Inputs, JobStore
 from pipeline.store.keys import Keys
-from pipeline.store.queues import BATCH_ACTOR, Queues
+from pipeline.store.queues import BATCH_ACTOR, WEBHOOK_ACTOR, WEBHOOK_QUEUE, Queues
+from pipeline.store.webhooks import WebhookLog, callback_url
 from pipeline.store.workers import LIVE_S, WorkerRegistry
+
+log = logging.getLogger(__name__)
 
 #: what Redis raises while it cannot be reached (a restart, a failover): worth waiting out
 UNREACHABLE: tuple[type[Exception], ...] = (redis.ConnectionError, redis.TimeoutError, BrokerConnectionError)
@@ -31,6 +40,8 @@ __all__ = [
     "REDIS_ERRORS",
     "REVIEW",
     "UNREACHABLE",
+    "WEBHOOK_ACTOR",
+    "WEBHOOK_QUEUE",
     "EventBus",
     "EventFeed",
     "ExtractionState",
@@ -39,21 +50,50 @@ __all__ = [
     "Keys",
     "Queues",
     "Store",
+    "WebhookLog",
     "WorkerRegistry",
     "answers",
+    "callback_url",
     "connect_async",
+    "require_redis",
 ]
 
 
 def answers(redis_url: str, *, timeout_s: float = 1.0) -> bool:
     """Whether a Redis server answers PING at ``redis_url`` (used to wait for one that is starting)."""
+    return _ping(redis_url, timeout_s) is None
+
+
+def require_redis(redis_url: str, *, timeout_s: float = 3.0, advice: str = "") -> None:
+    """Raise ``StoreUnavailable`` with one line saying what was tried and what to do, unless a Redis answers
+    PING at ``redis_url``: what ``litminer api``, ``worker`` and ``rerun`` check before they start.
+
+    ``advice`` replaces the default advice (set ``REDIS_URL``, or run the commands that start their own Redis).
+    """
+    error = _ping(redis_url, timeout_s)
+    if error is not None:
+        shown = _PASSWORD.sub(r"\1***@", redis_url)
+        advice = advice or (
+            "set REDIS_URL to a running Redis (or REDIS_HOST, REDIS_PORT, REDIS_PASSWORD), or run `litminer demo` "
+            "or `litminer generate --embedded`, which start their own"
+        )
+        raise StoreUnavailable(f"no Redis answers at {shown} ({error}): {advice}")
+
+
+#: the password in a Redis URL, hidden in messages
+_PASSWORD = re.compile(r"(\w://[^:/@\s]*:)[^@\s/]+@")
+
+
+def _ping(redis_url: str, timeout_s: float) -> str | None:
+    """None when Redis answers PING at ``redis_url``, else why not."""
     client = redis.Redis.from_url(redis_url, socket_connect_timeout=timeout_s, socket_timeout=timeout_s)
     try:
-        return bool(client.ping())
-    except redis.RedisError:
-        return False
+        client.ping()
+    except redis.RedisError as exc:
+        return str(exc) or type(exc).__name__
     finally:
         client.close()
+    return None
 
 
 def connect_async(settings: Settings) -> aioredis.Redis:
@@ -75,10 +115,25 @@ class Store:
         self.events = EventBus(
             self.client, self.publisher, self.keys, ttl_s=settings.result_ttl_s, maxlen=settings.event_stream_maxlen
         )
-        self.jobs = JobStore(self.client, self.keys, self.events, ttl_s=settings.result_ttl_s)
+        self.jobs = JobStore(
+            self.client, self.keys, self.events, ttl_s=settings.result_ttl_s, on_end=self._queue_webhook
+        )
         self.queues = Queues(self.client, self.keys, settings)
+        self.webhooks = WebhookLog(self.client, self.keys, ttl_s=settings.result_ttl_s)
         self.workers = WorkerRegistry(self.client, self.keys)
         self.extraction = ExtractionState(self.client, self.keys, ttl_s=settings.result_ttl_s)
+
+    def _queue_webhook(self, job: JobRecord, seq: int) -> None:
+        """Send the webhook of a job that has just ended (event ``seq``), when it has a callback URL.
+
+        Never raises: the job's end is already stored, and a webhook never fails its job.
+        """
+        if callback_url(job, self.settings) is None:
+            return
+        try:
+            self.queues.send(self.queues.message(WEBHOOK_ACTOR, job.task_id, seq, 1))
+        except REDIS_ERRORS as exc:
+            log.error("webhook not queued: %s", exc, extra={"task_id": job.task_id, "stage": job.stage})
 
     def close(self) -> None:
         self.client.close()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TypeVar, cast
 
 import msgspec
@@ -57,13 +57,25 @@ class JobStore:
     A change and its event take one round trip: the change is computed on the version of the record this
     process last saw, and written only if Redis still holds that version (else computed again on the one
     it holds). So a late worker never overwrites a cancel, and a job's events follow its changes in order.
+
+    Every change that ends a job (completed, error, cancelled: by a worker, the API or the CLI) goes through
+    ``transition``, which then calls ``on_end`` with the new record and its terminal event's seq.
     """
 
-    def __init__(self, client: redis.Redis, keys: Keys, events: EventBus, *, ttl_s: int) -> None:
+    def __init__(
+        self,
+        client: redis.Redis,
+        keys: Keys,
+        events: EventBus,
+        *,
+        ttl_s: int,
+        on_end: Callable[[JobRecord, int], None] | None = None,
+    ) -> None:
         self.client = client
         self.keys = keys
         self.events = events
         self.ttl_s = ttl_s
+        self.on_end = on_end
         self._claim_client = client.register_script(_CLAIM_CLIENT)
         self._transition = client.register_script(TRANSITION)
         self._seen: dict[str, bytes] = {}  # task id → the record as this process last read or wrote it
@@ -199,6 +211,10 @@ class JobStore:
             )
             if isinstance(reply, int) or reply == new:  # done (``new``: a retried call had already done it)
                 self._remember(task_id, new)
+                if job.status in TERMINAL_STATUSES and self.on_end is not None:
+                    # A retried call's seq was lost with its first reply: the job's last seq is the end's.
+                    seq = reply if isinstance(reply, int) else cast("bytes", self.client.get(self.keys.seq(task_id)))
+                    self.on_end(job, int(seq))
                 return job
             raw, checked = cast("bytes | None", reply), True
         self._remember(task_id, None)

@@ -88,6 +88,10 @@ class Keys:
         """Counter of every event published, across all processes (exposed at /metrics)."""
         return f"{self.prefix}stats:events_published"
 
+    def webhooks(self, task_id: str) -> str:
+        """Every delivery attempt of a job's webhooks (list of WebhookAttempt JSON, oldest first)."""
+        return f"{self.prefix}job:{task_id}:webhooks"
+
     def deliveries(self, task_id: str) -> str:
         """How often each enqueued message of a job was delivered (hash of delivery id → count)."""
         return f"{self.prefix}job:{task_id}:deliveries"

@@ -1,8 +1,9 @@
 """The stage queues: Dramatiq's Redis broker (woken by enqueues), sending by actor name, aborts, queue depths.
 
 Every stage has one name, used for its actor and its queue alike (``search``); extraction batches run as the
-``extraction_batch`` actor on the ``extraction`` queue. Senders (the API, the CLI) need only these names: they
-build messages here and never import a stage module or install worker middleware.
+``extraction_batch`` actor on the ``extraction`` queue, webhooks as ``deliver_webhook`` on ``webhooks``.
+Senders (the API, the CLI) need only these names: they build messages here and never import a stage module or
+install worker middleware.
 """
 
 from __future__ import annotations
@@ -19,17 +20,21 @@ from dramatiq.middleware import Middleware
 from dramatiq_abort import Abortable
 from dramatiq_abort.backends import RedisBackend
 
-from contracts import STAGES, Stage
+from contracts import STAGES
 from contracts.ops import QueueDepth
 from pipeline.settings import Settings
 from pipeline.store.keys import Keys
 
 #: the actor that extracts one batch of a job's documents (several run at once, on any workers)
 BATCH_ACTOR = "extraction_batch"
+#: the actor that POSTs a job's webhook, on a queue of its own so a slow receiver never holds up a stage
+WEBHOOK_ACTOR, WEBHOOK_QUEUE = "deliver_webhook", "webhooks"
 
 
-def queue_of(actor: str) -> Stage:
-    """The queue (a stage name) an actor's messages go to."""
+def queue_of(actor: str) -> str:
+    """The queue an actor's messages go to: its stage's, or the webhooks queue."""
+    if actor == WEBHOOK_ACTOR:
+        return WEBHOOK_QUEUE
     if actor == BATCH_ACTOR:
         return "extraction"
     if actor not in STAGES:
@@ -165,9 +170,11 @@ class Queues:
         """A message for ``actor`` (its id is known before it is sent)."""
         return dramatiq.Message(queue_name=queue_of(actor), actor_name=actor, args=args, kwargs={}, options={})
 
-    def send(self, message: dramatiq.Message[Any], broker: dramatiq.Broker | None = None) -> None:
-        """Enqueue ``message`` (through ``broker`` when given: a worker sends through its own)."""
-        (broker or self.broker).enqueue(message)
+    def send(
+        self, message: dramatiq.Message[Any], broker: dramatiq.Broker | None = None, *, delay_ms: int | None = None
+    ) -> None:
+        """Enqueue ``message`` (through ``broker`` when given: a worker sends through its own), after ``delay_ms``."""
+        (broker or self.broker).enqueue(message, delay=delay_ms)
 
     def abort(self, message_ids: Sequence[str]) -> None:
         """Ask whichever worker runs these messages to stop them (and any worker to skip them)."""
@@ -175,14 +182,16 @@ class Queues:
             self._aborts.abort(message_id)
 
     def depths(self) -> list[QueueDepth]:
-        """Messages waiting in each stage queue, in its delay queue, and dead-lettered (one round trip)."""
+        """Messages waiting in each stage queue (and the webhooks queue), in its delay queue, and dead-lettered
+        (one round trip)."""
+        queues = [*STAGES, WEBHOOK_QUEUE]
         with self.client.pipeline(transaction=False) as pipe:
-            for queue in STAGES:
+            for queue in queues:
                 pipe.llen(self.keys.queue(queue))
                 pipe.hlen(self.keys.delayed_messages(queue))
                 pipe.zcard(self.keys.dead_letters(queue))
             counts = pipe.execute()
         return [
             QueueDepth(name=queue, ready=counts[3 * i], delayed=counts[3 * i + 1], dead=counts[3 * i + 2])
-            for i, queue in enumerate(STAGES)
+            for i, queue in enumerate(queues)
         ]

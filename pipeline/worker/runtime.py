@@ -1,7 +1,8 @@
 """What a worker process runs: the stage actors, and the StageContext they are given.
 
 This is the only module that imports the stage modules. Each actor is named after its stage and consumes the
-queue of the same name (extraction batches: the ``extraction_batch`` actor on the ``extraction`` queue).
+queue of the same name (extraction batches: the ``extraction_batch`` actor on the ``extraction`` queue). The
+``deliver_webhook`` actor POSTs webhooks (``pipeline.webhooks``) from the ``webhooks`` queue.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from dramatiq.middleware import CurrentMessage
 
 from contracts import STAGES, Dataset, JobRecord, Stage
 from contracts.progress import EventData, JobCompleted
+from pipeline import webhooks
 from pipeline.errors import JobCancelled
 from pipeline.extractors import default_extractors
 from pipeline.extractors.base import Extractor
@@ -26,7 +28,7 @@ from pipeline.sources.http import SourceHttp
 from pipeline.sources.registry import available_sources
 from pipeline.stages import assembly, extraction, schema_preparation, search
 from pipeline.stages.context import StageContext
-from pipeline.store import BATCH_ACTOR, ExtractionState, Inputs, Store
+from pipeline.store import BATCH_ACTOR, WEBHOOK_ACTOR, WEBHOOK_QUEUE, ExtractionState, Inputs, Store
 from pipeline.store.jobs import BATCH_MESSAGES
 from pipeline.worker.broker import build_broker
 
@@ -68,6 +70,7 @@ class WorkerRuntime:
         for stage, body in _BODIES.items():
             self._declare(stage, body)
         self._declare_batch()
+        self._declare_webhook()
         self._loop: EventLoopThread | None = None
         self._loop_lock = threading.Lock()
         self._source_http: SourceHttp | None = None
@@ -81,6 +84,17 @@ class WorkerRuntime:
             broker=self.broker, actor_name=stage, queue_name=stage, time_limit=self._settings.stage_time_limit_ms
         )
         declare(run_stage)
+
+    def _declare_webhook(self) -> None:
+        def deliver_webhook(task_id: str, seq: int, attempt: int) -> None:
+            webhooks.deliver(self, task_id, seq, attempt)
+
+        # The attempt's own timeout ends it first; the time limit only backs it up.
+        limit_ms = int(self._settings.webhook_timeout_s * 1000) + 30_000
+        declare = dramatiq.actor(
+            broker=self.broker, actor_name=WEBHOOK_ACTOR, queue_name=WEBHOOK_QUEUE, time_limit=limit_ms
+        )
+        declare(deliver_webhook)
 
     def _declare_batch(self) -> None:
         def extraction_batch(task_id: str, run_id: str, index: int) -> None:

@@ -1,4 +1,4 @@
-// litminer operations view: recent jobs, queue depths and live workers, refreshed every 2 s.
+// litminer operations view: jobs, queue depths, live workers and webhook attempts, refreshed every 2 s.
 "use strict";
 
 const REFRESH_MS = 2000;
@@ -23,7 +23,7 @@ function emptyRow(columns, text) {
 
 // ---------------------------------------------------------------- tables
 
-const rendered = { jobs: "", queues: "", workers: "" };
+const rendered = { jobs: "", queues: "", workers: "", webhooks: "" };
 
 /** Replace a table body only when its data changed, so buttons under the pointer survive a refresh. */
 function update(name, data, build) {
@@ -99,6 +99,36 @@ function workerRows(workers) {
   });
 }
 
+// A delivery's outcome in the colours of a job's status.
+const OUTCOME_STATUS = { delivered: "completed", retrying: "retrying", failed: "error" };
+
+const milliseconds = (ms) => (ms < 1000 ? `${Math.round(ms)} ms` : seconds(ms / 1000));
+
+const clock = (unix) => (unix ? new Date(unix * 1000).toLocaleTimeString() : "—");
+
+function webhookRows(attempts) {
+  if (!attempts.length) return [emptyRow(9, "No webhooks sent.")];
+  return attempts.map((attempt) =>
+    el(
+      "tr",
+      { dataset: { deliveryId: attempt.delivery_id, attempt: attempt.attempt, outcome: attempt.outcome } },
+      el("td", {}, clock(attempt.at)),
+      el("td", {}, el("code", { class: "task-id", title: attempt.task_id }, attempt.task_id.slice(0, 8))),
+      el("td", {}, attempt.type),
+      el("td", { class: "num" }, attempt.attempt),
+      el(
+        "td",
+        {},
+        el("span", { class: "badge", dataset: { status: OUTCOME_STATUS[attempt.outcome] } }, attempt.outcome),
+      ),
+      el("td", {}, attempt.error || `HTTP ${attempt.status_code}`),
+      el("td", { class: "num" }, milliseconds(attempt.duration_ms)),
+      el("td", {}, attempt.next_try_at ? clock(attempt.next_try_at) : "—"),
+      el("td", { class: "query", title: attempt.url }, attempt.url),
+    ),
+  );
+}
+
 // ---------------------------------------------------------------- polling
 
 let timer = null;
@@ -114,6 +144,7 @@ async function refresh() {
     update("jobs", view.jobs || [], jobRows);
     update("queues", view.queues || [], queueRows);
     update("workers", view.workers || [], workerRows);
+    update("webhooks", view.webhooks || [], webhookRows);
     const redis = $("#redis");
     redis.dataset.ok = String(Boolean(view.redis_ok));
     redis.textContent = view.redis_ok ? "Redis: OK" : "Redis: unreachable";

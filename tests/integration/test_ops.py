@@ -101,7 +101,7 @@ def test_task_lists_per_client_and_for_everyone(make_jobs, settings, run_worker,
     worker.runtime.status.beat()  # the next heartbeat, without waiting LITMINER_WORKER_HEARTBEAT_S
     ops = httpx.get(f"{api_url}/api/v1/ops").json()
     assert {q["name"]: q["ready"] for q in ops["queues"]} == dict.fromkeys(
-        ("schema_preparation", "search", "extraction", "assembly"), 0
+        ("schema_preparation", "search", "extraction", "assembly", "webhooks"), 0
     )
     listed = {j["task_id"]: j for j in ops["jobs"]}
     assert {listed[t]["status"] for t in (first, second, other)} == {"completed"}
