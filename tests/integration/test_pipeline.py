@@ -18,7 +18,7 @@ from pipeline.errors import JobFinished, JobNotFound
 from pipeline.extractors.base import Extraction
 from pipeline.extractors.heuristic import HeuristicExtractor
 from pipeline.stages import extraction
-from tests.conftest import follow
+from tests.conftest import follow, wait_for
 from tests.fixtures.requests import seed_request
 
 
@@ -144,7 +144,10 @@ def test_a_stage_that_always_fails_ends_in_error_with_its_message(make_jobs, run
     assert record is not None and record.status == "error"
     assert record.error is not None and "upstream unavailable" in record.error
     assert jobs.store.jobs.get_output(job.task_id, "dataset", Dataset) is None
-    dead = jobs.store.client.hgetall(f"{settings.key_prefix}dramatiq:extraction.XQ.msgs")
+    dead_letters = f"{settings.key_prefix}dramatiq:extraction.XQ.msgs"
+    # the worker dead-letters the message just after publishing the error event
+    wait_for(lambda: jobs.store.client.hlen(dead_letters) == 1, what="the message in the dead-letter queue")
+    dead = jobs.store.client.hgetall(dead_letters)
     assert len(dead) == 1 and b"upstream unavailable" in next(iter(dead.values()))  # the dead-letter queue keeps it
 
 
