@@ -253,10 +253,12 @@ class JobService:
 
         The reviewer is ``change.reviewer``, else the owner id, else "anonymous" (the API without keys).
         """
-        dataset = self.dataset(task_id, owner)
-        entry = review.entry(dataset, row_id, change, reviewer=change.reviewer or owner or "anonymous")
+        extracted = self.dataset(task_id, owner, original=True)
+        trail = self.store.jobs.review_trail(task_id)
+        current = review.apply(extracted, trail)
+        entry = review.entry(current, row_id, change, reviewer=change.reviewer or owner or "anonymous")
         self.store.jobs.add_review(task_id, entry)
-        reviewed = review.apply(dataset, [*dataset.review, entry])
+        reviewed = review.apply(extracted, [*trail, entry])
         log.info("row reviewed", extra={"task_id": task_id, "stage": "done", "row_id": row_id, "action": entry.action})
         return next(row for row in reviewed.rows if row.row_id == row_id)
 

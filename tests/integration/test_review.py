@@ -120,8 +120,14 @@ def test_a_reviewed_cell_shows_in_every_export_and_the_original_stays(finished) 
     status = httpx.get(f"{url}/tasks/{task_id}").json()
     assert status["result"]["rows"][0]["review"] is not None or status["result"]["rows"][1]["review"] is not None
 
-    restored = review(url, task_id, second.row_id, action="restore")
-    assert restored.json()["review"]["excluded"] is False
+    restored = review(url, task_id, second.row_id, action="restore").json()
+    assert restored["review"]["excluded"] is False
+    # the answer is the row as a read gives it: the rejected cell still knows its extracted value
+    assert restored["review"]["cells"]["technology_name"] == {
+        "status": "rejected",
+        "original": second.row["technology_name"],
+    }
+    assert restored == msgspec.to_builtins(next(r for r in dataset(url, task_id).rows if r.row_id == second.row_id))
 
 
 @pytest.mark.parametrize(
@@ -161,12 +167,13 @@ def test_unknown_rows_and_unfinished_jobs(finished) -> None:
     assert review(url, task_id, "no-such-row", action="exclude").status_code == 404
     assert review(url, "0" * 8 + "-0000-4000-8000-" + "0" * 12, "x", action="exclude").status_code == 404
     assert review(url, "not-a-task", "x", action="exclude").json()["field"] == "task_id"
-    queued = httpx.post(
-        f"{url}/api/v1/datasets/generate",
-        json={"user_query": QUERY, "rows": 2, "field_definitions": FIELDS},
-    ).json()["task_id"]
-    httpx.get(f"{url}/tasks/{queued}/revoke")
-    assert review(url, queued, "x", action="exclude").status_code == 409
+
+
+def test_a_job_without_a_dataset_cannot_be_reviewed(api_url: str) -> None:
+    body = {"user_query": QUERY, "rows": 2, "field_definitions": FIELDS}
+    queued = httpx.post(f"{api_url}/api/v1/datasets/generate", json=body).json()["task_id"]  # no worker: it waits
+    reply = review(api_url, queued, "x", action="exclude")
+    assert reply.status_code == 409 and "queued" in reply.json()["detail"]
 
 
 def test_a_reprocess_keeps_the_review_unless_told_not_to(finished) -> None:
