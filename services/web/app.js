@@ -1,9 +1,11 @@
-// litminer main page: the dataset form, live progress, results with evidence, recent tasks.
-// Plain modern JavaScript, no build step and no dependencies.
-"use strict";
+// litminer main page: the dataset form (columns, criteria, sources), opening tasks by URL (#/tasks/{id}), and
+// the recent tasks. Following a task is task.js's, the dataset results.js's. Plain modern JavaScript (ES modules),
+// no build step; DOM helpers and the API client are common.js's globals, loaded first.
+import { initResults } from "./results.js";
+import { cancelTask, checkWorkers, currentTaskId, followTask, openTask, stopListening } from "./task.js";
 
 const CLIENT_ID_KEY = "litminer.clientId";
-const STAGES = ["schema_preparation", "search", "extraction", "assembly"];
+const TASK_ROUTE = /^#\/tasks\/([^/?#]+)$/;
 const SEED_COLUMNS = [
   {
     name: "technology_id",
@@ -14,7 +16,7 @@ const SEED_COLUMNS = [
   { name: "technology_name", type: "str", description: "Name of water treatment technology", required: true },
 ];
 
-// ---------------------------------------------------------------- storage, ids, API key
+// ---------------------------------------------------------------- ids and the API key
 
 function newUuid() {
   if (globalThis.crypto && typeof crypto.randomUUID === "function") return crypto.randomUUID();
@@ -38,17 +40,11 @@ function clientId() {
   return id;
 }
 
-/** A URL with ?token=… appended when a key is stored (for EventSource and WebSocket, which take no headers). */
-function withKey(path) {
-  const key = apiKey();
-  if (!key) return path;
-  return path + (path.includes("?") ? "&" : "?") + "token=" + encodeURIComponent(key);
-}
-
 function saveApiKey() {
   storageSet(API_KEY_KEY, $("#api-key").value.trim());
   $("#auth").hidden = true;
   loadRecent();
+  loadSources();
   $("#submit").focus();
 }
 
@@ -114,6 +110,53 @@ function readCriteria() {
   return { criteria, origins };
 }
 
+// ---------------------------------------------------------------- sources
+
+let sourcesShown = false; // the checkboxes are there: send what they say
+
+/** A checkbox per source the workers have: unusable ones disabled, unreachable ones unchecked, with a note. */
+async function loadSources() {
+  const note = $("#sources-note");
+  try {
+    const reply = await api("/api/v1/sources");
+    const sources = (reply && reply.sources) || [];
+    const checked = new Set(sourcesShown ? selectedSources() : []);
+    $("#sources").replaceChildren(...sources.map((source) => {
+      const id = `source-${source.name.replace(/[^A-Za-z0-9_-]+/g, "-")}`;
+      const notes = [];
+      if (!source.configured) notes.push(source.note || "not configured");
+      else if (!source.reachable) notes.push("not reachable right now");
+      if (source.default) notes.push("default");
+      const usable = source.configured && source.reachable;
+      const box = el("input", {
+        type: "checkbox",
+        id,
+        value: source.name,
+        disabled: !source.configured,
+        dataset: { configured: String(source.configured), reachable: String(source.reachable) },
+      });
+      box.checked = sourcesShown ? checked.has(source.name) && source.configured : usable && source.default;
+      return el("li", { class: "source", dataset: { source: source.name, usable: String(usable) } },
+        box,
+        el("label", { for: id }, source.name),
+        notes.length ? el("span", { class: "muted small source-note" }, notes.join(" · ")) : null);
+    }));
+    sourcesShown = sources.length > 0;
+    $("#sources-fieldset").hidden = !sourcesShown;
+    note.textContent = sources.some((s) => s.configured && !s.reachable)
+      ? "Unreachable sources are left unchecked: a job would wait on them for nothing."
+      : "";
+  } catch (error) {
+    // an older server without the list: the API picks its default sources
+    sourcesShown = false;
+    $("#sources-fieldset").hidden = true;
+  }
+}
+
+function selectedSources() {
+  return [...document.querySelectorAll("#sources input:checked")].map((box) => box.value);
+}
+
 function readForm() {
   const rowsText = $("#rows").value.trim();
   const { criteria, origins } = readCriteria();
@@ -131,6 +174,7 @@ function readForm() {
     client_id: clientId(),
   };
   if (criteria.length) body.criteria = criteria; // none: no key at all
+  if (sourcesShown) body.sources = selectedSources();
   return body;
 }
 
@@ -200,12 +244,18 @@ function showFieldError(field, detail) {
 async function onSubmit(event) {
   event.preventDefault();
   clearErrors();
+  const body = readForm();
+  if (body.sources && !body.sources.length) {
+    showFieldError("sources", "Choose at least one source.");
+    return;
+  }
   const submit = $("#submit");
   submit.disabled = true;
   submit.setAttribute("aria-busy", "true");
   try {
-    const accepted = await api("/api/v1/datasets/generate", { method: "POST", body: readForm() });
+    const accepted = await api("/api/v1/datasets/generate", { method: "POST", body });
     followTask(accepted.task_id, { fresh: true });
+    location.hash = `#/tasks/${accepted.task_id}`; // the task's own URL (the router sees it is followed already)
     loadRecent();
   } catch (error) {
     if (error instanceof ApiError && error.status === 400) {
@@ -219,590 +269,6 @@ async function onSubmit(event) {
     submit.disabled = false;
     submit.removeAttribute("aria-busy");
   }
-}
-
-// ---------------------------------------------------------------- following a task
-
-let current = null; // { taskId, source, socket, poll, progress, finished }
-
-function stopListening() {
-  if (!current) return;
-  if (current.source) current.source.close();
-  if (current.socket) current.socket.close();
-  if (current.poll) clearTimeout(current.poll);
-  current.source = current.socket = current.poll = null;
-}
-
-function setStatusBadge(status) {
-  const badge = $("#job-status");
-  badge.textContent = status;
-  badge.dataset.status = status;
-}
-
-function setStages(stage, status) {
-  const index = stage === "done" ? STAGES.length : STAGES.indexOf(stage); // -1 for "queued"
-  for (const item of document.querySelectorAll("#stages > li")) {
-    const i = STAGES.indexOf(item.dataset.stage);
-    let state = "pending";
-    if (status === "completed" || i < index) state = "done";
-    else if (i === index) {
-      if (status === "error") state = "failed";
-      else if (status === "cancelled") state = "cancelled";
-      else if (status === "retrying") state = "retrying";
-      else state = "running";
-    }
-    item.dataset.state = state;
-    item.querySelector(".stage-state").textContent = state;
-    if (state === "running" || state === "retrying") item.setAttribute("aria-current", "step");
-    else item.removeAttribute("aria-current");
-  }
-}
-
-function setProgress(value) {
-  const clamped = Math.max(0, Math.min(100, Math.round(Number(value) || 0)));
-  const bar = $("#progress");
-  bar.value = clamped;
-  bar.textContent = `${clamped} %`;
-  $("#progress-text").textContent = `${clamped} %`;
-}
-
-function showJobState({ status, stage, progress, message }) {
-  if (!current) return;
-  // progress events of parallel extraction batches can arrive a little out of order: never go back
-  current.progress = status === "completed" ? 100 : Math.max(current.progress, Number(progress) || 0);
-  setProgress(current.progress);
-  const shown = status === "started" ? "queued" : status;
-  setStatusBadge(shown);
-  setStages(stage, status);
-  const line = $("#message");
-  line.textContent = message || "";
-  line.dataset.status = status;
-  $("#cancel").hidden = TERMINAL.has(status);
-}
-
-function onEvent(event) {
-  if (!current || event.task_id !== current.taskId || current.finished) return;
-  if (typeof event.seq === "number") {
-    if (event.seq <= current.lastSeq) return; // a replay after reconnecting
-    current.lastSeq = event.seq;
-  }
-  showJobState(event);
-  if (TERMINAL.has(event.status)) finish(event.status);
-}
-
-async function finish(status) {
-  if (!current || current.finished) return;
-  current.finished = true;
-  stopListening();
-  const taskId = current.taskId;
-  if (status === "completed") await loadResult(taskId);
-  loadRecent();
-}
-
-function parseEvent(text) {
-  try {
-    return JSON.parse(text);
-  } catch {
-    return null;
-  }
-}
-
-function followTask(taskId, { fresh = false, initial = null } = {}) {
-  stopListening();
-  current = { taskId, source: null, socket: null, poll: null, progress: 0, lastSeq: 0, finished: false };
-  $("#job").hidden = false;
-  $("#results").hidden = true;
-  $("#job-task-id").textContent = taskId;
-  setProgress(0);
-  setStages("queued", "started");
-  setStatusBadge("queued");
-  $("#message").textContent = fresh ? "Submitted, waiting for a worker…" : "Loading…";
-  $("#message").dataset.status = "started";
-  $("#cancel").hidden = false;
-  if (initial) showJobState(initial);
-  if (fresh) $("#job").scrollIntoView({ block: "nearest", behavior: "smooth" });
-  listenSse(current);
-}
-
-function listenSse(job) {
-  if (typeof EventSource !== "function") {
-    listenWebSocket(job);
-    return;
-  }
-  let received = false;
-  const source = new EventSource(withKey(`/sse/tasks/${encodeURIComponent(job.taskId)}`));
-  job.source = source;
-  source.onmessage = (message) => {
-    received = true;
-    const event = parseEvent(message.data);
-    if (event) onEvent(event);
-  };
-  source.onerror = () => {
-    if (job !== current || job.finished) return;
-    if (!received) {
-      // nothing arrived: the stream is blocked or unsupported here; try the WebSocket
-      source.close();
-      job.source = null;
-      listenWebSocket(job);
-    } else if (source.readyState === EventSource.CLOSED) {
-      // the server refused to resume: ask for the state instead
-      job.source = null;
-      pollStatus(job);
-    }
-    // otherwise EventSource reconnects by itself and resumes after the last id
-  };
-}
-
-function listenWebSocket(job) {
-  if (typeof WebSocket !== "function") {
-    pollStatus(job);
-    return;
-  }
-  const scheme = location.protocol === "https:" ? "wss:" : "ws:";
-  let socket;
-  try {
-    socket = new WebSocket(`${scheme}//${location.host}${withKey(`/ws/tasks/${encodeURIComponent(job.taskId)}`)}`);
-  } catch {
-    pollStatus(job);
-    return;
-  }
-  job.socket = socket;
-  socket.onmessage = (message) => {
-    const event = parseEvent(message.data);
-    if (event) onEvent(event);
-  };
-  socket.onclose = () => {
-    if (job !== current || job.finished) return;
-    job.socket = null;
-    pollStatus(job); // closed early (refused, or the connection dropped): poll the status
-  };
-}
-
-/** Last resort when neither stream works: ask GET /tasks/<id> every second. */
-async function pollStatus(job) {
-  if (job !== current || job.finished) return;
-  try {
-    const status = await api(`/tasks/${encodeURIComponent(job.taskId)}`);
-    if (job !== current || job.finished) return;
-    showJobState(status);
-    if (TERMINAL.has(status.status)) {
-      job.finished = true;
-      if (status.status === "completed" && status.result) renderResult(status.result);
-      else if (status.status === "error" && status.error) $("#message").textContent = status.error;
-      loadRecent();
-      return;
-    }
-  } catch (error) {
-    if (job !== current) return;
-    $("#message").textContent = `Lost contact with the server (${error.message}); retrying…`;
-  }
-  job.poll = setTimeout(() => pollStatus(job), 1000);
-}
-
-async function loadResult(taskId) {
-  try {
-    const status = await api(`/tasks/${encodeURIComponent(taskId)}`);
-    if (!current || current.taskId !== taskId) return;
-    if (status.result) renderResult(status.result);
-  } catch (error) {
-    if (current && current.taskId === taskId) $("#message").textContent = `Could not load the result: ${error.message}`;
-  }
-}
-
-async function cancelTask() {
-  if (!current) return;
-  const taskId = current.taskId;
-  const button = $("#cancel");
-  button.disabled = true;
-  try {
-    const status = await api(`/tasks/${encodeURIComponent(taskId)}/revoke`, { method: "POST" });
-    if (current && current.taskId === taskId && TERMINAL.has(status.status)) {
-      onEvent({ ...status, seq: undefined, message: status.message || `Task ${status.status}` });
-    }
-  } catch (error) {
-    if (current && current.taskId === taskId) $("#message").textContent = error.message;
-  } finally {
-    button.disabled = false;
-  }
-}
-
-/** Open a task from the recent list: results when finished, live progress otherwise. */
-async function openTask(taskId) {
-  try {
-    const status = await api(`/tasks/${encodeURIComponent(taskId)}`);
-    if (TERMINAL.has(status.status)) {
-      stopListening();
-      current = { taskId, progress: 0, lastSeq: 0, finished: true };
-      $("#job").hidden = false;
-      $("#job-task-id").textContent = taskId;
-      showJobState(status);
-      if (status.status === "error" && status.error) $("#message").textContent = status.error;
-      if (status.status === "completed" && status.result) renderResult(status.result);
-      else $("#results").hidden = true;
-    } else {
-      followTask(taskId, { initial: status });
-    }
-    $("#job").scrollIntoView({ block: "start", behavior: "smooth" });
-  } catch (error) {
-    $("#recent-note").textContent = `Could not open task ${taskId.slice(0, 8)}: ${error.message}`;
-  }
-}
-
-// ---------------------------------------------------------------- results and evidence
-
-let dataset = null;
-
-function formatValue(value) {
-  if (value === null || value === undefined) return "—";
-  if (typeof value === "object") return JSON.stringify(value);
-  return String(value);
-}
-
-function downloadUrl(taskId, format) {
-  return `/api/v1/datasets/${encodeURIComponent(taskId)}?format=${format}`;
-}
-
-const CONFIDENCE_LEVELS = ["high", "medium", "low"];
-const CONFIDENCE_RANK = { high: 3, medium: 2, low: 1 };
-// the confidence filter's values: the lowest rank a row needs to be shown
-const CONFIDENCE_FLOOR = { all: 0, medium: 2, high: 3 };
-const DECISIONS = ["included", "not_reached", "excluded"];
-const DECISION_LABELS = { included: "included", not_reached: "not reached", excluded: "excluded" };
-
-let confidenceSort = null; // null: the dataset's order; "desc": high first; "asc": low first
-
-const knownLevel = (level) => (CONFIDENCE_LEVELS.includes(level) ? level : null);
-const knownDecision = (decision) => (DECISIONS.includes(decision) ? decision : null);
-const confidenceRank = (level) => (knownLevel(level) ? CONFIDENCE_RANK[level] : 0);
-const count = (value) => (Number.isFinite(Number(value)) ? Number(value) : 0);
-
-function confidenceBadge(level, basis) {
-  const known = knownLevel(level);
-  return el(
-    "span",
-    { class: known ? `confidence confidence-${known}` : "confidence", title: basis || null },
-    known || "—",
-  );
-}
-
-function renderResult(result) {
-  dataset = result;
-  confidenceSort = null;
-  const rows = Array.isArray(result.rows) ? result.rows : [];
-  const fields = result.schema.map((f) => f.name);
-  // datasets made before confidence existed have none: no column, no filter
-  const hasConfidence = rows.some((row) => row.confidence !== undefined && row.confidence !== null);
-  const table = $("#results-table");
-  const headCells = result.schema.map((f) =>
-    el("th", { scope: "col", title: f.description || null, dataset: { field: f.name } },
-      el("span", { class: "col-title" }, f.name),
-      el("span", { class: "th-type" }, f.type)));
-  if (hasConfidence) {
-    headCells.push(el("th", { scope: "col", class: "confidence-col", "aria-sort": "none" },
-      el("button", { type: "button", id: "sort-confidence", class: "sort-button", title: "Sort by confidence" },
-        "confidence", el("span", { class: "sort-indicator", "aria-hidden": "true" }, " ↕"))));
-  }
-  const head = el("thead", {}, el("tr", {}, ...headCells));
-  const body = el("tbody");
-  rows.forEach((row, r) => {
-    const tr = el("tr", { dataset: { row: String(r) } });
-    const cellConfidence = row.cell_confidence || {};
-    for (const field of fields) {
-      const value = row.row[field];
-      const cited = row.citations.some((c) => c.field === field);
-      const flag = row.flags && row.flags[field];
-      const level = knownLevel(cellConfidence[field]);
-      const title = [flag, level ? `confidence: ${level}` : null].filter(Boolean).join(" · ");
-      const button = el(
-        "button",
-        {
-          type: "button",
-          class: "cell" + (value === null || value === undefined ? " empty" : "") + (cited ? "" : " uncited") +
-            (level ? ` conf-${level}` : ""),
-          dataset: level ? { row: String(r), field, confidence: level } : { row: String(r), field },
-          title: title || null,
-        },
-        formatValue(value),
-        flag ? el("span", { class: "flag", "aria-label": `flag: ${flag}` }, " ⚑") : null,
-      );
-      tr.append(el("td", {}, button));
-    }
-    if (hasConfidence) {
-      tr.dataset.confidence = knownLevel(row.confidence) || "";
-      tr.append(el("td", { class: "confidence-cell" }, confidenceBadge(row.confidence, row.basis)));
-    }
-    body.append(tr);
-  });
-  table.replaceChildren(el("caption", { class: "sr-only" }, `${result.model_name}: ${rows.length} rows`), head, body);
-  $("#confidence-filter-wrap").hidden = !hasConfidence;
-  $("#confidence-filter").value = "all";
-  applyConfidenceFilter();
-
-  const stats = result.stats || {};
-  const parts = [`${rows.length} of ${stats.requested_rows ?? rows.length} rows`];
-  if (stats.documents_searched) parts.push(`${stats.documents_searched} documents searched`);
-  if (stats.sources && stats.sources.length) parts.push(`sources: ${stats.sources.join(", ")}`);
-  if (stats.extractor) parts.push(`extractor: ${stats.extractor}`);
-  $("#results-summary").textContent = `${result.model_name} · ${parts.join(" · ")}`;
-
-  // no rows: say why, prominently, instead of an empty table
-  const empty = rows.length === 0;
-  $("#empty-result").hidden = !empty;
-  $("#empty-reason").textContent = empty
-    ? stats.shortfall || "The job finished without rows and gave no reason."
-    : "";
-  $("#rows-view").hidden = empty;
-  const shortfall = $("#shortfall");
-  shortfall.hidden = empty || !stats.shortfall;
-  shortfall.textContent = !empty && stats.shortfall ? `Fewer rows than asked: ${stats.shortfall}` : "";
-
-  for (const [id, format] of [["#download-csv", "csv"], ["#download-json", "json"]]) {
-    const link = $(id);
-    link.href = downloadUrl(result.task_id, format);
-    link.setAttribute("download", `${result.model_name}-${result.task_id}.${format}`);
-  }
-  renderPapers(result);
-  $("#results").hidden = false;
-}
-
-/** Show only the rows at or above the chosen confidence. */
-function applyConfidenceFilter() {
-  const choice = $("#confidence-filter").value;
-  const floor = CONFIDENCE_FLOOR[choice] || 0;
-  const rows = [...document.querySelectorAll("#results-table tbody tr")];
-  let shown = 0;
-  for (const tr of rows) {
-    tr.hidden = floor > 0 && confidenceRank(tr.dataset.confidence) < floor;
-    if (!tr.hidden) shown += 1;
-  }
-  const note = $("#rows-note");
-  if (floor === 0) note.textContent = "";
-  else if (shown === 0) note.textContent = `No row has this confidence (of ${rows.length}).`;
-  else note.textContent = `Showing ${shown} of ${rows.length} rows.`;
-}
-
-/** Click on the confidence header: high first, then low first, and so on. */
-function toggleConfidenceSort() {
-  confidenceSort = confidenceSort === "desc" ? "asc" : "desc";
-  const body = $("#results-table tbody");
-  if (!body) return;
-  const sign = confidenceSort === "desc" ? -1 : 1;
-  const rows = [...body.children].sort(
-    (a, b) =>
-      sign * (confidenceRank(a.dataset.confidence) - confidenceRank(b.dataset.confidence)) ||
-      Number(a.dataset.row) - Number(b.dataset.row),
-  );
-  body.append(...rows);
-  const th = $("#results-table th.confidence-col");
-  th.setAttribute("aria-sort", confidenceSort === "desc" ? "descending" : "ascending");
-  th.querySelector(".sort-indicator").textContent = confidenceSort === "desc" ? " ↓" : " ↑";
-  $("#sort-confidence").title =
-    confidenceSort === "desc" ? "Sorted high to low; select to sort low to high" : "Sorted low to high; select to sort high to low";
-}
-
-function flowStep(value, label) {
-  return el("span", { class: "flow-step" }, el("strong", {}, String(count(value))), ` ${label}`);
-}
-
-/** The PRISMA-like line: found → duplicates removed → screened → excluded → not reached → read → cited. */
-function renderFlow(flow) {
-  const line = $("#flow");
-  if (!flow) {
-    line.hidden = true;
-    line.replaceChildren();
-    return;
-  }
-  const kinds = Object.entries(flow.excluded_by || {})
-    .filter(([, n]) => count(n) > 0)
-    .sort((a, b) => count(b[1]) - count(a[1]));
-  const excluded = flowStep(flow.excluded, "excluded");
-  if (kinds.length) excluded.append(` (${kinds.map(([kind, n]) => `${kind}: ${count(n)}`).join(", ")})`);
-  const steps = [
-    flowStep(flow.found, "found"),
-    flowStep(flow.duplicates_removed, "duplicates removed"),
-    flowStep(flow.screened, "screened"),
-    excluded,
-    flowStep(flow.not_reached, "not reached"),
-    flowStep(flow.read, "read"),
-    flowStep(flow.cited, "cited"),
-  ];
-  const children = [];
-  steps.forEach((step, i) => {
-    if (i) children.push(el("span", { class: "flow-arrow", "aria-hidden": "true" }, " → "));
-    children.push(step);
-  });
-  line.replaceChildren(...children);
-  line.hidden = false;
-}
-
-function paperLink(paper) {
-  const title = paper.title || paper.id || "(untitled)";
-  if (paper.doi) {
-    const doi = String(paper.doi).replace(/^https?:\/\/(dx\.)?doi\.org\//i, "");
-    return el("a", { href: `https://doi.org/${doi}`, target: "_blank", rel: "noopener", class: "paper-link" }, title);
-  }
-  if (/^https?:\/\//i.test(String(paper.url || ""))) {
-    // only web links: the url comes from the paper's metadata, which nobody vetted (no javascript:)
-    return el("a", { href: paper.url, target: "_blank", rel: "noopener", class: "paper-link" }, title);
-  }
-  return el("span", { class: "paper-link" }, title);
-}
-
-function renderPaper(paper) {
-  const decision = knownDecision(paper.decision);
-  const score = Number(paper.score);
-  const reason = el("td", { class: "paper-reason" }, paper.reason || "");
-  if (paper.quote) {
-    reason.append(el("details", { class: "paper-quote" },
-      el("summary", {}, "Quote"),
-      el("blockquote", { class: "quote" }, paper.quote)));
-  }
-  return el("tr", { class: "paper", dataset: { decision: decision || "", paperId: paper.id || "" } },
-    el("td", { class: "paper-title-cell" }, paperLink(paper),
-      paper.retracted ? el("span", { class: "retracted small" }, " Retracted") : null,
-      paper.source ? el("span", { class: "muted small paper-source" }, paper.source) : null,
-      paper.full_text ? el("span", { class: "muted small paper-source" }, "full text read") : null),
-    el("td", { class: "num" }, paper.year ? String(paper.year) : "—"),
-    el("td", {},
-      el("span", { class: decision ? `decision decision-${decision}` : "decision", title: paper.exclusion || null },
-        decision ? DECISION_LABELS[decision] : String(paper.decision || "—")),
-      paper.exclusion ? el("span", { class: "muted small exclusion" }, paper.exclusion) : null),
-    el("td", { class: "num" }, Number.isFinite(score) ? `${Math.round(score * 100)} %` : "—"),
-    el("td", { class: "num" }, String(count(paper.rows))),
-    reason);
-}
-
-function renderPapers(result) {
-  const papers = Array.isArray(result.papers) ? result.papers : [];
-  const flow = (result.stats && result.stats.flow) || null;
-  $("#papers").hidden = !papers.length && !flow;
-  renderFlow(flow);
-  // included first, then not reached, then excluded; the most relevant first within each
-  const order = (paper) => {
-    const i = DECISIONS.indexOf(paper.decision);
-    return i < 0 ? DECISIONS.length : i;
-  };
-  const sorted = papers
-    .map((paper, i) => ({ paper, i }))
-    .sort((a, b) => order(a.paper) - order(b.paper) || count(b.paper.score) - count(a.paper.score) || a.i - b.i)
-    .map(({ paper }) => paper);
-  const head = el("thead", {}, el("tr", {},
-    ...["Title", "Year", "Decision", "Score", "Rows", "Reason"].map((name) =>
-      el("th", { scope: "col", class: ["Year", "Score", "Rows"].includes(name) ? "num" : null }, name))));
-  $("#papers-table").replaceChildren(
-    el("caption", { class: "sr-only" }, `${papers.length} papers considered`),
-    head,
-    el("tbody", {}, ...sorted.map(renderPaper)),
-  );
-  $("#papers-heading").textContent = `Papers (${papers.length})`;
-  for (const option of $("#decision-filter").options) {
-    const label = option.value === "all" ? "all" : DECISION_LABELS[option.value];
-    const n = option.value === "all" ? papers.length : papers.filter((p) => p.decision === option.value).length;
-    option.textContent = `${label} (${n})`;
-  }
-  $("#decision-filter").value = "all";
-  applyDecisionFilter();
-}
-
-function applyDecisionFilter() {
-  const choice = $("#decision-filter").value;
-  const rows = [...document.querySelectorAll("#papers-table tr.paper")];
-  let shown = 0;
-  for (const tr of rows) {
-    tr.hidden = choice !== "all" && tr.dataset.decision !== choice;
-    if (!tr.hidden) shown += 1;
-  }
-  const note = $("#papers-note");
-  if (!rows.length) note.textContent = "No papers were recorded for this job.";
-  else if (shown === 0) note.textContent = "No paper has this decision.";
-  else if (shown < rows.length) note.textContent = `Showing ${shown} of ${rows.length} papers.`;
-  else note.textContent = "";
-}
-
-function isGenerated(citation) {
-  return citation.source_id === "generated" || (citation.metadata && citation.metadata.source === "generated");
-}
-
-function renderCitation(citation) {
-  const meta = citation.metadata || {};
-  const article = el("article", { class: "citation" });
-  if (isGenerated(citation)) {
-    article.classList.add("generated");
-    article.append(
-      el("p", { class: "generated-label" }, "Generated, no quote"),
-      el("p", { class: "muted small" }, citation.text_span || meta.title || ""),
-    );
-    return article;
-  }
-  // the quote highlighted in one sentence of context either side, then where it is in the paper
-  const quote = el("blockquote", { class: "quote" });
-  if (citation.before) quote.append(el("span", { class: "context" }, `${citation.before} `));
-  quote.append(el("mark", { "data-testid": "quote" }, citation.text_span));
-  if (citation.after) quote.append(el("span", { class: "context" }, ` ${citation.after}`));
-  article.append(quote);
-  const where = [];
-  if (citation.page_number) where.push(`page ${citation.page_number}`);
-  if (citation.section) where.push(`section “${citation.section}”`);
-  if (citation.part && citation.part !== "full_text") where.push(`in the ${citation.part}`);
-  else if (citation.part === "full_text" && !where.length) where.push("in the full text");
-  if (where.length) article.append(el("p", { class: "quote-place muted small", "data-testid": "quote-place" }, where.join(", ")));
-  if (meta.retracted) article.append(el("p", { class: "retracted", "data-testid": "retracted" }, "Retracted paper"));
-  article.append(el("p", { class: "paper-title" }, meta.title || citation.source_id));
-  const byline = [];
-  if (meta.authors && meta.authors.length) {
-    byline.push(meta.authors.length > 6 ? `${meta.authors.slice(0, 6).join(", ")}, et al.` : meta.authors.join(", "));
-  }
-  if (meta.year) byline.push(`(${meta.year})`);
-  if (byline.length) article.append(el("p", { class: "paper-authors" }, byline.join(" ")));
-  const about = [meta.venue, meta.publication_type, meta.cited_by != null ? `cited by ${meta.cited_by}` : null,
-    meta.oa_status ? `open access: ${meta.oa_status}` : null, meta.license ? `licence: ${meta.license}` : null,
-    meta.arxiv_id ? `arXiv:${meta.arxiv_id}` : null].filter(Boolean);
-  if (about.length) article.append(el("p", { class: "paper-about muted small", "data-testid": "paper-about" }, about.join(" · ")));
-  const links = el("p", { class: "paper-links" });
-  if (meta.doi) {
-    const doi = String(meta.doi).replace(/^https?:\/\/(dx\.)?doi\.org\//i, "");
-    links.append(el("a", { href: `https://doi.org/${doi}`, target: "_blank", rel: "noopener" }, `doi:${doi}`));
-  } else if (/^https?:\/\//i.test(String(meta.url || ""))) {
-    // Only web links: a record's url comes from the paper's metadata, which nobody vetted (no javascript:).
-    links.append(el("a", { href: meta.url, target: "_blank", rel: "noopener" }, meta.url));
-  }
-  const source = [meta.source, citation.source_id].filter(Boolean).join(" · ");
-  if (source) links.append(el("span", { class: "muted small" }, (links.childNodes.length ? "  " : "") + source));
-  article.append(links);
-  return article;
-}
-
-let evidenceOpener = null;
-
-function openEvidence(button) {
-  if (!dataset) return;
-  const row = dataset.rows[Number(button.dataset.row)];
-  const field = button.dataset.field;
-  if (!row) return;
-  const citations = row.citations.filter((c) => c.field === field);
-  $("#evidence-heading").textContent = `Evidence for ${field}`;
-  $("#evidence-value").replaceChildren(el("span", { class: "muted" }, "Value: "), el("strong", {}, formatValue(row.row[field])));
-  const body = $("#evidence-body");
-  if (citations.length) {
-    body.replaceChildren(...citations.map(renderCitation));
-  } else {
-    body.replaceChildren(el("p", { class: "muted" }, "No passage backs this value."));
-  }
-  if (row.flags && row.flags[field]) body.prepend(el("p", { class: "notice" }, row.flags[field]));
-  evidenceOpener = button;
-  const dialog = $("#evidence");
-  if (typeof dialog.showModal === "function") {
-    if (!dialog.open) dialog.showModal();
-  } else {
-    dialog.setAttribute("open", "");
-  }
-  $("#evidence-close").focus();
-}
-
-function closeEvidence() {
-  const dialog = $("#evidence");
-  if (typeof dialog.close === "function") dialog.close();
-  else dialog.removeAttribute("open");
 }
 
 // ---------------------------------------------------------------- recent tasks
@@ -823,16 +289,15 @@ async function loadRecent() {
   try {
     const data = await api(`/api/v1/tasks?client_id=${encodeURIComponent(clientId())}&limit=20`);
     const tasks = (data && data.tasks) || [];
-    const list = $("#recent-list");
-    list.replaceChildren(...tasks.map((task) => {
+    $("#recent-list").replaceChildren(...tasks.map((task) => {
       const detail = [task.model_name, `${task.rows} rows`, ago(task.created_at)].filter(Boolean).join(" · ");
       return el("li", { dataset: { taskId: task.task_id } },
-        el("button", { type: "button", class: "recent-item", dataset: { taskId: task.task_id } },
+        el("a", { class: "recent-item", href: `#/tasks/${encodeURIComponent(task.task_id)}`, dataset: { taskId: task.task_id } },
           el("span", { class: "recent-top" },
             el("code", { class: "task-id", title: task.task_id }, task.task_id.slice(0, 8)),
             el("span", { class: "badge", dataset: { status: task.status } }, task.status),
-            task.status !== "completed" && !TERMINAL.has(task.status)
-              ? el("span", { class: "muted small" }, `${task.progress} %`) : null),
+            !TERMINAL.has(task.status) ? el("span", { class: "muted small" }, `${task.progress} %`) : null,
+            task.parent_task_id ? el("span", { class: "muted small" }, `from ${task.parent_task_id.slice(0, 8)}`) : null),
           el("span", { class: "recent-query" }, task.query),
           el("span", { class: "muted small" }, detail)));
     }));
@@ -845,6 +310,16 @@ async function loadRecent() {
   } finally {
     recentBusy = false;
   }
+}
+
+// ---------------------------------------------------------------- the task in the URL
+
+/** Open the task the address names (#/tasks/{id}), unless the page follows it already. */
+function route() {
+  const match = TASK_ROUTE.exec(location.hash);
+  if (!match) return;
+  const taskId = decodeURIComponent(match[1]);
+  if (taskId !== currentTaskId()) openTask(taskId);
 }
 
 // ---------------------------------------------------------------- wiring
@@ -860,55 +335,21 @@ function init() {
   });
   $("#refresh-recent").addEventListener("click", loadRecent);
   $("#recent-list").addEventListener("click", (event) => {
-    const button = event.target.closest("button[data-task-id]");
-    if (button) openTask(button.dataset.taskId);
-  });
-  $("#results-table").addEventListener("click", (event) => {
-    if (event.target.closest("#sort-confidence")) {
-      toggleConfidenceSort();
-      return;
-    }
-    const button = event.target.closest("button.cell");
-    if (button) openEvidence(button);
-  });
-  $("#confidence-filter").addEventListener("change", applyConfidenceFilter);
-  $("#decision-filter").addEventListener("change", applyDecisionFilter);
-  const dialog = $("#evidence");
-  $("#evidence-close").addEventListener("click", closeEvidence);
-  dialog.addEventListener("click", (event) => {
-    if (event.target !== dialog) return;
-    const box = dialog.getBoundingClientRect();
-    const inside =
-      event.clientX >= box.left && event.clientX <= box.right && event.clientY >= box.top && event.clientY <= box.bottom;
-    if (!inside) closeEvidence(); // a click on the backdrop, not on the dialog's own padding
-  });
-  dialog.addEventListener("close", () => {
-    if (evidenceOpener && evidenceOpener.isConnected) evidenceOpener.focus();
-  });
-  // Downloads are plain links; with an API key they need the header, so fetch them instead.
-  for (const id of ["#download-csv", "#download-json"]) {
-    $(id).addEventListener("click", async (event) => {
-      const key = apiKey();
-      if (!key) return;
+    const link = event.target.closest("a[data-task-id]");
+    // the same address again fires no hashchange: open it anyway
+    if (link && location.hash === link.getAttribute("href")) {
       event.preventDefault();
-      const link = event.currentTarget;
-      try {
-        const response = await fetch(link.href, { headers: { "X-API-Key": key } });
-        if (response.status === 401) askForApiKey();
-        if (!response.ok) throw new Error(`HTTP ${response.status}`);
-        const url = URL.createObjectURL(await response.blob());
-        const a = el("a", { href: url, download: link.getAttribute("download") || "" });
-        document.body.append(a);
-        a.click();
-        a.remove();
-        setTimeout(() => URL.revokeObjectURL(url), 10_000);
-      } catch (error) {
-        $("#results-summary").textContent = `Download failed: ${error.message}`;
-      }
-    });
-  }
+      openTask(link.dataset.taskId);
+    }
+  });
+  initResults();
+  window.addEventListener("hashchange", route);
+  window.addEventListener("litminer:task-ended", () => loadRecent());
   window.addEventListener("pagehide", stopListening);
   loadRecent();
+  loadSources();
+  checkWorkers();
+  route();
 }
 
 init();

@@ -3,98 +3,26 @@
 from __future__ import annotations
 
 import csv
-import os
 import re
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import msgspec
 import pytest
-from playwright.sync_api import Browser, Page, Request, expect, sync_playwright
+from playwright.sync_api import Page, Request, expect
 
 from pipeline.settings import Settings
+from tests.browser.pages import (
+    QUERY,
+    SEED,
+    expect_completed,
+    fill_seed_form,
+    heuristic_page,
+    page_width,
+    submit,
+)
 from tests.conftest import follow
-
-CHROMIUM = Path("/usr/bin/chromium")
-TIMEOUT_MS = 30_000
-QUERY = "water treatment technologies used in specialty crop production"
-COLUMNS = [
-    {"name": "technology_id", "type": "str", "description": "Unique identifier for water treatment technology"},
-    {"name": "technology_name", "type": "str", "description": "Name of water treatment technology"},
-]
-STAGES = ("schema_preparation", "search", "extraction", "assembly")
-SEED = {
-    "user_query": QUERY,
-    "rows": 5,
-    "model_name": "TreatmentTechnologies",
-    "field_definitions": [{**column, "required": True} for column in COLUMNS],
-}
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    """Debian's Chromium, headless; the tests skip without it unless LITMINER_REQUIRE_BROWSER=1."""
-    if not CHROMIUM.exists():
-        reason = f"{CHROMIUM} is not installed (apt-get install chromium)"
-        if os.environ.get("LITMINER_REQUIRE_BROWSER") == "1":
-            pytest.fail(reason)
-        pytest.skip(reason)
-    expect.set_options(timeout=TIMEOUT_MS)
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=["--no-sandbox"])
-        yield chromium
-        chromium.close()
-
-
-@pytest.fixture
-def page(browser: Browser) -> Iterator[Page]:
-    """A fresh page (own cookies and localStorage) that fails the test on any uncaught JavaScript error."""
-    context = browser.new_context(viewport={"width": 1200, "height": 900}, accept_downloads=True)
-    context.set_default_timeout(TIMEOUT_MS)
-    page = context.new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda error: errors.append(str(error)))
-    yield page
-    context.close()
-    assert errors == [], f"JavaScript errors on the page: {errors}"
-
-
-def submit(page: Page) -> str:
-    """Press submit; the id of the task the API accepted."""
-    with page.expect_response(lambda r: r.url.endswith("/api/v1/datasets/generate")) as reply:
-        page.click("#submit")
-    assert reply.value.status == 202, reply.value.text()
-    task_id: str = reply.value.json()["task_id"]
-    return task_id
-
-
-def fill_seed_form(page: Page) -> None:
-    page.fill("#user_query", QUERY)
-    page.fill("#rows", "5")
-    page.fill("#model_name", "TreatmentTechnologies")
-    expect(page.locator("#columns > li")).to_have_count(2)
-    for i, column in enumerate(COLUMNS):
-        page.fill(f"#col-{i}-name", column["name"])
-        page.select_option(f"#col-{i}-type", column["type"])
-        page.fill(f"#col-{i}-description", column["description"])
-        page.check(f"#col-{i}-required")
-
-
-def expect_completed(page: Page, rows: int) -> None:
-    expect(page.locator("#progress-text")).to_have_text("100 %")
-    expect(page.locator("#progress")).to_have_attribute("value", "100")
-    expect(page.locator("#job-status")).to_have_text("completed")
-    for stage in STAGES:
-        expect(page.locator(f'#stages > li[data-stage="{stage}"]')).to_have_attribute("data-state", "done")
-    expect(page.locator("#results-table tbody tr")).to_have_count(rows)
-    expect(page.locator("#cancel")).to_be_hidden()
-
-
-def page_width(page: Page) -> int:
-    width: int = page.evaluate("document.documentElement.scrollWidth")
-    return width
 
 
 def test_seed_example_runs_live_to_a_table_with_evidence_and_a_csv_download(
@@ -114,10 +42,11 @@ def test_seed_example_runs_live_to_a_table_with_evidence_and_a_csv_download(
     expect(page.locator("#job-task-id")).to_have_text(task_id)
     expect_completed(page, rows=5)
     headers = page.locator("#results-table thead th")
-    expect(headers).to_have_count(3)
+    expect(headers).to_have_count(5)  # the two columns, support, confidence, and the row's review buttons
     expect(headers.nth(0)).to_contain_text("technology_id")
     expect(headers.nth(1)).to_contain_text("technology_name")
-    expect(headers.nth(2)).to_contain_text("confidence")
+    expect(headers.nth(2)).to_contain_text("support")
+    expect(headers.nth(3)).to_contain_text("confidence")
     page.screenshot(path=tmp_path / "2-results.png", full_page=True)
 
     # the evidence behind the first technology name is the dataset's own citation
@@ -145,8 +74,15 @@ def test_seed_example_runs_live_to_a_table_with_evidence_and_a_csv_download(
     page.click("#evidence-close")
     expect(evidence).to_be_hidden()
 
-    # a generated identifier says so instead of quoting
-    page.locator('#results-table tbody tr >> nth=0 >> button.cell[data-field="technology_id"]').click()
+    # a generated identifier looks different from quoted values, and says so instead of quoting
+    generated = page.locator('#results-table tbody tr >> nth=0 >> button.cell[data-field="technology_id"]')
+    expect(generated).to_have_class(re.compile(r"\bgenerated\b"))
+    expect(generated).to_have_attribute("title", re.compile("generated"))
+    expect(generated).to_have_css("font-style", "italic")
+    expect(
+        page.locator('#results-table tbody tr >> nth=0 >> button.cell[data-field="technology_name"]')
+    ).not_to_have_class(re.compile(r"\bgenerated\b"))
+    generated.click()
     expect(evidence.locator(".generated-label")).to_have_text("Generated, no quote")
     page.keyboard.press("Escape")
     expect(evidence).to_be_hidden()
@@ -171,24 +107,13 @@ def test_seed_example_runs_live_to_a_table_with_evidence_and_a_csv_download(
     page.reload()
     expect(page.locator("#columns > li")).to_have_count(2)
     assert page_width(page) <= 360
-    page.locator(f'#recent-list button[data-task-id="{task_id}"]').click()  # opens the finished task
+    page.locator(f'#recent-list a[data-task-id="{task_id}"]').click()  # opens the finished task
     expect_completed(page, rows=5)
     assert page_width(page) <= 360
     page.screenshot(path=tmp_path / "4-phone.png", full_page=True)
 
 
 CONFIDENCE_RANK = {"high": 3, "medium": 2, "low": 1}
-
-
-def heuristic_page(
-    page: Page, settings: Settings, serve_api: Callable[[Settings], str], run_worker: Callable[..., object]
-) -> str:
-    """Open the page on an API and a worker that extract with the heuristic extractor from the local corpus."""
-    heuristic = msgspec.structs.replace(settings, extractor="heuristic", sources=("local",))
-    api_url = serve_api(heuristic)
-    run_worker(settings_=heuristic)
-    page.goto(api_url)
-    return api_url
 
 
 def shown_confidences(page: Page) -> list[str]:
@@ -498,7 +423,7 @@ def test_ops_page_lists_jobs_queues_and_workers_and_cancels(page: Page, api_url,
     queued = page.locator(f'#jobs-table tbody tr[data-task-id="{queued_id}"]')
     expect(queued).to_contain_text("queued")
     expect(page.locator('#queues-table tbody tr[data-queue="schema_preparation"] td').nth(1)).to_have_text("1")
-    expect(page.locator("#queues-table tbody tr[data-queue]")).to_have_count(4)
+    expect(page.locator("#queues-table tbody tr[data-queue]")).to_have_count(5)  # four stages and webhooks
     queued.get_by_role("button", name="Cancel").click()
     expect(queued).to_contain_text("cancelled")
     expect(queued.get_by_role("button")).to_have_count(0)
