@@ -71,6 +71,11 @@ def normalise_key(value: str) -> str:
     return " ".join(singular(token) for token in tokens)
 
 
+def plural(count: int, noun: str, nouns: str | None = None) -> str:
+    """``1 row``, ``2 rows``, ``1,234 tokens``, ``1 query``/``3 queries`` (``nouns`` for an irregular plural)."""
+    return f"{count:,} {noun if count == 1 else nouns or noun + 's'}"
+
+
 def slug(value: str) -> str:
     """A stable identifier made from a value."""
     return "-".join(normalise_key(value).split()) or "item"

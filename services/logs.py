@@ -9,7 +9,9 @@ from __future__ import annotations
 import logging
 import os
 import re
+import tempfile
 import time
+from pathlib import Path
 
 import msgspec
 
@@ -84,15 +86,15 @@ class JsonFormatter(logging.Formatter):
         return msgspec.json.encode(line).decode()
 
 
-def configure_logging(level: str = "INFO", log_format: str | None = None) -> None:
-    """Log to stderr as ``time level logger [task_id stage] message``, or as JSON lines.
+def configure_logging(level: str = "INFO", log_format: str | None = None, *, file: Path | None = None) -> None:
+    """Log to stderr (or append to ``file``) as ``time level logger [task_id stage] message``, or as JSON lines.
 
     ``log_format`` defaults to ``LITMINER_LOG_FORMAT`` (``text`` or ``json``).
     """
     log_format = log_format or os.environ.get("LITMINER_LOG_FORMAT") or "text"
     if log_format not in LOG_FORMATS:
         raise SettingsError(f"LITMINER_LOG_FORMAT must be one of {', '.join(LOG_FORMATS)}, got {log_format!r}")
-    handler = logging.StreamHandler()
+    handler: logging.Handler = logging.StreamHandler() if file is None else logging.FileHandler(file, encoding="utf-8")
     handler.addFilter(_JobContext())
     handler.addFilter(REDACT_SECRETS)
     for name in _REDACTED_LOGGERS:
@@ -110,3 +112,10 @@ def configure_logging(level: str = "INFO", log_format: str | None = None) -> Non
     # SourceHttp logs each request itself, without secrets.
     for noisy in ("httpx", "httpcore"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def new_log_file(command: str) -> Path:
+    """A new, empty log file in the temporary folder for one run of ``command``; it stays after the run."""
+    descriptor, name = tempfile.mkstemp(prefix=f"litminer-{command}-{time.strftime('%Y%m%d-%H%M%S')}-", suffix=".log")
+    os.close(descriptor)
+    return Path(name)

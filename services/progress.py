@@ -3,7 +3,7 @@
 On a terminal, rich draws one bar per stage (its state and counters: documents found, documents read,
 tokens, rows) under the latest message. Elsewhere (a pipe, a file, a test) every event is one plain line,
 ``[ 35%] extraction         processing Extracted 3/20 documents``, so the output stays readable and
-greppable.
+greppable; its percentage is the highest so far (batches run in parallel and report out of order).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from rich.progress import BarColumn, Progress, ProgressColumn, TaskID, TextColum
 from rich.table import Table
 from rich.text import Text
 
-from contracts import STAGES, TERMINAL_STATUSES, Dataset, Event
+from contracts import GENERATED_SOURCE, STAGES, TERMINAL_STATUSES, Dataset, Event
 from contracts.progress import (
     WARNINGS,
     AnyEventData,
@@ -33,6 +33,7 @@ from contracts.progress import (
     SourcePage,
     read_data,
 )
+from pipeline.text import plural
 from services.client import ApiClient, ApiError, ExportFormat
 
 _LABELS = {
@@ -87,6 +88,7 @@ class JobDisplay:
         self.message = Text("waiting for the first event…", style="dim")
         self.progress: Progress | None = None
         self.tasks: dict[str, TaskID] = {}
+        self.percent = 0  # the highest progress shown so far: it never goes back
         if self.live:
             columns = (
                 TextColumn("{task.description:<10}"),
@@ -125,11 +127,12 @@ class JobDisplay:
 
     def update(self, event: Event) -> None:
         """Take one event into the display."""
+        self.percent = max(self.percent, event.progress)
         if not self.live:
-            line = f"[{event.progress:3d}%] {event.stage:<18} {event.status:<10} {event.message}"
+            line = f"[{self.percent:3d}%] {event.stage:<18} {event.status:<10} {event.message}"
             say(self.console, line)
             return
-        self.message = Text(f"{event.progress:3d}%  {event.message}")
+        self.message = Text(f"{self.percent:3d}%  {event.message}")
         data = read_data(event.data)
         if event.status == "error":
             self.note(event.message, "bold red")
@@ -142,7 +145,7 @@ class JobDisplay:
                 self._finish(stage)
             if isinstance(data, JobCompleted):
                 assembly = self.stages["assembly"]
-                assembly.detail = f"{data.rows}/{data.requested_rows} rows"
+                assembly.detail = f"{data.rows}/{plural(data.requested_rows, 'row')}"
                 if data.shortfall:
                     assembly.detail += " (shortfall)"
         self._draw()
@@ -160,7 +163,7 @@ class JobDisplay:
         elif event.status == "cancelled":
             stage.state = "cancelled"
         if isinstance(data, SchemaPrepared):
-            stage.detail = f"{data.fields} field{'' if data.fields == 1 else 's'}"
+            stage.detail = plural(data.fields, "field")
         elif stage.name == "search":
             _search_counters(stage, data)
         elif stage.name == "extraction":
@@ -246,8 +249,8 @@ def _extraction_counters(stage: _Stage, data: AnyEventData | None) -> None:
         stage.tokens = data.prompt_tokens + data.completion_tokens
     else:
         return
-    parts = [f"{stage.completed:g}/{stage.total:g} documents" if stage.total else ""]
-    parts += [f"{stage.tokens:,} tokens" if stage.tokens else "", f"{stage.rows} rows" if stage.rows else ""]
+    parts = [f"{stage.completed:g}/{plural(int(stage.total), 'document')}" if stage.total else ""]
+    parts += [plural(stage.tokens, "token") if stage.tokens else "", plural(stage.rows, "row") if stage.rows else ""]
     stage.detail = ", ".join(p for p in parts if p)
 
 
@@ -255,27 +258,38 @@ def _extraction_counters(stage: _Stage, data: AnyEventData | None) -> None:
 
 
 def ask_cancel(console: Console, task_id: str) -> bool:
-    """Ask whether to cancel the job; no answer (stdin closed, not a terminal) or a second Ctrl-C means yes."""
+    """Ask on the terminal whether to cancel the job: y cancels, n or Enter does not.
+
+    Off a terminal (stdin is not one: a pipe, a script, a service) nobody can answer, so it cancels without
+    asking; so do the end of input (Ctrl-D) and a second Ctrl-C at the prompt.
+    """
+    if not _stdin_is_terminal():
+        say(console, "interrupted (stdin is not a terminal, so nobody is asked)")
+        return True
     say(console, f"Cancel job {task_id}? [y/N] ", end="")
     try:
         answer = sys.stdin.readline()
-        echoed = sys.stdin.isatty()
     except KeyboardInterrupt:
-        answer, echoed = "", False
-    except (AttributeError, OSError, ValueError, RuntimeError):  # no usable stdin at all
-        answer, echoed = "", False
-    if not echoed:
-        say(console, answer.strip() if answer else "(no answer)")
-    if not answer:
+        answer = ""
+    if not answer:  # Ctrl-D or a second Ctrl-C: the terminal did not end the line
+        say(console, "")
         return True
     return answer.strip().lower() in ("y", "yes")
+
+
+def _stdin_is_terminal() -> bool:
+    try:
+        return sys.stdin is not None and sys.stdin.isatty()
+    except (AttributeError, ValueError, OSError):  # replaced or closed
+        return False
 
 
 def watch_job(client: ApiClient, task_id: str, console: Console) -> Event | None:
     """Show the task's events until its terminal event, which is returned.
 
-    Ctrl-C asks whether to cancel the job: yes cancels it and keeps following until it says cancelled, no
-    keeps following. Ctrl-C after cancelling stops following at once and returns None.
+    Ctrl-C asks whether to cancel the job (``ask_cancel``): yes cancels it and keeps following until it says
+    cancelled, which takes a moment; no keeps following. Ctrl-C after cancelling stops following at once and
+    returns None.
     """
     last: int | None = None
     final: Event | None = None
@@ -323,7 +337,7 @@ def generate(
     accepted = client.generate(body)
     say(
         console,
-        f"task {accepted.task_id}: {body.get('user_query')!r}, {body.get('rows', 10)} rows "
+        f"task {accepted.task_id}: {body.get('user_query')!r}, {plural(_int(body.get('rows', 10)), 'row')} "
         f"(follow: {client.base_url}/sse/tasks/{accepted.task_id})",
     )
     return run_job(client, accepted.task_id, console, outputs)
@@ -356,13 +370,13 @@ def run_job(
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(client.dataset(task_id, format))
         written.append(str(target))
-    say(console, f"wrote {' and '.join(written)} ({len(dataset.rows)} rows)")
+    say(console, f"wrote {' and '.join(written)} ({plural(len(dataset.rows), 'row')}, {citations(dataset)})")
     return 0 if dataset.rows else NO_ROWS
 
 
 def print_dataset(console: Console, dataset: Dataset) -> None:
     """The rows as a table (schema columns and each row's confidence), the papers' flow, then the shortfall."""
-    table = Table(title=f"{dataset.model_name}: {len(dataset.rows)} rows", title_justify="left")
+    table = Table(title=f"{dataset.model_name}: {plural(len(dataset.rows), 'row')}", title_justify="left")
     names = [field.name for field in dataset.schema]
     for name in names:
         table.add_column(name, overflow="fold")
@@ -383,6 +397,16 @@ def print_dataset(console: Console, dataset: Dataset) -> None:
         )
     if dataset.stats.shortfall:
         say(console, f"note: {dataset.stats.shortfall}")
+
+
+def citations(dataset: Dataset) -> str:
+    """How many quotes back the dataset's values (``12 citations``); a generated identifier's pseudo-citation
+    (``GENERATED_SOURCE``) quotes no paper and is not counted."""
+    return plural(sum(c.source_id != GENERATED_SOURCE for row in dataset.rows for c in row.citations), "citation")
+
+
+def _int(value: object) -> int:
+    return value if isinstance(value, int) else 0
 
 
 def say(console: Console, text: str, *, end: str = "\n") -> None:

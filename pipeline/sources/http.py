@@ -24,6 +24,7 @@ import msgspec
 from pipeline.errors import SourceError
 from pipeline.settings import Settings
 from pipeline.store.sources import SourceState
+from pipeline.version import VERSION
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +75,7 @@ class SourceHttp:
     @classmethod
     def create(cls, settings: Settings) -> SourceHttp:
         """A client for the event loop it is first used on; ``close`` it on that loop."""
-        agent = "litminer/0.1" + (f" (mailto:{settings.contact_email})" if settings.contact_email else "")
+        agent = f"litminer/{VERSION}" + (f" (mailto:{settings.contact_email})" if settings.contact_email else "")
         timeout = httpx.Timeout(settings.http_timeout_s, connect=min(settings.http_timeout_s, 10.0))
         return cls(
             httpx.AsyncClient(timeout=timeout, headers={"User-Agent": agent}, follow_redirects=True),

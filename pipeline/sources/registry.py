@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import socket
+import threading
+import time
+import urllib.request
+from collections.abc import Iterable
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from pipeline.settings import Settings
 from pipeline.sources.arxiv import Arxiv
@@ -16,7 +22,7 @@ from pipeline.sources.semantic_scholar import SemanticScholar
 
 def available_sources(settings: Settings) -> dict[str, Source]:
     """Sources by name: the local library (the bundled sample without ``LITMINER_CORPUS``) and the online APIs."""
-    corpus = Path(settings.corpus) if settings.corpus else sample_corpus_path()
+    corpus = _corpus(settings)
     email = settings.contact_email
     sources: list[Source] = [
         LocalLibrary(corpus, Path(settings.index_dir)),
@@ -32,3 +38,60 @@ def available_sources(settings: Settings) -> dict[str, Source]:
 def source_names(settings: Settings) -> list[str]:
     """The names of ``available_sources``."""
     return list(available_sources(settings))
+
+
+def reachable(settings: Settings, names: Iterable[str], timeout_s: float = 2.0) -> dict[str, bool]:
+    """Whether each named source can be reached from here, found out within about ``timeout_s`` seconds.
+
+    An online source is reachable when a TCP connection to its API's host (or to the HTTP proxy the environment
+    names for it) opens in time; all are tried at once. The local library is reachable when its corpus exists.
+    An unknown name is not reachable. This says nothing about whether the API answers well: it tells a machine
+    that is offline (or a host that is blocked) from one that can search.
+    """
+    urls = _online_urls(settings)
+    found: dict[str, bool] = {}
+    probes: dict[str, threading.Thread] = {}
+    for name in dict.fromkeys(names):
+        if name == "local":
+            found[name] = _corpus(settings).exists()
+        elif name not in urls:
+            found[name] = False
+        else:
+            found[name] = False  # until its probe connects
+            probe = threading.Thread(target=_probe, args=(urls[name], timeout_s, found, name), daemon=True)
+            probe.start()
+            probes[name] = probe
+    deadline = time.monotonic() + timeout_s
+    for probe in probes.values():  # a name lookup can outlast the connect timeout: never wait past the deadline
+        probe.join(max(0.0, deadline - time.monotonic()))
+    return dict(found)
+
+
+def _corpus(settings: Settings) -> Path:
+    return Path(settings.corpus) if settings.corpus else sample_corpus_path()
+
+
+def _online_urls(settings: Settings) -> dict[str, str]:
+    """The API URL of each online source."""
+    return {
+        "openalex": settings.openalex_url,
+        "europepmc": settings.europepmc_url,
+        "crossref": settings.crossref_url,
+        "arxiv": settings.arxiv_url,
+        "semanticscholar": settings.semantic_scholar_url,
+    }
+
+
+def _probe(url: str, timeout_s: float, found: dict[str, bool], name: str) -> None:
+    """Set ``found[name]`` when a TCP connection to ``url``'s host (or its proxy) opens within ``timeout_s``."""
+    parts = urlsplit(url)
+    host, port = parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80)
+    proxy = urllib.request.getproxies().get(parts.scheme)
+    if proxy and not urllib.request.proxy_bypass(host):
+        proxied = urlsplit(proxy if "://" in proxy else f"http://{proxy}")
+        host, port = proxied.hostname or "", proxied.port or 80
+    try:
+        with socket.create_connection((host, port), timeout=timeout_s):
+            found[name] = True
+    except OSError:
+        pass

@@ -35,7 +35,7 @@ from pipeline.reprocess import earlier_stages
 from pipeline.schema import row_type_for
 from pipeline.screening import flow as screening_flow
 from pipeline.stages.context import StageContext
-from pipeline.text import head_terms, normalise_key, slug
+from pipeline.text import head_terms, normalise_key, plural, slug
 
 #: a row whose papers' screening score is below this is at most of medium confidence
 _SURE_RELEVANCE = 0.75
@@ -118,8 +118,9 @@ def run(
         dropped = "".join(f", {count} dropped: {why}" for why, count in checks.items())
         shortfall = (
             f"only {len(rows)} of {request.rows} requested rows are supported by the literature found: "
-            f"{len(candidates)} candidate rows from {documents} documents{dropped}, {len(candidates) - len(complete)} "
-            f"missing a required field, {len(entities)} distinct after merging; rows are never invented to fill the gap"
+            f"{plural(len(candidates), 'candidate row')} from {plural(documents, 'document')}{dropped}, "
+            f"{len(candidates) - len(complete)} missing a required field, {len(entities)} distinct after merging; "
+            f"rows are never invented to fill the gap"
         )
     stats = DatasetStats(
         requested_rows=request.rows,
@@ -378,7 +379,7 @@ def process(ctx: StageContext, task_id: str) -> None:
         reused_stages=earlier_stages(job.from_stage) if job.from_stage else [],
     )
     dataset = msgspec.structs.replace(dataset, stats=stats)
-    done = f"Dataset ready: {len(dataset.rows)} rows"
+    done = f"Dataset ready: {plural(len(dataset.rows), 'row')}"
     if dataset.stats.shortfall:
         done += f" ({dataset.stats.shortfall})"
     ctx.complete(task_id, dataset, message=done)

@@ -33,6 +33,7 @@ from pipeline.extractors.base import Extraction, Extractor, ExtractorInfo, Scree
 from pipeline.grounding import GroundingCounts, SourceText
 from pipeline.screening import JUDGED_IRRELEVANT, NO_DECISION, NO_QUOTE, topic
 from pipeline.stages.context import StageContext
+from pipeline.text import plural
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +90,8 @@ def process(ctx: StageContext, task_id: str) -> None:
     documents = ctx.inputs(task_id, "documents").get("documents", list[Document])
     info = choose_extractor(ctx, job.request.extractor).info()
     run, outputs = plan(documents, ctx.settings.extract_batch_size)
-    message = f"Extracting {len(documents)} documents in {run.batches} batches with {describe(info)}"
+    batches = plural(run.batches, "batch", "batches")
+    message = f"Extracting {plural(len(documents), 'document')} in {batches} with {describe(info)}"
     data = ExtractionPlanned(
         extractor=info.name,
         provider=info.provider,
@@ -159,7 +161,8 @@ def finish(ctx: StageContext, task_id: str, run: ExtractionRun, info: ExtractorI
         "assembly",
         progress=stage_end("extraction"),
         message=(
-            f"Extracted {len(rows)} candidate rows from {run.documents} documents: {stats.values_verified} values "
+            f"Extracted {plural(len(rows), 'candidate row')} from {plural(run.documents, 'document')}: "
+            f"{plural(stats.values_verified, 'value')} "
             f"verified, {stats.values_repaired} repaired, {stats.values_rejected} rejected; {checked} dropped by "
             f"the row checks{screened_out}; {tokens} tokens"
         ),

@@ -28,7 +28,7 @@ from pipeline.sources.fulltext import NO_COPY, Fetcher
 from pipeline.sources.http import SourceHttp
 from pipeline.sources.merge import DocumentPool, fusion, has_text
 from pipeline.stages.context import StageContext
-from pipeline.text import plan_queries
+from pipeline.text import plan_queries, plural
 
 #: ``report(message, data, fraction_done)``: a progress event from inside the search
 Report = Callable[[str, EventData, float], None]
@@ -212,7 +212,10 @@ def process(ctx: StageContext, task_id: str) -> None:
     ctx.report(
         task_id,
         progress=stage_progress("search", 0),
-        message=f"Searching {', '.join(names)} for up to {pool_size} documents to screen with {len(queries)} queries",
+        message=(
+            f"Searching {', '.join(names)} for up to {pool_size} documents to screen with "
+            f"{plural(len(queries), 'query', 'queries')}"
+        ),
         data=SearchPlanned(sources=",".join(names), queries=" | ".join(queries), target=target),
     )
 
@@ -278,7 +281,8 @@ def _summary(result: SearchResult, flow: Flow, question: str, sources: list[str]
         )
     excluded = ", ".join(f"{count} {kind}" for kind, count in flow.excluded_by.items())
     return (
-        f"Kept {len(result.documents)} documents to read: {flow.found} found, {flow.duplicates_removed} duplicates "
-        f"merged, {flow.screened} screened, {flow.excluded} excluded ({excluded or 'none'}), "
+        f"Kept {plural(len(result.documents), 'document')} to read: {flow.found} found, "
+        f"{flow.duplicates_removed} duplicates merged, {flow.screened} screened, "
+        f"{flow.excluded} excluded ({excluded or 'none'}), "
         f"{flow.not_reached} passed but not reached"
     )

