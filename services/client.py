@@ -62,6 +62,9 @@ if TYPE_CHECKING:
 DEFAULT_API_URL = "http://127.0.0.1:8000"
 
 ExportFormat = Literal["json", "csv", "jsonl"]
+#: the dataset's other downloads: ``citations`` (csv, jsonl), ``references`` (bibtex, ris, csl-json), ``papers``
+#: (json, csv)
+ExportKind = Literal["citations", "references", "papers"]
 
 #: delays between reconnection attempts of a dropped event stream; the last one repeats
 _RECONNECT_DELAYS_S = (0.2, 0.5, 1.0, 2.0, 5.0)
@@ -148,7 +151,7 @@ def _default(struct: msgspec.Struct, field: msgspec.structs.FieldInfo) -> bool:
     return field.default_factory is not msgspec.NODEFAULT and bool(value == field.default_factory())
 
 
-def _export(format: ExportFormat, original: bool) -> dict[str, str]:
+def _export(format: str, original: bool) -> dict[str, str]:
     """The query of a dataset download: its format, and whether to leave the review out."""
     return {"format": format, "original": "true"} if original else {"format": format}
 
@@ -201,6 +204,9 @@ class _Core:
 
     def download(self, task_id: str, format: ExportFormat, original: bool) -> _Call[bytes]:
         return _Call("GET", f"/api/v1/datasets/{_segment(task_id)}", _raw, params=_export(format, original))
+
+    def export(self, task_id: str, kind: ExportKind, format: str, original: bool) -> _Call[bytes]:
+        return _Call("GET", f"/api/v1/datasets/{_segment(task_id)}/{kind}", _raw, params=_export(format, original))
 
     def review(self, task_id: str, row_id: str, change: ReviewChange) -> _Call[DatasetRow]:
         path = f"/api/v1/datasets/{_segment(task_id)}/rows/{_segment(row_id)}"
@@ -389,6 +395,12 @@ class ApiClient:
         """``POST /api/v1/tasks/{task_id}/reprocess``: run a finished job again from one stage, as a new job."""
         return self._send(self._core.reprocess(task_id, request))
 
+    def export(self, task_id: str, kind: ExportKind, format: str, *, original: bool = False) -> bytes:
+        """``GET /api/v1/datasets/{task_id}/{kind}``: the per-citation table (``citations``: csv, jsonl), the
+        cited papers' references (``references``: bibtex, ris, csl-json) or every paper considered (``papers``:
+        json, csv), as bytes for a file."""
+        return self._send(self._core.export(task_id, kind, format, original))
+
     def review(self, task_id: str, row_id: str, change: ReviewChange) -> DatasetRow:
         """``PATCH /api/v1/datasets/{task_id}/rows/{row_id}``: record one review decision; the row as reviewed."""
         return self._send(self._core.review(task_id, row_id, change))
@@ -509,6 +521,10 @@ class AsyncApiClient:
     async def reprocess(self, task_id: str, request: ReprocessRequest | Mapping[str, object]) -> TaskAccepted:
         """``POST /api/v1/tasks/{task_id}/reprocess``: run a finished job again from one stage, as a new job."""
         return await self._send(self._core.reprocess(task_id, request))
+
+    async def export(self, task_id: str, kind: ExportKind, format: str, *, original: bool = False) -> bytes:
+        """``GET /api/v1/datasets/{task_id}/{kind}``: as ``ApiClient.export``."""
+        return await self._send(self._core.export(task_id, kind, format, original))
 
     async def review(self, task_id: str, row_id: str, change: ReviewChange) -> DatasetRow:
         """``PATCH /api/v1/datasets/{task_id}/rows/{row_id}``: record one review decision; the row as reviewed."""

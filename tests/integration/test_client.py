@@ -188,9 +188,20 @@ def test_review_edits_a_cell_and_excludes_a_row_with_both_clients(stack):
             with pytest.raises(ApiError) as bad:
                 await client.review(task_id, first.row_id, ReviewChange(action="edit", field="no_such_field", value=1))
             assert bad.value.status == 400 and bad.value.field
+            references = await client.export(task_id, "references", "csl-json")
+            assert {item["title"] for item in json.loads(references)} <= {
+                c.metadata.title for row in dataset.rows for c in row.citations
+            }
+            with pytest.raises(ApiError) as bad_format:
+                await client.export(task_id, "citations", "xlsx")
+            assert bad_format.value.status == 400
             return await client.dataset(task_id)
 
     reviewed = asyncio.run(run())
+    with ApiClient(url) as client:
+        quotes = list(csv.DictReader(io.StringIO(client.export(task_id, "citations", "csv").decode())))
+        assert quotes and all(line["quote"] for line in quotes)
+        assert second.row_id not in {line["row_id"] for line in quotes}  # the excluded row is left out
     assert [(e.row_id, e.action, e.reviewer) for e in reviewed.review] == [
         (first.row_id, "edit", "ana"),
         (second.row_id, "exclude", "anonymous"),
