@@ -191,7 +191,7 @@ class JobService:
         and its review trail unless told otherwise."""
         self.store.jobs.put_output(task_id, "schema", prepare_schema(request.model_name, request.field_definitions))
         if keep_review:
-            self.store.jobs.copy_outputs(parent, task_id, [REVIEW])  # none yet: nothing to copy
+            self.store.jobs.copy_outputs(parent, task_id, [REVIEW])  # a parent never reviewed has none to copy
         missing = self.store.jobs.copy_outputs(parent, task_id, [n for n in STAGE_INPUTS[stage] if n != "schema"])
         if missing:  # expired since the check
             raise JobConflict(f"job {parent} has no stored {', '.join(missing)}; start from an earlier stage")

@@ -22,7 +22,7 @@ from pipeline.sources.semantic_scholar import SemanticScholar
 
 def available_sources(settings: Settings) -> dict[str, Source]:
     """Sources by name: the local library (the bundled sample without ``LITMINER_CORPUS``) and the online APIs."""
-    corpus = _corpus(settings)
+    corpus = corpus_path(settings)
     email = settings.contact_email
     sources: list[Source] = [
         LocalLibrary(corpus, Path(settings.index_dir)),
@@ -53,7 +53,7 @@ def reachable(settings: Settings, names: Iterable[str], timeout_s: float = 2.0) 
     probes: dict[str, threading.Thread] = {}
     for name in dict.fromkeys(names):
         if name == "local":
-            found[name] = _corpus(settings).exists()
+            found[name] = corpus_path(settings).exists()
         elif name not in urls:
             found[name] = False
         else:
@@ -67,7 +67,8 @@ def reachable(settings: Settings, names: Iterable[str], timeout_s: float = 2.0) 
     return dict(found)
 
 
-def _corpus(settings: Settings) -> Path:
+def corpus_path(settings: Settings) -> Path:
+    """The local library's corpus: ``LITMINER_CORPUS``, else the bundled sample."""
     return Path(settings.corpus) if settings.corpus else sample_corpus_path()
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import threading
 import time
-from pathlib import Path
 
 from litestar import Controller, get
 from litestar.datastructures import State
@@ -13,8 +12,7 @@ from litestar.di import NamedDependency
 from contracts import SourceList, SourceState
 from pipeline.jobs import JobService
 from pipeline.settings import Settings
-from pipeline.sources.local import sample_corpus_path
-from pipeline.sources.registry import reachable
+from pipeline.sources.registry import corpus_path, reachable
 
 #: how long one reachability probe is reused: the page asks on every load, a probe may take seconds
 PROBE_TTL_S = 30.0
@@ -29,7 +27,7 @@ def configuration_note(settings: Settings, name: str) -> str:
     if name == "openalex" and not settings.openalex_api_key:
         return "needs OPENALEX_API_KEY"
     if name == "local":
-        corpus = Path(settings.corpus) if settings.corpus else sample_corpus_path()
+        corpus = corpus_path(settings)
         if not corpus.exists():
             return f"LITMINER_CORPUS {corpus} does not exist"
     return ""

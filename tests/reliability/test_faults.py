@@ -140,7 +140,9 @@ def test_cancel_under_load_stops_everything_quickly(cluster: Cluster) -> None:
     for _ in range(2):
         cluster.worker(threads=4)
     cluster.api()
-    task_ids = [cluster.submit(f"water treatment technologies {i}", rows=5) for i in range(20)]
+    # One question for all: screening finds nothing for "water treatment technologies 13" (no paper states
+    # "13"), and such a job would complete at once, before its revoke.
+    task_ids = [cluster.submit("water treatment technologies", rows=5) for _ in range(20)]
     with httpx.Client(base_url=cluster.api_url) as http:
         deadline = time.monotonic() + 60
         while sum(w["in_flight"] for w in http.get("/api/v1/ops").json()["workers"]) < 8:  # every thread busy
@@ -151,7 +153,8 @@ def test_cancel_under_load_stops_everything_quickly(cluster: Cluster) -> None:
     with httpx.Client(base_url=cluster.api_url) as http:
         running = sum(cluster.job(t).status == "processing" for t in task_ids)
         for task_id in task_ids:
-            assert http.post(f"/tasks/{task_id}/revoke").json()["status"] == "cancelled"
+            reply = http.post(f"/tasks/{task_id}/revoke")
+            assert reply.status_code == 200 and reply.json()["status"] == "cancelled", reply.text
         idle_s = None
         while time.monotonic() - revoked < 5:
             ops = http.get("/api/v1/ops").json()
