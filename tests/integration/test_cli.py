@@ -8,7 +8,6 @@ import json
 import os
 import queue
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -30,6 +29,7 @@ from services.demo import SEED_FIELDS, SEED_QUERY
 from services.embedded_redis import free_port
 from services.progress import JobDisplay
 from tests.conftest import follow
+from tests.fixtures.proxy import CuttingProxy
 
 FIELDS = json.dumps(SEED_FIELDS)
 SEED = ["--rows", "5", "--fields", FIELDS, "--model-name", "TreatmentTechnologies", "--sources", "local"]
@@ -280,51 +280,11 @@ def test_the_live_display_shows_each_stage_and_its_counters(stack):
     assert "5/5 rows" in final and "Dataset ready" in final
 
 
-class _CuttingProxy:
-    """A TCP proxy to the API that cuts its first connection right after the second SSE event."""
-
-    def __init__(self, upstream: str) -> None:
-        host, port = upstream.removeprefix("http://").split(":")
-        self.upstream = (host, int(port))
-        self.server = socket.create_server(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self.server.getsockname()[1]}"
-        self.requests: list[bytes] = []
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self.server.accept()
-            except OSError:
-                return
-            self.requests.append(b"")
-            threading.Thread(target=self._serve, args=(client, len(self.requests) - 1), daemon=True).start()
-
-    def _serve(self, client: socket.socket, index: int) -> None:
-        cut = index == 0
-        with client, socket.create_connection(self.upstream) as upstream:
-            request = client.recv(65536)
-            self.requests[index] = request
-            upstream.sendall(request)
-            sent = b""
-            while chunk := upstream.recv(65536):
-                sent += chunk
-                second = sent.find(b"data: ", sent.find(b"data: ") + 1) if b"data: " in sent else -1
-                end = sent.find(b"\n\n", second) if second >= 0 else -1
-                if cut and end >= 0:  # forward up to the end of the second event, then drop the connection
-                    client.sendall(chunk[: len(chunk) - (len(sent) - end - 2)])
-                    return
-                client.sendall(chunk)
-
-    def close(self) -> None:
-        self.server.close()
-
-
 def test_a_dropped_event_stream_resumes_after_the_last_event_without_loss_or_repeat(stack):
     jobs, url = stack
     task_id = submit(jobs)
     history = follow(jobs, task_id)
-    proxy = _CuttingProxy(url)
+    proxy = CuttingProxy(url)
     try:
         with ApiClient(proxy.url) as client:
             events = list(client.follow_task(task_id))

@@ -27,7 +27,7 @@ from services.client import ApiClient, ApiError, AsyncApiClient, GenerateFields
 from services.demo import SEED_FIELDS, SEED_QUERY
 from services.embedded_redis import free_port
 from tests.conftest import follow
-from tests.integration.test_cli import _CuttingProxy
+from tests.fixtures.proxy import CuttingProxy
 
 FIELDS = [FieldDefinition(name=str(f["name"]), description=str(f["description"])) for f in SEED_FIELDS]
 
@@ -117,7 +117,7 @@ def test_async_client_resumes_a_dropped_event_stream_without_loss_or_repeat(stac
     with ApiClient(url) as client:
         task_id = client.generate(user_query=SEED_QUERY, field_definitions=FIELDS, rows=2).task_id
     history = follow(jobs, task_id)
-    proxy = _CuttingProxy(url)
+    proxy = CuttingProxy(url)
 
     async def run() -> list[Event]:
         async with AsyncApiClient(proxy.url) as client:
