@@ -9,7 +9,6 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler
-from threading import Thread
 
 import msgspec
 import pytest
@@ -18,7 +17,7 @@ from contracts import Document, FieldDefinition, GenerateRequest
 from contracts.progress import FullTextFetched, read_data
 from pipeline.settings import Settings
 from tests.conftest import follow
-from tests.fixtures.http import StandInServer
+from tests.fixtures.http import serving
 from tests.fixtures.llm import Call, FakeLLM, Reply, rows_reply
 from tests.fixtures.realdata import realdata
 
@@ -110,11 +109,8 @@ def open_access_host() -> Iterator[tuple[str, Counter[str]]]:
         def log_message(self, format: str, *args: object) -> None:
             pass
 
-    server = StandInServer(("127.0.0.1", 0), Handler)
-    Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}", requests
-    server.shutdown()
-    server.server_close()
+    with serving(Handler) as url:
+        yield url, requests
 
 
 def cite_the_body(call: Call) -> Reply:

@@ -9,7 +9,6 @@ import re
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
-from threading import Thread
 
 import msgspec
 import pytest
@@ -19,7 +18,7 @@ from contracts.progress import SearchDone, SourceWarning, read_data
 from pipeline.jobs import JobService
 from pipeline.settings import Settings
 from tests.conftest import follow
-from tests.fixtures.http import StandInServer
+from tests.fixtures.http import serving
 from tests.fixtures.realdata import realdata
 
 REALDATA = realdata()
@@ -160,11 +159,8 @@ def recorded_apis() -> Iterator[str]:
         def log_message(self, format: str, *args: object) -> None:
             pass
 
-    server = StandInServer(("127.0.0.1", 0), Handler)
-    Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    with serving(Handler) as url:
+        yield url
 
 
 def test_real_answers_of_five_scholarly_apis(settings: Settings, make_jobs, run_worker, recorded_apis: str) -> None:
