@@ -55,21 +55,30 @@ def entry(dataset: Dataset, row_id: str, change: ReviewChange, *, reviewer: str)
     if change.reviewer is not None and not 0 < len(change.reviewer.strip()) <= MAX_REVIEWER:
         raise InvalidRequest("reviewer", f"give a name of 1-{MAX_REVIEWER} characters, or leave it out")
     who = change.reviewer.strip() if change.reviewer is not None else reviewer
-    if change.action not in CELL_ACTIONS:
-        if change.field is not None or change.value is not None:
-            name = "field" if change.field is not None else "value"
-            raise InvalidRequest(name, f"{change.action!r} applies to the whole row: leave {name} out")
-        excluded = row.review is not None and row.review.excluded
-        return ReviewEntry(
-            row_id=row_id,
-            field=None,
-            action=change.action,
-            old="excluded" if excluded else "included",
-            new="excluded" if change.action == "exclude" else "included",
-            reason=change.reason,
-            reviewer=who,
-            at=time.time(),
-        )
+    old, new = _row_change(row, change) if change.action not in CELL_ACTIONS else _cell_change(dataset, row, change)
+    return ReviewEntry(
+        row_id=row_id,
+        field=change.field,
+        action=change.action,
+        old=old,
+        new=new,
+        reason=change.reason,
+        reviewer=who,
+        at=time.time(),
+    )
+
+
+def _row_change(row: DatasetRow, change: ReviewChange) -> tuple[FieldValue, FieldValue]:
+    """A row's inclusion before and after an exclude or restore."""
+    if change.field is not None or change.value is not None:
+        name = "field" if change.field is not None else "value"
+        raise InvalidRequest(name, f"{change.action!r} applies to the whole row: leave {name} out")
+    excluded = row.review is not None and row.review.excluded
+    return "excluded" if excluded else "included", "excluded" if change.action == "exclude" else "included"
+
+
+def _cell_change(dataset: Dataset, row: DatasetRow, change: ReviewChange) -> tuple[FieldValue, FieldValue]:
+    """A cell's value before and after an approval, a rejection (None) or an edit (converted to the field's type)."""
     types = {f.name: f.type for f in dataset.schema}
     if change.field is None:
         raise InvalidRequest("field", f"{change.action!r} reviews one cell: name its field ({', '.join(types)})")
@@ -81,23 +90,12 @@ def entry(dataset: Dataset, row_id: str, change: ReviewChange, *, reviewer: str)
             raise InvalidRequest("value", "an edit needs the new value; to clear a wrong value, reject the cell")
         try:
             converted = msgspec.convert(change.value, PYTHON_TYPES[types[change.field]], strict=False)
-            new = msgspec.to_builtins(converted)  # JSON-native, as cells are stored (dates as ISO text)
         except msgspec.ValidationError as exc:
             raise InvalidRequest("value", f"not a {types[change.field]}: {exc}") from exc
-    elif change.value is not None:
+        return old, msgspec.to_builtins(converted)  # JSON-native, as cells are stored (dates as ISO text)
+    if change.value is not None:
         raise InvalidRequest("value", f"{change.action!r} takes no value; use 'edit' to change the cell")
-    else:
-        new = old if change.action == "approve" else None
-    return ReviewEntry(
-        row_id=row_id,
-        field=change.field,
-        action=change.action,
-        old=old,
-        new=new,
-        reason=change.reason,
-        reviewer=who,
-        at=time.time(),
-    )
+    return old, old if change.action == "approve" else None
 
 
 def apply(dataset: Dataset, trail: list[ReviewEntry]) -> Dataset:
