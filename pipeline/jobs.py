@@ -180,9 +180,21 @@ class JobService:
         if parent is not None:
             self._copy_inputs(parent, task_id, request, stage, keep_review=keep_review)
         self.store.jobs.create(job, message=message)
-        self.store.queues.send(queued)
+        try:
+            self.store.queues.send(queued)
+        except REDIS_ERRORS as exc:  # the caller is told it failed: the job must not run after all
+            self._not_queued(task_id, exc)
+            raise
         log.info("job queued", extra={"task_id": task_id, "stage": "queued"})
         return job
+
+    def _not_queued(self, task_id: str, exc: Exception) -> None:
+        """End a job whose first message could not be sent (else the reaper would send it later)."""
+        error = f"could not be queued: Redis answered {exc}"
+        try:
+            self.store.jobs.transition(task_id, status="error", error=error, message=f"Job {error}")
+        except REDIS_ERRORS:
+            log.exception("job left queued: its first stage will be sent by the reaper", extra={"task_id": task_id})
 
     def _copy_inputs(
         self, parent: str, task_id: str, request: GenerateRequest, stage: Stage, *, keep_review: bool

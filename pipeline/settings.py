@@ -79,6 +79,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     broker_maintenance_chance: int = 20_000
     #: deliveries of a stage that killed their worker before the job ends as ``error``
     max_crashes: int = 3
+    #: an unfinished job unchanged this long with no message queued, delayed or in flight is sent on again
+    reap_after_s: float = 60.0
     #: API keys (empty: the API needs no key)
     api_keys: tuple[str, ...] = ()
     #: generate requests per minute per API key (per client IP without keys); 0: no limit
@@ -161,6 +163,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
                 env, "LITMINER_BROKER_MAINTENANCE_CHANCE", defaults.broker_maintenance_chance, minimum=0
             ),
             max_crashes=_int(env, "LITMINER_MAX_CRASHES", defaults.max_crashes, minimum=1),
+            reap_after_s=_float(env, "LITMINER_REAP_AFTER_S", defaults.reap_after_s),
             api_keys=_list(env, "LITMINER_API_KEYS"),
             rate_limit_per_minute=_int(env, "LITMINER_RATE_LIMIT", defaults.rate_limit_per_minute, minimum=0),
             max_body_bytes=_int(env, "LITMINER_MAX_BODY_BYTES", defaults.max_body_bytes, minimum=1024),

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import multiprocessing.connection
 import signal
 import threading
+import time
 from collections.abc import Mapping
+from multiprocessing.context import SpawnProcess
 
 import dramatiq
 import msgspec
@@ -30,6 +33,9 @@ def start_worker(runtime: WorkerRuntime, *, threads: int = 8) -> Worker:
     # Hold no more messages than there are threads (Dramatiq's default is twice as many), so the
     # batches of one big job spread over all workers instead of queueing behind one worker's threads.
     worker.queue_prefetch = threads
+    # What Dramatiq's own CLI does in each worker process: TimeLimit starts its watcher on this signal, and
+    # without it no stage would ever be stopped at LITMINER_STAGE_TIME_LIMIT_MS.
+    runtime.broker.emit_after("process_boot")
     worker.start()
     return worker
 
@@ -58,32 +64,58 @@ def run_worker_process(
 
 
 def run_workers(settings: Settings, *, processes: int, threads: int, log_level: str = "INFO") -> int:
-    """Run ``processes`` worker processes of ``threads`` threads each; returns an exit code."""
+    """Run ``processes`` worker processes of ``threads`` threads each, starting a new one in place of any that
+    dies, until SIGINT or SIGTERM; returns an exit code."""
     if processes <= 1:
         run_worker_process(settings, threads, log_level)
         return 0
+    configure_logging(log_level)  # for the lines of this parent process, which only watches its children
     context = multiprocessing.get_context("spawn")
-    children = [
-        context.Process(
+    stopping = threading.Event()
+
+    def start(index: int) -> SpawnProcess:
+        child = context.Process(
             target=run_worker_process,
-            args=(_numbered(settings, i), threads, log_level),
-            name=f"litminer-worker-{i}",
+            args=(_numbered(settings, index), threads, log_level),
+            name=f"litminer-worker-{index}",
         )
-        for i in range(processes)
-    ]
-    for child in children:
         child.start()
+        return child
+
+    children = {index: start(index) for index in range(processes)}
+    started = dict.fromkeys(children, time.monotonic())
 
     def forward(signum: int, _frame: object) -> None:
-        for child in children:
+        stopping.set()
+        for child in children.values():
             if child.is_alive():
                 child.terminate()
 
     signal.signal(signal.SIGINT, forward)
     signal.signal(signal.SIGTERM, forward)
-    for child in children:
-        child.join()
-    return max((child.exitcode or 0) for child in children)
+    exit_code = 0
+    while children:
+        multiprocessing.connection.wait([child.sentinel for child in children.values()])
+        for index, child in list(children.items()):
+            if child.is_alive():
+                continue
+            child.join()
+            del children[index]
+            if stopping.is_set():
+                exit_code = max(exit_code, child.exitcode or 0)
+                continue
+            log.error("worker process %d (pid %s) exited with %s; starting a new one", index, child.pid, child.exitcode)
+            if time.monotonic() - started[index] < _CRASH_LOOP_S:  # dying at start: do not spin
+                stopping.wait(_CRASH_LOOP_S)
+            if not stopping.is_set():
+                children[index], started[index] = start(index), time.monotonic()
+                if stopping.is_set():  # a signal came while it started: it was not among those told to stop
+                    children[index].terminate()
+    return exit_code
+
+
+#: a worker process that dies sooner than this after its start is replaced only after as long again
+_CRASH_LOOP_S = 5.0
 
 
 def _numbered(settings: Settings, index: int) -> Settings:

@@ -14,7 +14,6 @@ import re
 
 import redis
 import redis.asyncio as aioredis
-from dramatiq.errors import BrokerConnectionError
 
 from contracts import JobRecord
 from pipeline.errors import StoreUnavailable
@@ -23,21 +22,18 @@ from pipeline.store.events import EventBus, EventFeed, publisher_client
 from pipeline.store.extraction import ExtractionState
 from pipeline.store.jobs import REVIEW, Inputs, JobStore
 from pipeline.store.keys import Keys
+from pipeline.store.outages import REDIS_ERRORS, REFUSING, UNREACHABLE, passing
 from pipeline.store.queues import BATCH_ACTOR, WEBHOOK_ACTOR, WEBHOOK_QUEUE, Queues
 from pipeline.store.webhooks import WebhookLog, callback_url
 from pipeline.store.workers import LIVE_S, WorkerRegistry
 
 log = logging.getLogger(__name__)
 
-#: what Redis raises while it cannot be reached (a restart, a failover): worth waiting out
-UNREACHABLE: tuple[type[Exception], ...] = (redis.ConnectionError, redis.TimeoutError, BrokerConnectionError)
-#: anything Redis raises
-REDIS_ERRORS: tuple[type[Exception], ...] = (redis.RedisError, BrokerConnectionError)
-
 __all__ = [
     "BATCH_ACTOR",
     "LIVE_S",
     "REDIS_ERRORS",
+    "REFUSING",
     "REVIEW",
     "UNREACHABLE",
     "WEBHOOK_ACTOR",
@@ -55,6 +51,7 @@ __all__ = [
     "answers",
     "callback_url",
     "connect_async",
+    "passing",
     "require_redis",
 ]
 

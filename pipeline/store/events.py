@@ -44,18 +44,31 @@ return seq
 """
 
 #: A job change and its event in one round trip: a compare-and-set of the whole record (KEYS[5]) from the
-#: version the change was computed on (ARGV[6]) to the new one (ARGV[7]), the stage outputs that go with the
-#: change (KEYS[6…] = ARGV[8…], with the TTL), then the publish above. Returns the event's seq; the current
-#: record when it was not the expected one (compute the change again); nil when the job is gone.
+#: version the change was computed on (ARGV[6]) to the new one (ARGV[7]), the job kept in (ARGV[8] = "1") or
+#: taken out of the active jobs (KEYS[6], scored by the change's time ARGV[9]; ARGV[10] is the task id), the
+#: stage outputs that go with the change (KEYS[8…] = ARGV[11…]), then the publish above. The record and every
+#: output the job has (their keys are listed in the set KEYS[7]) live ``ttl`` (ARGV[4]) from this change on,
+#: so a job is never forgotten while it changes. Returns the event's seq; the current record when it was not
+#: the expected one (compute the change again); nil when the job is gone.
 TRANSITION = (
     """
 local current = redis.call('GET', KEYS[5])
 if not current then return false end
 if current ~= ARGV[6] then return current end
-redis.call('SET', KEYS[5], ARGV[7], 'KEEPTTL')
-for i = 6, #KEYS do
-  redis.call('SET', KEYS[i], ARGV[i + 2], 'EX', ARGV[4])
+redis.call('SET', KEYS[5], ARGV[7], 'EX', ARGV[4])
+if ARGV[8] == '1' then
+  redis.call('ZADD', KEYS[6], ARGV[9], ARGV[10])
+else
+  redis.call('ZREM', KEYS[6], ARGV[10])
 end
+for i = 8, #KEYS do
+  redis.call('SET', KEYS[i], ARGV[i + 3], 'EX', ARGV[4])
+  redis.call('SADD', KEYS[7], KEYS[i])
+end
+for _, key in ipairs(redis.call('SMEMBERS', KEYS[7])) do
+  redis.call('EXPIRE', key, ARGV[4])
+end
+redis.call('EXPIRE', KEYS[7], ARGV[4])
 """
     + _PUBLISH
 )
@@ -241,6 +254,13 @@ class EventFeed:
     async def published(self) -> int:
         """Events published so far, by every process."""
         return int(await self.redis.get(self.keys.events_published) or 0)
+
+    async def job_exists(self, task_id: str) -> bool:
+        """Whether the job's record is still in Redis (it expires after ``LITMINER_RESULT_TTL``, or is deleted)."""
+        try:
+            return bool(await self.redis.exists(self.keys.job(task_id)))
+        except (redis.RedisError, OSError) as exc:
+            raise StoreUnavailable(str(exc)) from exc
 
     async def _range(self, key: str, *, first: str, last: str = "+", count: int | None = None) -> list[StreamEntry]:
         entries = cast(_Entries, await self.redis.xrange(key, min=first, max=last, count=count))

@@ -109,6 +109,7 @@ class JobStore:
                 pipe.zadd(index, {job.task_id: job.created_at})
                 pipe.zremrangebyscore(index, "-inf", expired)
                 pipe.expire(index, self.ttl_s)
+            pipe.zadd(self.keys.active_jobs, {job.task_id: job.created_at})
             self.events.publish(job, "started", stage="queued", message=message, pipe=pipe)
             pipe.execute()
         self._remember(job.task_id, raw)
@@ -141,6 +142,33 @@ class JobStore:
         self._remember(task_id, raw)
         return int(count)
 
+    def unchanged_since(self, before: float) -> list[tuple[bytes, JobRecord]]:
+        """Unfinished jobs whose last change is older than ``before`` (epoch s), each as stored and decoded.
+
+        Jobs that vanished (expired, deleted) are taken off the active list here.
+        """
+        task_ids = cast("list[bytes]", self.client.zrangebyscore(self.keys.active_jobs, "-inf", before))
+        if not task_ids:
+            return []
+        raws = cast("list[bytes | None]", self.client.mget([self.keys.job(t.decode()) for t in task_ids]))
+        gone = [task_id for task_id, raw in zip(task_ids, raws, strict=True) if raw is None]
+        if gone:
+            self.client.zrem(self.keys.active_jobs, *gone)
+        jobs = ((raw, _decode_job(raw)) for raw in raws if raw is not None)
+        return [(raw, job) for raw, job in jobs if job.status not in TERMINAL_STATUSES]
+
+    def reaps(self, task_id: str) -> int:
+        """How often the reaper sent the job's stage again."""
+        return int(cast("bytes | None", self.client.hget(self.keys.deliveries(task_id), "reaped")) or 0)
+
+    def count_reap(self, task_id: str) -> None:
+        """Count one more time the reaper sent the job's stage again."""
+        key = self.keys.deliveries(task_id)
+        with self.client.pipeline(transaction=False) as pipe:
+            pipe.hincrby(key, "reaped", 1)
+            pipe.expire(key, self.ttl_s)
+            pipe.execute()
+
     def recent(self, *, limit: int, client_id: str | None = None, owner: str = "") -> list[JobRecord]:
         """The newest jobs first: of one client, else of ``owner`` when given, else of everyone.
 
@@ -172,12 +200,14 @@ class JobStore:
         data: EventData | None = None,
         outputs: Mapping[str, object] | None = None,
         reopen: bool = False,
+        only_from: bytes | None = None,
     ) -> JobRecord | None:
         """Apply a change, store the stage ``outputs`` that come with it, and publish its event.
 
         Returns the new record, or None when the job is unknown or already finished: a finished job
         changes only when ``reopen`` is set (reprocessing), so a late worker never overwrites a cancel
-        (and its outputs are not stored).
+        (and its outputs are not stored). With ``only_from`` (a record as stored), the change is made only
+        if the job still is that record; else None.
         """
         fields = {
             "status": status,
@@ -191,13 +221,15 @@ class JobStore:
         }
         output_keys = [self.keys.output(task_id, name) for name in outputs or {}]
         output_values = [_encode(value) for value in (outputs or {}).values()]
-        raw = self._seen.get(task_id)
+        raw = only_from or self._seen.get(task_id)
         checked = raw is None  # a remembered version may be stale: only the compare-and-set checks it
         if raw is None:
             raw = cast("bytes | None", self.client.get(self.keys.job(task_id)))
         while raw is not None:
             job = _decode_job(raw)
             if job.status in TERMINAL_STATUSES and not reopen:
+                if only_from is not None:
+                    return None
                 if checked:
                     self._remember(task_id, raw)
                     return None
@@ -206,8 +238,16 @@ class JobStore:
             job = _changed(job, fields)
             new = _encode(job)
             _, keys, args = self.events.prepare(job, _EVENT_STATUS[job.status], data=data)
+            active = b"0" if job.status in TERMINAL_STATUSES else b"1"
             reply = self._transition(
-                keys=[*keys, self.keys.job(task_id), *output_keys], args=[*args, raw, new, *output_values]
+                keys=[
+                    *keys,
+                    self.keys.job(task_id),
+                    self.keys.active_jobs,
+                    self.keys.output_keys(task_id),
+                    *output_keys,
+                ],
+                args=[*args, raw, new, active, job.updated_at, task_id, *output_values],
             )
             if isinstance(reply, int) or reply == new:  # done (``new``: a retried call had already done it)
                 self._remember(task_id, new)
@@ -216,13 +256,26 @@ class JobStore:
                     seq = reply if isinstance(reply, int) else cast("bytes", self.client.get(self.keys.seq(task_id)))
                     self.on_end(job, int(seq))
                 return job
+            if only_from is not None:
+                return None
             raw, checked = cast("bytes | None", reply), True
         self._remember(task_id, None)
         return None
 
     def put_output(self, task_id: str, name: str, value: object) -> None:
         """Store (overwrite) one stage output of a job."""
-        self.client.set(self.keys.output(task_id, name), _encode(value), ex=self.ttl_s)
+        key = self.keys.output(task_id, name)
+        with self.client.pipeline(transaction=True) as pipe:
+            pipe.set(key, _encode(value), ex=self.ttl_s)
+            self._listed(pipe, task_id, [key])
+            pipe.execute()
+
+    def _listed(self, pipe: redis.client.Pipeline, task_id: str, keys: Sequence[str]) -> None:
+        """List ``keys`` among the job's outputs (on ``pipe``), so each change of the job renews their TTL."""
+        if not keys:
+            return
+        pipe.sadd(self.keys.output_keys(task_id), *keys)
+        pipe.expire(self.keys.output_keys(task_id), self.ttl_s)
 
     def get_output(self, task_id: str, name: str, kind: type[T]) -> T | None:
         """One stage output of a job, decoded as ``kind``; None when missing."""
@@ -234,6 +287,7 @@ class JobStore:
         with self.client.pipeline(transaction=True) as pipe:
             pipe.rpush(key, _encode(entry))
             pipe.expire(key, self.ttl_s)
+            self._listed(pipe, task_id, [key])
             pipe.execute()
 
     def review_trail(self, task_id: str) -> list[ReviewEntry]:
@@ -268,7 +322,8 @@ class JobStore:
             for name in names:
                 pipe.copy(self.keys.output(source, name), self.keys.output(target, name), replace=True)
                 pipe.expire(self.keys.output(target, name), self.ttl_s)
-            copied = pipe.execute()[::2]
+            self._listed(pipe, target, [self.keys.output(target, name) for name in names])
+            copied = pipe.execute()[: 2 * len(names) : 2]  # each copy's reply, then the listing's
         return [name for name, ok in zip(names, copied, strict=True) if not ok]
 
 

@@ -15,6 +15,15 @@ class Keys:
     def output(self, task_id: str, name: str) -> str:
         return f"{self.prefix}job:{task_id}:{name}"
 
+    def output_keys(self, task_id: str) -> str:
+        """The keys of a job's stored outputs (a set), so that each change of the job renews all their TTLs."""
+        return f"{self.prefix}job:{task_id}:outputs"
+
+    @property
+    def active_jobs(self) -> str:
+        """Jobs not finished (sorted set of task id → time of their last change), for the reaper."""
+        return f"{self.prefix}jobs:active"
+
     def seq(self, task_id: str) -> str:
         return f"{self.prefix}job:{task_id}:seq"
 
@@ -93,8 +102,19 @@ class Keys:
         return f"{self.prefix}job:{task_id}:webhooks"
 
     def deliveries(self, task_id: str) -> str:
-        """How often each enqueued message of a job was delivered (hash of delivery id → count)."""
+        """How often each enqueued message of a job was delivered (hash of delivery id → count), and how often
+        the reaper sent its stage again (field ``reaped``)."""
         return f"{self.prefix}job:{task_id}:deliveries"
+
+    @property
+    def reaper_turn(self) -> str:
+        """Held (with an expiry) by the worker whose reaper looks for lost jobs this round."""
+        return f"{self.prefix}reaper"
+
+    @property
+    def maintenance_turn(self) -> str:
+        """Held (with an expiry) by the worker whose reaper runs Dramatiq's queue maintenance this round."""
+        return f"{self.prefix}reaper:maintenance"
 
     @property
     def dramatiq_namespace(self) -> str:
@@ -104,6 +124,10 @@ class Keys:
     def queue(self, name: str) -> str:
         """A queue's ready messages (Dramatiq's list of message ids)."""
         return f"{self.dramatiq_namespace}:{name}"
+
+    def messages(self, name: str) -> str:
+        """A queue's messages, queued or in flight (Dramatiq's hash of id → message), until acknowledged."""
+        return f"{self.dramatiq_namespace}:{name}.msgs"
 
     def delayed_messages(self, name: str) -> str:
         """The messages waiting in a queue's delay queue (retries and delayed sends), by id."""

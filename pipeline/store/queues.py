@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import dramatiq
+import msgspec
 import redis
 from dramatiq.brokers.redis import RedisBroker, _RedisConsumer
 from dramatiq.middleware import Middleware
@@ -24,6 +26,7 @@ from contracts import STAGES
 from contracts.ops import QueueDepth
 from pipeline.settings import Settings
 from pipeline.store.keys import Keys
+from pipeline.store.outages import passing
 
 #: the actor that extracts one batch of a job's documents (several run at once, on any workers)
 BATCH_ACTOR = "extraction_batch"
@@ -57,6 +60,14 @@ end
 """
 
 
+class _Ids(msgspec.Struct):
+    message_id: str
+
+
+#: a message as Dramatiq stores it (JSON), read only for its id
+_decode_ids = msgspec.json.Decoder(_Ids).decode
+
+
 class WakingRedisBroker(RedisBroker):
     """Dramatiq's Redis broker whose idle consumers are woken by new messages instead of polling.
 
@@ -77,6 +88,22 @@ class WakingRedisBroker(RedisBroker):
     def consumer_class(self) -> type[_RedisConsumer]:
         return _WakingConsumer
 
+    def maintain(self, queue_name: str) -> None:
+        """Run Dramatiq's queue maintenance on ``queue_name`` now: the messages of workers whose heartbeat timed
+        out go back on it. (An empty fetch with maintenance on: the dispatch script's own path for it.)"""
+        args = [
+            "fetch",
+            int(time.time() * 1000),
+            queue_name,
+            self.broker_id,
+            self.heartbeat_timeout,
+            self.dead_message_ttl,
+            1,  # maintenance: always
+            self._max_unpack_size(),  # type: ignore[no-untyped-call]
+            0,  # messages to fetch: none
+        ]
+        self.scripts["dispatch"](args=args, keys=[self.namespace])
+
 
 class _WakingConsumer(_RedisConsumer):
     def __init__(self, broker: WakingRedisBroker, queue_name: str, prefetch: int, timeout: int) -> None:
@@ -88,20 +115,23 @@ class _WakingConsumer(_RedisConsumer):
 
     def ack(self, message: dramatiq.MessageProxy) -> None:
         try:
-            super().ack(message)  # type: ignore[no-untyped-call]
+            with _refusal_as_lost_connection():
+                super().ack(message)  # type: ignore[no-untyped-call]
         finally:
             self.freed.set()
 
     def nack(self, message: dramatiq.MessageProxy) -> None:
         try:
-            super().nack(message)  # type: ignore[no-untyped-call]
+            with _refusal_as_lost_connection():
+                super().nack(message)  # type: ignore[no-untyped-call]
         finally:
             self.freed.set()
 
     def __next__(self) -> dramatiq.MessageProxy | None:
         self.freed.clear()  # before looking: an acknowledgement from now on ends the wait below
         full = not self.message_cache and self.outstanding_message_count >= self.prefetch
-        message: dramatiq.MessageProxy | None = super().__next__()  # type: ignore[no-untyped-call]
+        with _refusal_as_lost_connection():
+            message: dramatiq.MessageProxy | None = super().__next__()  # type: ignore[no-untyped-call]
         if message is not None:
             return message
         if full:
@@ -112,6 +142,20 @@ class _WakingConsumer(_RedisConsumer):
             except redis.ConnectionError as exc:
                 raise dramatiq.ConnectionClosed(exc) from None  # type: ignore[no-untyped-call]
         return None
+
+
+@contextmanager
+def _refusal_as_lost_connection() -> Iterator[None]:
+    """Redis refusing writes (out of memory, read-only, MISCONF) raised as a lost connection, which Dramatiq
+    waits out: it tries an acknowledgement again every few seconds and restarts a consumer whose fetch failed.
+    Any other error would make it give up on the acknowledgement, and the message would stay in flight for as
+    long as the worker lives."""
+    try:
+        yield
+    except redis.ResponseError as exc:
+        if passing(exc):
+            raise dramatiq.ConnectionClosed(exc) from None  # type: ignore[no-untyped-call]
+        raise
 
 
 class JobAbortable(Abortable):  # type: ignore[misc]
@@ -180,6 +224,25 @@ class Queues:
         """Ask whichever worker runs these messages to stop them (and any worker to skip them)."""
         for message_id in message_ids:
             self._aborts.abort(message_id)
+
+    def live_messages(self) -> set[str]:
+        """The ids of every stage message queued, delayed or in flight (held by a worker, live or dead, until
+        acknowledged): what still carries a job on."""
+        live: set[str] = set()
+        for queue in STAGES:
+            for key in (self.keys.messages(queue), self.keys.delayed_messages(queue)):
+                live.update(_decode_ids(raw).message_id for _, raw in self.client.hscan_iter(key, count=500))
+        return live
+
+    def maintain(self, broker: WakingRedisBroker) -> None:
+        """Run queue maintenance on every queue and delay queue now (through a worker's ``broker``)."""
+        for queue in (*STAGES, WEBHOOK_QUEUE):
+            broker.maintain(queue)
+            broker.maintain(f"{queue}.DQ")
+
+    def take_turn(self, key: str, ttl_ms: int) -> bool:
+        """Whether this process takes the turn ``key`` for ``ttl_ms`` (no other process has it)."""
+        return bool(self.client.set(key, b"1", nx=True, px=ttl_ms))
 
     def depths(self) -> list[QueueDepth]:
         """Messages waiting in each stage queue (and the webhooks queue), in its delay queue, and dead-lettered

@@ -11,6 +11,7 @@ from pipeline.settings import Settings
 from pipeline.store import Store
 from pipeline.store.queues import JobAbortable, WakingRedisBroker
 from pipeline.worker.middleware import JobEvents, StageRetries
+from pipeline.worker.reaper import Reaper
 from pipeline.worker.status import WorkerStatus
 
 
@@ -39,6 +40,7 @@ def build_broker(
         CurrentMessage(),
         # WorkerStatus before JobEvents: it must see every message JobEvents may skip.
         status,
+        Reaper(store, after_s=settings.reap_after_s),
         # JobEvents before StageRetries: "after" hooks run in reverse, so it sees the retry decision.
         JobEvents(store.jobs, stages, parts=parts, max_crashes=settings.max_crashes),
         retries,

@@ -10,13 +10,13 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import dramatiq
-from dramatiq.middleware import Middleware, SkipMessage
+from dramatiq.middleware import Middleware, SkipMessage, TimeLimitExceeded
 from dramatiq_abort import Abort
 
 from contracts import Stage
 from contracts.progress import STAGE_START, StageRetrying, StageStarted
 from pipeline.errors import JobCancelled
-from pipeline.store import UNREACHABLE, JobStore
+from pipeline.store import JobStore, passing
 
 log = logging.getLogger(__name__)
 
@@ -27,19 +27,21 @@ REDIS_OUTAGE_S = 300.0
 
 
 def until_redis_answers(action: Callable[[], T], what: str, context: dict[str, str]) -> T:
-    """``action()``, tried again every second while Redis is unreachable (for up to ``REDIS_OUTAGE_S``).
+    """``action()``, tried again every second while Redis is unreachable or refuses writes (out of memory,
+    read-only, MISCONF), for up to ``REDIS_OUTAGE_S``.
 
-    What a message's outcome writes (its retry, the job's status) must not be lost to a Redis restart:
-    Dramatiq acknowledges the message once Redis is back, so a retry skipped now would never happen.
+    What a message's outcome writes (its retry, the job's status, the next stage's message) must not be lost
+    to a Redis outage: Dramatiq acknowledges the message once Redis is back, so a retry skipped now would never
+    happen. Past the deadline the error is raised; the reaper (``pipeline.worker.reaper``) then finds the job.
     """
     deadline = time.monotonic() + REDIS_OUTAGE_S
     while True:
         try:
             return action()
-        except UNREACHABLE as exc:
-            if time.monotonic() > deadline:
+        except Exception as exc:
+            if not passing(exc) or time.monotonic() > deadline:
                 raise
-            log.warning("%s: Redis unreachable (%s); trying again in 1 s", what, exc, extra=context)
+            log.warning("%s: Redis unavailable (%s); trying again in 1 s", what, exc, extra=context)
             time.sleep(1)
 
 
@@ -115,9 +117,15 @@ class JobEvents(Middleware):
         if stage is None:
             return
         task_id = message.args[0]
+        part = message.actor_name in self.parts
         # Redis hands out the same enqueued message again when its worker died; a retry is enqueued anew.
         delivery = str(message.options.get("redis_message_id", message.message_id))
         crashes = self.store.count_delivery(task_id, delivery) - 1
+        job = self.store.load(task_id, recent=True)  # as count_delivery has just read it
+        if not part and job is not None and job.message_id not in (None, message.message_id):
+            # Its worker died after handing the job on but before acknowledging it: that stage is done.
+            log.info("skipping a stage the job has already left", extra={"task_id": task_id, "stage": stage})
+            raise SkipMessage()
         if crashes >= self.max_crashes:  # a poison message: end the job instead of killing workers forever
             text = f"worker died {crashes} times in stage {stage}"
             log.error("giving up: %s", text, extra={"task_id": task_id, "stage": stage})
@@ -125,7 +133,6 @@ class JobEvents(Middleware):
             message.fail()  # dead-lettered, for inspection
             raise SkipMessage()
         attempt = int(message.options.get("retries", 0)) + 1
-        part = message.actor_name in self.parts
         what = f"{stage.capitalize()} batch {message.args[-1] + 1}" if part else f"Stage {stage}"
         notes = [f"attempt {attempt}"] if attempt > 1 else []
         notes += [f"redelivered: a worker died {crashes}× running it"] if crashes else []
@@ -155,16 +162,25 @@ class JobEvents(Middleware):
         if isinstance(exception, Abort | JobCancelled):  # (JobCancelled: it noticed the cancel itself)
             change = {"status": "cancelled", "message": f"Cancelled during {stage}"}
         elif message.failed:
-            text = str(exception) or type(exception).__name__
+            text = _reason(broker, message, exception)
             log.error("stage failed: %s", text, extra=context)
             change = {"status": "error", "error": text, "message": f"Stage {stage} failed: {text}"}
         else:
             retries = int(message.options.get("retries", 0))
             delay = int(message.options.get("retry_delay_ms", 0))
-            log.warning("stage will retry in %d ms: %s", delay, exception, extra=context)
+            reason = _reason(broker, message, exception)
+            log.warning("stage will retry in %d ms: %s", delay, reason, extra=context)
             change = {
                 "status": "retrying",
-                "message": f"Stage {stage} failed ({exception}); retry {retries} in {delay / 1000:g} s",
-                "data": StageRetrying(retry=retries, delay_ms=delay, error=str(exception)),
+                "message": f"Stage {stage} failed ({reason}); retry {retries} in {delay / 1000:g} s",
+                "data": StageRetrying(retry=retries, delay_ms=delay, error=reason),
             }
         until_redis_answers(lambda: self.store.transition(task_id, **change), "recording the outcome", context)
+
+
+def _reason(broker: dramatiq.Broker, message: Any, exception: BaseException) -> str:
+    """What went wrong, in words: a time limit names itself and its length."""
+    if isinstance(exception, TimeLimitExceeded):
+        limit_ms = message.options.get("time_limit") or broker.get_actor(message.actor_name).options["time_limit"]
+        return f"took longer than its time limit of {int(limit_ms) / 1000:g} s (LITMINER_STAGE_TIME_LIMIT_MS)"
+    return str(exception) or type(exception).__name__

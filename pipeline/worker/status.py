@@ -80,7 +80,10 @@ class WorkerStatus(Middleware):
     def after_worker_boot(self, broker: dramatiq.Broker, worker: Any) -> None:
         self.threads = int(getattr(worker, "worker_threads", 0))
         self._stop.clear()
-        self.beat()
+        try:
+            self.beat()
+        except REDIS_ERRORS as exc:  # the thread below beats again in a moment
+            log.warning("heartbeat failed: %s", exc)
         self._thread = threading.Thread(target=self._beat_forever, name="litminer-heartbeat", daemon=True)
         self._thread.start()
         if self.metrics_port:

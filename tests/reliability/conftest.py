@@ -66,10 +66,15 @@ class Cluster:
         self.processes.append(process)
         return process
 
-    def worker(self, threads: int = 4, fault: str = "slow") -> subprocess.Popen[bytes]:
-        """A worker process whose extractor is ``slow`` (0.5 s per document) or ``crash``es it."""
+    def worker(self, threads: int = 4, fault: str = "slow", **env: str) -> subprocess.Popen[bytes]:
+        """A worker process with a fault of tests.fixtures.faulty_worker: its extractor is ``slow`` (0.5 s per
+        document), ``crash``es it or ``hang``s, or it dies after search hands a job on (``die_after_hand_off``)."""
         command = [sys.executable, "-m", "tests.fixtures.faulty_worker", str(threads)]
-        return self._spawn("worker", command, LITMINER_TEST_FAULT=fault)
+        return self._spawn("worker", command, LITMINER_TEST_FAULT=fault, **env)
+
+    def spawn_cli(self, *args: str) -> subprocess.Popen[bytes]:
+        """``litminer ARGS…`` on this cluster."""
+        return self._spawn(args[0], [sys.executable, "-m", "services.cli", *args])
 
     def api(self) -> subprocess.Popen[bytes]:
         """``litminer api`` on this cluster's port, once it answers ``/health``."""
