@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import msgspec
 
 from contracts import FieldDefinition, GenerateRequest
@@ -67,3 +69,17 @@ def test_event_seqs_follow_the_changes_made_from_two_processes(make_jobs) -> Non
     assert [message for _, _, message in events[1:]] == [f"step {i}" for i in range(10)]
     stored = a.store.jobs.load(job.task_id)
     assert stored is not None and stored.progress == 9
+
+
+def test_a_job_and_its_outputs_live_the_ttl_from_its_last_change(make_jobs, settings) -> None:
+    jobs = make_jobs(settings_=msgspec.structs.replace(settings, result_ttl_s=2))
+    job = jobs.submit(REQUEST)
+    jobs.store.jobs.transition(job.task_id, message="schema ready", outputs={"schema": {"fields": []}})
+    jobs.store.jobs.put_output(job.task_id, "documents", [])
+    outputs = [jobs.store.keys.output(job.task_id, name) for name in ("schema", "documents")]
+    keys = [jobs.store.keys.job(job.task_id), *outputs]
+    time.sleep(1.2)  # past half the TTL
+
+    jobs.store.jobs.transition(job.task_id, message="still searching")
+
+    assert [jobs.store.client.pttl(key) > 1500 for key in keys] == [True, True, True]  # renewed, not 800 ms left
