@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import csv
+import fcntl
 import hashlib
+import logging
 import os
-import re
 import sqlite3
+import stat
+import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from importlib import resources
@@ -15,25 +17,44 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import msgspec
-from bibtexparser.entrypoint import parse_string
-from bibtexparser.library import Library
-from bibtexparser.middlewares import LatexDecodingMiddleware, SeparateCoAuthors, default_parse_stack
-from bibtexparser.model import Block, DuplicateBlockKeyBlock, DuplicateFieldKeyBlock, Entry, ParsingFailedBlock
 
-from contracts import Document, Provenance, Section
+from contracts import Document, Provenance
 from pipeline.errors import SourceError
-from pipeline.sources.base import FullText, Page
+from pipeline.sources.base import Page
+from pipeline.sources.library_formats import (
+    LibraryBudget,
+    LibraryRecord,
+    decode_record,
+    pdf_paths,
+    read_attachment,
+    read_bibtex,
+    read_file,
+    with_full_text,
+)
 from pipeline.sources.markup import normalise_doi
-from pipeline.sources.pdf import PdfText, read_pdf
+from pipeline.sources.parsing import ReaderProcess, ReaderUnavailable, ReadFailed, describe
+from pipeline.sources.pdf import PdfText
 from pipeline.text import head_terms, keywords
 
 if TYPE_CHECKING:
     from pipeline.sources.http import SourceHttp
 
+log = logging.getLogger(__name__)
+
 SAMPLE_CORPUS = "sample_corpus.jsonl"
 SUFFIXES = frozenset({".bib", ".csv", ".jsonl", ".md", ".pdf", ".txt"})
-ABSTRACT_CHARS = 2000
 MISSING = (-1, -1)
+#: warnings kept per file; a file with more has the rest counted in one last warning
+MAX_WARNINGS = 20
+#: lock files a library's readers claim files with (by a hash of the file's path): enough that two workers
+#: rarely want the same one, few enough that the folder stays small
+_LOCKS = 64
+#: text files (Markdown, CSV, JSONL) up to this size are read in this process: their parsers take time in
+#: proportion to their size, milliseconds for these, where starting a reader process takes half a second
+_READ_IN_PLACE_BYTES = 1024 * 1024
+#: what reader processes import once (``ReaderProcess``): the parsers, and pdfium
+_PRELOAD = ("pipeline.sources.library_formats", "pypdfium2")
+_KINDS = {stat.S_IFIFO: "a named pipe", stat.S_IFSOCK: "a socket", stat.S_IFCHR: "a device", stat.S_IFBLK: "a device"}
 
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS files (path TEXT PRIMARY KEY, size INTEGER, mtime_ns INTEGER, warning TEXT)",
@@ -44,29 +65,7 @@ _SCHEMA = (
     "CREATE INDEX IF NOT EXISTS records_file ON records (file)",
     "CREATE VIRTUAL TABLE IF NOT EXISTS docs USING fts5(title, abstract, full_text, tokenize='porter unicode61')",
 )
-_SECTION = re.compile(r"(\d+(\.\d+)*\.?\s+)?(introduction|keywords?|key words|index terms)\b", re.IGNORECASE)
-_JOINED = {"file": ";", "keywords": ", "}  # BibTeX fields whose repeated values are all kept, so joined
 
-
-class LibraryRecord(msgspec.Struct, kw_only=True, frozen=True):
-    """One paper in the library, whichever file it came from; a JSONL corpus line has this shape."""
-
-    id: str
-    title: str
-    abstract: str = ""
-    full_text: str | None = None
-    pages: list[int] = []
-    sections: list[Section] = []
-    full_text_from: str | None = None
-    authors: list[str] = []
-    year: int | None = None
-    doi: str | None = None
-    arxiv_id: str | None = None
-    url: str | None = None
-    venue: str | None = None
-
-
-_decode_record = msgspec.json.Decoder(LibraryRecord).decode
 _encode = msgspec.json.encode
 
 
@@ -79,16 +78,19 @@ class LocalLibrary:
     """Searches a folder of paper files (or one JSONL corpus); the index follows the files incrementally.
 
     The index keeps each file's size and mtime, so a refresh re-reads only new and changed files. A PDF
-    that a BibTeX entry attaches is read as that entry's full text, not as a paper of its own. Files
-    that cannot be read, or that lie outside ``root`` (via ``..`` or a symlink), are never indexed; their
-    warning is kept and reported by every search until the file changes.
+    that a BibTeX entry attaches is read as that entry's full text, not as a paper of its own. Files are
+    read in a child process within ``budget``. Files that cannot be read, that are over budget, that are
+    not regular files or that lie outside ``root`` (via ``..`` or a symlink) are never indexed; their
+    warning is kept with the file in the index, reported once by the refresh that read it, and the file is
+    not read again until it changes.
     """
 
     name = "local"
 
-    def __init__(self, root: Path, index_dir: Path) -> None:
+    def __init__(self, root: Path, index_dir: Path, budget: LibraryBudget | None = None) -> None:
         self.root = root
         self.index_dir = index_dir
+        self.budget = budget or LibraryBudget()
         self.reindexed: list[str] = []  # files the last refresh() read, relative to the root
 
     def search(self, query: str, limit: int) -> list[Document]:
@@ -97,16 +99,22 @@ class LocalLibrary:
         return self._ranked(query, limit)
 
     async def pages(self, query: str, size: int, http: SourceHttp) -> AsyncIterator[Page]:
-        """One page: the best ``size`` documents and the warnings about unreadable files."""
+        """One page: the best ``size`` documents and the warnings about the files this search read."""
         warnings, documents = await asyncio.to_thread(lambda: (self.refresh(), self._ranked(query, size)))
         yield Page(documents=documents, more=False, warnings=warnings)
 
     def refresh(self) -> list[str]:
-        """Brings the index up to date with the files under the root; returns every current warning."""
+        """Brings the index up to date with the files under the root; returns the warnings about the files it read.
+
+        Each new or changed file is read by one refresh, whichever worker or thread runs it; a refresh that
+        finds a file claimed by another waits for it. So a file's warnings are reported once, by the refresh
+        that read it, and kept in the index (``warnings()``) until the file changes.
+        """
         root = self._resolved_root()
         base = root.parent if root.is_file() else root
-        self.reindexed = []
-        with self._connect(root) as db:
+        with self._connect(root) as db, _reader(self.budget) as reader:
+            locks = self._index_path(root).with_suffix(".locks")
+            files = _Files(db, reader, root=root, base=base, budget=self.budget, locks=locks)
             walked = dict(_walk(root))
             stored = {path: (size, mtime) for path, size, mtime in db.execute("SELECT path, size, mtime_ns FROM files")}
             for rel in sorted(stored.keys() - walked.keys()):
@@ -114,17 +122,25 @@ class LocalLibrary:
                     _forget(db, rel)
             # BibTeX files first: a PDF that an entry attaches is read with that entry, not on its own.
             bibs = sorted(rel for rel in walked if rel.lower().endswith(".bib"))
-            for rel in bibs:
-                if stored.get(rel) != walked[rel] or _attachment_changed(db, base, rel):
-                    self._reindex(db, root, base, rel)
+            read = files.reindex(
+                [rel for rel in bibs if stored.get(rel) != walked[rel] or _attachment_changed(db, base, rel)]
+            )
             attached = {path for (path,) in db.execute("SELECT path FROM attachments")}
+            changed = []
             for rel in sorted(walked.keys() - set(bibs)):
                 if rel in attached:
                     if rel in stored:
                         with _transaction(db):
                             _forget(db, rel)
                 elif stored.get(rel) != walked[rel]:
-                    self._reindex(db, root, base, rel)
+                    changed.append(rel)
+            read |= files.reindex(changed)
+        self.reindexed = list(read)
+        return sorted(warning for warnings in read.values() for warning in warnings)
+
+    def warnings(self) -> list[str]:
+        """Every warning the index keeps about the library's files (without refreshing it)."""
+        with self._connect(self._resolved_root()) as db:
             notes = db.execute("SELECT warning FROM files WHERE warning IS NOT NULL").fetchall()
         return sorted(warning for (text,) in notes for warning in text.split("\n"))
 
@@ -159,33 +175,11 @@ class LocalLibrary:
         documents = []
         for rank, (rowid, score) in enumerate(best, start=1):
             raw, text = rows[rowid]
-            record = msgspec.structs.replace(_decode_record(raw), full_text=text or None)
+            record = msgspec.structs.replace(decode_record(raw), full_text=text or None)
             fields = msgspec.structs.asdict(record) | {"doi": normalise_doi(record.doi) or record.doi}
             provenance = [Provenance(source=self.name, id=record.id, rank=rank, query=query)]
             documents.append(Document(**fields, source=self.name, rank=rank, score=score, provenance=provenance))
         return documents
-
-    def _reindex(self, db: sqlite3.Connection, root: Path, base: Path, rel: str) -> None:
-        stat = _stat(base / rel)
-        reading = _Reading(root, base, rel)
-        records = reading.records()  # slow for PDFs, so outside the write lock, and re-checked inside it
-        with _transaction(db):
-            if not _stale(db, base, rel):
-                return  # another worker indexed the same version meanwhile
-            _forget(db, rel)
-            warning = "\n".join(" ".join(w.split()) for w in reading.warnings) or None
-            db.execute("INSERT INTO files VALUES (?, ?, ?, ?)", (rel, *stat, warning))
-            db.executemany(
-                "INSERT INTO attachments VALUES (?, ?, ?, ?)", [(rel, p, *s) for p, s in reading.attachments.items()]
-            )
-            for record in records:
-                stored = _encode(msgspec.structs.replace(record, full_text=None))
-                rowid = db.execute("INSERT INTO records (file, json) VALUES (?, ?)", (rel, stored)).lastrowid
-                db.execute(
-                    "INSERT INTO docs (rowid, title, abstract, full_text) VALUES (?, ?, ?, ?)",
-                    (rowid, record.title, record.abstract, record.full_text or ""),
-                )
-        self.reindexed.append(rel)
 
     def _resolved_root(self) -> Path:
         try:
@@ -241,10 +235,10 @@ def _walk(root: Path) -> Iterator[tuple[str, tuple[int, int]]]:
 
 def _stat(path: Path | str) -> tuple[int, int]:
     try:
-        stat = os.stat(path)
+        info = os.stat(path)
     except OSError:
         return MISSING
-    return stat.st_size, stat.st_mtime_ns
+    return info.st_size, info.st_mtime_ns
 
 
 def _stale(db: sqlite3.Connection, base: Path, rel: str) -> bool:
@@ -265,138 +259,151 @@ def _forget(db: sqlite3.Connection, rel: str) -> None:
         db.execute(f"DELETE FROM {table} WHERE {column} = ?", (rel,))
 
 
-class _Reading:
-    """Reads one file of the library: its records, warnings about it, and the PDFs its entries attach."""
+class _Files:
+    """Reads new and changed files of one library into its index, each file once across workers and threads."""
 
-    def __init__(self, root: Path, base: Path, rel: str) -> None:
+    def __init__(
+        self,
+        db: sqlite3.Connection,
+        reader: ReaderProcess,
+        *,
+        root: Path,
+        base: Path,
+        budget: LibraryBudget,
+        locks: Path,
+    ) -> None:
+        self.db, self.reader, self.root, self.base, self.budget, self.locks = db, reader, root, base, budget, locks
+
+    def reindex(self, rels: list[str]) -> dict[str, list[str]]:
+        """Reads each of ``rels`` that is still stale; the warnings about each file read here, by file.
+
+        A file that another refresh is reading (it holds the file's lock) is left for last and waited for;
+        once it is free the file is read here only if still stale (the other refresh died meanwhile).
+        """
+        read: dict[str, list[str]] = {}
+        busy: list[str] = []
+        for rel in rels:
+            with _claim(self.locks, rel, wait=False) as claimed:
+                if not claimed:
+                    busy.append(rel)
+                elif (warnings := self._reindex(rel)) is not None:
+                    read[rel] = warnings
+        for rel in busy:
+            with _claim(self.locks, rel, wait=True):
+                if (warnings := self._reindex(rel)) is not None:
+                    read[rel] = warnings
+        return read
+
+    def _reindex(self, rel: str) -> list[str] | None:
+        """Reads ``rel`` into the index, if it is stale (the caller holds its claim); its warnings, else None."""
+        if not _stale(self.db, self.base, rel):
+            return None  # another refresh read it since this one walked the library
+        version = _stat(self.base / rel)  # before reading: a change while it is read is read next time
+        started = time.perf_counter()
+        reading = _Reading(self.root, self.base, rel, self.budget, self.reader)
+        records = reading.records()
+        warnings = _summarised(rel, [" ".join(warning.split()) for warning in reading.warnings])
+        with _transaction(self.db):
+            _forget(self.db, rel)
+            self.db.execute("INSERT INTO files VALUES (?, ?, ?, ?)", (rel, *version, "\n".join(warnings) or None))
+            self.db.executemany(
+                "INSERT INTO attachments VALUES (?, ?, ?, ?)", [(rel, p, *s) for p, s in reading.attachments.items()]
+            )
+            for record in records:
+                stored = _encode(msgspec.structs.replace(record, full_text=None))
+                rowid = self.db.execute("INSERT INTO records (file, json) VALUES (?, ?)", (rel, stored)).lastrowid
+                self.db.execute(
+                    "INSERT INTO docs (rowid, title, abstract, full_text) VALUES (?, ?, ?, ?)",
+                    (rowid, record.title, record.abstract, record.full_text or ""),
+                )
+        seconds = time.perf_counter() - started
+        level = logging.INFO if seconds >= 1 else logging.DEBUG  # the slow reads, not each of 1,000 notes
+        log.log(level, "library %s: read %s in %.2f s: %d records", self.root, rel, seconds, len(records))
+        for warning in warnings:
+            log.warning("library %s: %s", self.root, warning)
+        return warnings
+
+
+@contextmanager
+def _claim(locks: Path, rel: str, *, wait: bool) -> Iterator[bool]:
+    """Holds the claim on reading ``rel`` while the block runs; yields False if another holds it and not ``wait``.
+
+    The claim is an exclusive ``flock`` on one of ``_LOCKS`` lock files, picked by a hash of the path. Each claim
+    opens its lock file anew, so it excludes other threads as well as other processes; the kernel drops it
+    when its holder dies, so a killed worker leaves no claim behind. Two files of one lock file are read one
+    after the other.
+    """
+    locks.mkdir(parents=True, exist_ok=True)
+    number = int.from_bytes(hashlib.sha256(rel.encode()).digest()[:4], "big") % _LOCKS
+    fd = os.open(locks / f"{number:02d}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        yield True
+    finally:
+        os.close(fd)
+
+
+class _Reading:
+    """Reads one file of the library: its records, warnings about it, and the PDFs its entries attach.
+
+    Every file is checked here (inside the root, a regular file, within the size budget). PDF and BibTeX
+    files, and text files over ``_READ_IN_PLACE_BYTES``, are parsed by ``reader``, a child process (a
+    temporary one when none is given), within the time budget.
+    """
+
+    def __init__(
+        self, root: Path, base: Path, rel: str, budget: LibraryBudget | None = None, reader: ReaderProcess | None = None
+    ) -> None:
         self.root, self.base, self.rel, self.path = root, base, rel, base / rel
+        self.budget = budget or LibraryBudget()
+        self.reader = reader
         self.warnings: list[str] = []
         self.attachments: dict[str, tuple[int, int]] = {}
 
     def records(self) -> list[LibraryRecord]:
-        suffix = self.path.suffix.lower()
+        """The file's records; none, with a warning, when it cannot be read or is over budget."""
+        if self.reader is not None:
+            return self._records(self.reader)
+        with _reader(self.budget) as reader:
+            return self._records(reader)
+
+    def _records(self, reader: ReaderProcess) -> list[LibraryRecord]:
         try:
             if not _inside(self.path.resolve(), self.root):
                 self.warnings.append(f"{self.rel} links to a file outside the library; ignored")
                 return []
+            size = _check(self.path, self.budget)
+            suffix = self.path.suffix.lower()
             if suffix == ".bib":
-                return self._bibtex()
-            if suffix == ".csv":
-                return _csv(self.path, self.rel)
-            if suffix in (".md", ".txt"):
-                return [_text_record(self.rel, self.path.read_text(encoding="utf-8"))]
-            if suffix == ".pdf":
-                pdf = read_pdf(self.path, name=self.path.name)
-                if not pdf.text.strip():
-                    self.warnings.append(f"{self.rel}: no text could be extracted (a scanned PDF?)")
-                return [_pdf_record(self.rel, pdf)]
-            return self._jsonl()
+                return self._bibtex(reader)
+            if suffix == ".pdf" or size > _READ_IN_PLACE_BYTES:
+                records, warnings = reader.run(read_file, self.path, self.rel, self.budget)
+            else:
+                records, warnings = read_file(self.path, self.rel, self.budget)
+            self.warnings += warnings
+            return records
+        except ReaderUnavailable as exc:  # not the file's fault: not recorded against it, the search fails
+            raise SourceError(f"local library {self.root}: {exc}") from exc
         except Exception as exc:  # whatever a parser raises on a broken file, the rest of the library is searched
-            self.warnings.append(f"{self.rel}: {_reason(exc)}; skipped")
+            self.warnings.append(f"{self.rel}: {describe(exc)}; skipped")
             return []
 
-    def _jsonl(self) -> list[LibraryRecord]:
+    def _bibtex(self, reader: ReaderProcess) -> list[LibraryRecord]:
+        entries, warnings = reader.run(read_bibtex, self.path, self.rel)
+        self.warnings += warnings
         records = []
-        for number, line in enumerate(self.path.read_bytes().splitlines(), start=1):
-            if line.strip() and not line.startswith(b"#"):
-                try:
-                    records.append(_decode_record(line))
-                except msgspec.DecodeError as exc:
-                    self.warnings.append(f"{self.rel}:{number}: not a library record ({exc}); skipped")
+        for record, files in entries:
+            pdfs = [pdf for raw in pdf_paths(files) if (pdf := self._attached(reader, record.id, raw))]
+            records.append(with_full_text(record, pdfs, self.budget.max_text_chars) if pdfs else record)
         return records
 
-    def _bibtex(self) -> list[LibraryRecord]:
-        # Split only, so that the entries bibtexparser sets aside go through the same middlewares as the rest.
-        split = parse_string(self.path.read_text(encoding="utf-8"), parse_stack=[])
-        library = Library(self._recovered(split.blocks), fail_on_duplicate_key=False)
-        for middleware in default_parse_stack():
-            library = middleware.transform(library)
-        files = {e.key: str(file) for e in library.entries if (file := _bibtex_fields(e).get("file"))}
-        # Braced groups survive decoding so that "{Smith and Sons}" stays one author; braces go afterwards.
-        library = SeparateCoAuthors().transform(LatexDecodingMiddleware(keep_braced_groups=True).transform(library))
-        records = []
-        for entry in library.entries:
-            fields = _bibtex_fields(entry)
-            title = _clean(fields.get("title"))
-            if not title:
-                continue
-            pdfs = [pdf for raw in _pdf_paths(files.get(entry.key, "")) if (pdf := self._attached(entry.key, raw))]
-            text = _joined(pdfs)
-            names = fields.get("author", [])
-            records.append(
-                LibraryRecord(
-                    id=entry.key,
-                    title=title,
-                    abstract=_clean(fields.get("abstract")),
-                    full_text=text.text or None,
-                    pages=text.pages,
-                    sections=text.sections,
-                    full_text_from=text.origin or None,
-                    arxiv_id=next((pdf.arxiv_id for _, pdf in pdfs if pdf.arxiv_id), None),
-                    authors=[a for name in (names if isinstance(names, list) else [names]) if (a := _clean(name))],
-                    year=_year(_clean(fields.get("year") or fields.get("date"))),
-                    doi=_clean(fields.get("doi")) or None,
-                    url=_clean(fields.get("url")) or None,
-                    venue=_clean(fields.get("journal") or fields.get("journaltitle") or fields.get("booktitle"))
-                    or None,
-                )
-            )
-        return records
-
-    def _recovered(self, blocks: list[Block]) -> list[Block]:
-        """The split blocks, with the entries that bibtexparser set aside (a repeated key or field) put back.
-
-        An entry that repeats a field keeps all its fields (``_bibtex_fields`` picks the values); one whose
-        citation key an earlier entry has becomes ``<key>-2``, ``<key>-3``, … (a key no other entry has).
-        Each of the two problems is reported once for the file; other failed blocks are skipped, each with a warning.
-        """
-        entries = [_held_entry(block) for block in blocks]
-        taken = {entry.key for entry in entries if entry is not None}
-        seen: set[str] = set()
-        shared: list[str] = []  # the keys of the renamed entries …
-        renamed: list[str] = []  # … and their new ones
-        repeated: set[str] = set()  # the repeated fields …
-        repeating = 0  # … and how many entries repeat one
-        recovered: list[Block] = []
-        for block, entry in zip(blocks, entries, strict=True):
-            if entry is None:
-                if isinstance(block, ParsingFailedBlock):
-                    reason = getattr(block.error, "abort_reason", "") or _reason(block.error)
-                    line = (block.start_line or 0) + 1
-                    self.warnings.append(f"{self.rel}:{line}: not valid BibTeX ({reason}); skipped")
-                else:
-                    recovered.append(block)
-                continue
-            if isinstance(block, DuplicateFieldKeyBlock):
-                repeating += 1
-                repeated |= {key.lower() for key in block.duplicate_keys}
-            if entry.key in seen:
-                number = 2
-                while f"{entry.key}-{number}" in taken:
-                    number += 1
-                shared.append(entry.key)
-                entry.key = f"{entry.key}-{number}"
-                renamed.append(entry.key)
-                taken.add(entry.key)
-            seen.add(entry.key)
-            recovered.append(entry)
-        if renamed:
-            self.warnings.append(
-                f"{self.rel}: {_count(len(renamed), 'entry shares', 'entries share')} a citation key with an earlier"
-                f" entry (first: {_first(shared)}); read as {_first(renamed)}"
-            )
-        if repeating:
-            joined = sorted(repeated & _JOINED.keys())
-            self.warnings.append(
-                f"{self.rel}: {_count(repeating, 'entry repeats', 'entries repeat')} a field"
-                f" ({', '.join(sorted(repeated))}); the first value is kept"
-                + (f", all values of {' and '.join(joined)} are joined" if joined else "")
-            )
-        return recovered
-
-    def _attached(self, key: str, raw: str) -> tuple[str, PdfText] | None:
+    def _attached(self, reader: ReaderProcess, key: str, raw: str) -> tuple[str, PdfText] | None:
         """A PDF that entry ``key`` attaches (its path in the library, and what it says), if it lies inside the
-        library and can be read."""
+        library and can be read within the budget."""
         about = f"{self.rel}: entry {key} attaches {raw}"
         try:
             path = (self.path.parent / raw).resolve()
@@ -405,143 +412,40 @@ class _Reading:
                 return None
             rel = path.relative_to(self.base).as_posix()
             self.attachments[rel] = _stat(path)
-            return rel, read_pdf(path, name=path.name)
+            _check(path, self.budget)
+            return rel, reader.run(read_attachment, path, self.budget)
+        except ReaderUnavailable:
+            raise
         except Exception as exc:  # as in records(): a broken attachment costs only its own text
-            self.warnings.append(f"{about}: {_reason(exc)}; ignored")
+            self.warnings.append(f"{about}: {describe(exc)}; ignored")
             return None
 
 
-def _held_entry(block: Block) -> Entry | None:
-    """The entry a block is, or the one it holds because bibtexparser found its key or a field repeated."""
-    held = block.ignore_error_block if isinstance(block, DuplicateBlockKeyBlock | DuplicateFieldKeyBlock) else block
-    return held if isinstance(held, Entry) else None
+def _reader(budget: LibraryBudget) -> ReaderProcess:
+    return ReaderProcess(budget.parse_timeout_s, preload=_PRELOAD)
 
 
-def _bibtex_fields(entry: Entry) -> dict[str, object]:
-    """The entry's fields by lower-case name; of a repeated one the first value (of ``file``, ``keywords`` all)."""
-    fields: dict[str, object] = {}
-    for field in entry.fields:
-        key, value = field.key.lower(), field.value
-        first = fields.get(key)
-        if first is None:
-            fields[key] = value
-        elif key in _JOINED and isinstance(first, str) and isinstance(value, str):
-            fields[key] = _JOINED[key].join(v for v in (first, value) if v.strip())
-    return fields
+def _check(path: Path, budget: LibraryBudget) -> int:
+    """The size of ``path``; raises ``ReadFailed`` unless it is a regular file (or a symlink to one) within the size
+    budget.
+
+    ``stat`` never blocks, where opening a named pipe waits for a writer: such a file is never opened.
+    """
+    info = os.stat(path)
+    if not stat.S_ISREG(info.st_mode):
+        raise ReadFailed(f"not a regular file ({_KINDS.get(stat.S_IFMT(info.st_mode), 'a special file')})")
+    if info.st_size > budget.max_file_bytes:
+        size, limit = (f"{n / 1024 / 1024:.1f}".removesuffix(".0") for n in (info.st_size, budget.max_file_bytes))
+        raise ReadFailed(f"{size} MiB, over the budget of {limit} MiB for a library file")
+    return info.st_size
 
 
-def _count(number: int, one: str, many: str) -> str:
-    return f"{number} {one if number == 1 else many}"
-
-
-def _first(items: list[str], shown: int = 3) -> str:
-    """The first few distinct items, then "…" if there are more."""
-    distinct = list(dict.fromkeys(items))
-    return ", ".join(distinct[:shown]) + (", …" if len(distinct) > shown else "")
+def _summarised(rel: str, warnings: list[str]) -> list[str]:
+    """At most ``MAX_WARNINGS`` warnings: the first ones, then one that counts the rest."""
+    if len(warnings) <= MAX_WARNINGS:
+        return warnings
+    return [*warnings[: MAX_WARNINGS - 1], f"{rel}: {len(warnings) - MAX_WARNINGS + 1} more warnings like these"]
 
 
 def _inside(path: Path, root: Path) -> bool:
     return path == root or root in path.parents
-
-
-def _csv(path: Path, rel: str) -> list[LibraryRecord]:
-    with path.open(encoding="utf-8-sig", newline="") as handle:
-        rows = [
-            {(k or "").strip().lower(): v.strip() for k, v in row.items() if isinstance(v, str)}
-            for row in csv.DictReader(handle, strict=True)
-        ]
-    if rows and "title" not in rows[0]:
-        raise ValueError("no title column")
-    return [
-        LibraryRecord(
-            id=row.get("id") or f"{rel}#{number}",
-            title=row["title"],
-            abstract=row.get("abstract", ""),
-            authors=[a.strip() for a in row.get("authors", "").split(";") if a.strip()],
-            year=_year(row.get("year", "")),
-            doi=row.get("doi") or None,
-            url=row.get("url") or None,
-            venue=row.get("venue") or None,
-        )
-        for number, row in enumerate(rows, start=1)
-        if row.get("title")
-    ]
-
-
-def _joined(pdfs: list[tuple[str, PdfText]]) -> FullText:
-    """The full texts of an entry's PDFs as one, pages and sections moved to their place in it."""
-    text, pages, sections, origins = "", [], [], []
-    for origin, pdf in pdfs:
-        if text:
-            text += "\n\n"
-        offset = len(text)
-        text += pdf.text
-        pages += [offset + p for p in pdf.pages]
-        sections += [msgspec.structs.replace(s, start=offset + s.start) for s in pdf.sections]
-        origins.append(origin)
-    return FullText(text=text, pages=pages, sections=sections, origin="; ".join(origins))
-
-
-def _pdf_paths(value: str) -> list[str]:
-    """PDF paths in a Zotero/Mendeley ``file`` field: ``description:path:mime`` items separated by ``;``."""
-    paths = []
-    for item in re.split(r"(?<!\\);", value):
-        parts = [re.sub(r"\\(.)", r"\1", p) for p in re.split(r"(?<!\\):", item.strip())]
-        path = ":".join(parts[1:-1]) if len(parts) >= 3 else parts[0]
-        if path.lower().endswith(".pdf") or parts[-1].lower() in ("pdf", "application/pdf"):
-            paths.append(path)
-    return paths
-
-
-def _text_record(rel: str, text: str) -> LibraryRecord:
-    """A text file's record: title from the first Markdown heading (else the first line), then a paragraph."""
-    lines = [line.strip() for line in text.splitlines()]
-    first = next((i for i, line in enumerate(lines) if re.match(r"#{1,6}\s", line)), None)
-    if first is None:
-        first = next((i for i, line in enumerate(lines) if line), len(lines))
-    title = lines[first].lstrip("#").strip() if first < len(lines) else ""
-    return LibraryRecord(id=rel, title=title or Path(rel).stem, abstract=_paragraph(lines[first + 1 :]), full_text=text)
-
-
-def _pdf_record(rel: str, pdf: PdfText) -> LibraryRecord:
-    """A PDF's record: what the reader found on its pages (title, authors, year, ids, abstract) and its text."""
-    return LibraryRecord(
-        id=rel,
-        title=pdf.title[:500] or Path(rel).stem,
-        abstract=pdf.abstract,
-        full_text=pdf.text,
-        pages=pdf.pages,
-        sections=pdf.sections,
-        full_text_from=rel,
-        authors=pdf.authors,
-        year=pdf.year,
-        doi=pdf.doi,
-        arxiv_id=pdf.arxiv_id,
-    )
-
-
-def _paragraph(lines: list[str]) -> str:
-    """The first paragraph of ``lines``: skips blank lines and headings, stops at the next one or a section."""
-    paragraph: list[str] = []
-    for line in lines:
-        if not line or line.startswith("#") or _SECTION.match(line):
-            if paragraph:
-                break
-            continue
-        paragraph.append(line)
-    return " ".join(paragraph)[:ABSTRACT_CHARS]
-
-
-def _clean(value: object) -> str:
-    return " ".join(value.replace("{", "").replace("}", "").split()) if isinstance(value, str) else ""
-
-
-def _year(value: str) -> int | None:
-    found = re.search(r"\b\d{4}\b", value)
-    return int(found.group()) if found else None
-
-
-def _reason(exc: BaseException) -> str:
-    if isinstance(exc, UnicodeDecodeError):
-        return "not UTF-8 text"
-    return " ".join(str(exc).split())[:300] or type(exc).__name__

@@ -131,12 +131,13 @@ class _Raw(NamedTuple):
     metadata: dict[str, str]
 
 
-def read_pdf(source: Path | bytes, *, name: str = "") -> PdfText:
+def read_pdf(source: Path | bytes, *, name: str = "", max_pages: int | None = None) -> PdfText:
     """The text and front matter of a PDF file (or its bytes); ``name``, the file name, may give its arXiv id.
 
-    Raises ``ValueError`` for a file that is not a readable PDF or that needs a password.
+    Raises ``ValueError`` for a file that is not a readable PDF, that needs a password, or that has more than
+    ``max_pages`` pages (counted before any page is read).
     """
-    raw = _extract(source)
+    raw = _extract(source, max_pages)
     pages = [_normalise(page) for page in raw.pages]
     starts, offset = [], 0
     for page in pages:
@@ -165,7 +166,7 @@ def read_pdf(source: Path | bytes, *, name: str = "") -> PdfText:
     )
 
 
-def _extract(source: Path | bytes) -> _Raw:
+def _extract(source: Path | bytes, max_pages: int | None = None) -> _Raw:
     """Each page's text, the first page's laid-out lines, its height and the metadata; under the pdfium lock."""
     # imported here: only processes that read a PDF load pdfium (the API never does)
     import pypdfium2  # noqa: PLC0415
@@ -179,6 +180,8 @@ def _extract(source: Path | bytes) -> _Raw:
                 raise ValueError("an encrypted PDF that needs a password") from exc
             raise ValueError(f"not a readable PDF ({exc})") from exc
         try:
+            if max_pages is not None and len(document) > max_pages:
+                raise ValueError(f"{len(document)} pages, over the budget of {max_pages} pages")
             metadata = {key: " ".join(str(value).split()) for key, value in document.get_metadata_dict().items()}
             pages: list[str] = []
             lines: list[_Line] = []

@@ -15,6 +15,7 @@ from pipeline.sources.arxiv import Arxiv
 from pipeline.sources.base import Source
 from pipeline.sources.crossref import Crossref
 from pipeline.sources.europepmc import EuropePMC
+from pipeline.sources.library_formats import LibraryBudget
 from pipeline.sources.local import LocalLibrary, sample_corpus_path
 from pipeline.sources.openalex import OpenAlex
 from pipeline.sources.semantic_scholar import SemanticScholar
@@ -25,7 +26,7 @@ def available_sources(settings: Settings) -> dict[str, Source]:
     corpus = corpus_path(settings)
     email = settings.contact_email
     sources: list[Source] = [
-        LocalLibrary(corpus, Path(settings.index_dir)),
+        LocalLibrary(corpus, Path(settings.index_dir), library_budget(settings)),
         OpenAlex(settings.openalex_url, api_key=settings.openalex_api_key, email=email),
         EuropePMC(settings.europepmc_url, email=email),
         Crossref(settings.crossref_url, email=email),
@@ -65,6 +66,16 @@ def reachable(settings: Settings, names: Iterable[str], timeout_s: float = 2.0) 
     for probe in probes.values():  # a name lookup can outlast the connect timeout: never wait past the deadline
         probe.join(max(0.0, deadline - time.monotonic()))
     return dict(found)
+
+
+def library_budget(settings: Settings) -> LibraryBudget:
+    """What reading one file of the local library may cost (``LITMINER_LIBRARY_*``)."""
+    return LibraryBudget(
+        max_file_bytes=settings.library_max_file_mb * 1024 * 1024,
+        max_pages=settings.library_max_pages,
+        parse_timeout_s=settings.library_parse_timeout_s,
+        max_text_chars=settings.library_max_text_chars,
+    )
 
 
 def corpus_path(settings: Settings) -> Path:

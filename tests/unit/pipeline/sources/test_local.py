@@ -7,6 +7,7 @@ import re
 import sqlite3
 from pathlib import Path
 
+import msgspec
 import pytest
 from bibtexparser.model import Entry, Field
 from fpdf import FPDF
@@ -14,7 +15,8 @@ from pypdf import PdfWriter
 
 from pipeline.errors import SourceError
 from pipeline.sources.base import Page
-from pipeline.sources.local import LibraryRecord, LocalLibrary, _bibtex_fields, _Reading, sample_corpus_path
+from pipeline.sources.library_formats import LibraryRecord, _bibtex_fields
+from pipeline.sources.local import LocalLibrary, _Reading, sample_corpus_path
 from tests.fixtures.realdata import realdata
 
 BIBTEX = r"""
@@ -212,7 +214,7 @@ def test_paths_outside_the_library_are_never_read(tmp_path):
     assert indexed_files(library) == ["linked.pdf", "refs.bib"]
 
 
-def test_unreadable_files_are_skipped_with_warnings_that_persist(tmp_path):
+def test_unreadable_files_are_skipped_with_warnings_kept_but_reported_once(tmp_path):
     root = tmp_path / "library"
     root.mkdir()
     (root / "good.md").write_text("# Ultrafiltration membranes\n\nMembranes removed bacteria.\n")
@@ -232,8 +234,8 @@ def test_unreadable_files_are_skipped_with_warnings_that_persist(tmp_path):
     assert "latin1.txt: not UTF-8 text; skipped" in warnings
     assert ids(library, "ultrafiltration") == ["good.md"]
 
-    assert library.refresh() == warnings  # reported again although nothing is re-read
-    assert library.reindexed == []
+    assert library.refresh() == [] and library.reindexed == []  # reported by the refresh that read the files
+    assert library.warnings() == warnings  # and kept with them in the index until they change
 
 
 def test_pages_yields_one_page_with_documents_and_warnings(tmp_path):
@@ -249,7 +251,8 @@ def test_pages_yields_one_page_with_documents_and_warnings(tmp_path):
     [page] = asyncio.run(collect())
     assert [d.id for d in page.documents] == ["good.md"] and page.more is False
     assert len(page.warnings) == 1 and page.warnings[0].startswith("garbage.pdf: ")
-    assert asyncio.run(collect()) == [page]
+    # The next search reads nothing, so it has nothing to warn about: a job is told about a file once.
+    assert asyncio.run(collect()) == [msgspec.structs.replace(page, warnings=[])]
 
 
 def test_missing_root_is_a_source_error(tmp_path):
