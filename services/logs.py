@@ -12,6 +12,7 @@ import re
 import tempfile
 import time
 from pathlib import Path
+from urllib.parse import unquote_plus
 
 import msgspec
 
@@ -20,18 +21,43 @@ from pipeline.log_context import current_job
 
 LOG_FORMATS = ("text", "json")
 
-#: what can carry a secret into a log line, and what it becomes: a key in a query string (uvicorn logs each
-#: request's path with its query, and EventSource and WebSocket clients send the API key as ``?token=``), a
-#: Bearer token, a password in a URL
+#: query parameters whose value is a secret, by name (percent- and ``+``-decoded, case-folded): uvicorn logs
+#: each request's path with its raw query, and EventSource and WebSocket clients send the API key as ``?token=``
+SECRET_PARAMETERS = frozenset({"token", "access_token", "api_key", "api-key", "apikey", "key", "password", "secret"})
+#: a query parameter in a log line: what precedes it, its raw name, its raw value (which a ``?`` ends only
+#: when a name and ``=`` follow it: a URL in a parameter, ``?next=/page?token=…``, has parameters of its own)
+_PARAMETER = re.compile(r"([?&])([^=&#?\s\"']+)=((?:[^&#?\s\"']|\?(?![^=&#?\s\"']+=))+)")
+#: what else can carry a secret into a log line, and what it becomes: a Bearer token, a password in a URL
 _SECRETS = (
-    (re.compile(r"(?i)([?&](?:token|api_key|apikey|access_token)=)[^&#\s\"']+"), r"\1***"),
     (re.compile(r"(?i)(\bbearer\s+)[^\s\"',]+"), r"\1***"),
     (re.compile(r"(\w://[^:/@\s]*:)[^@\s/]+@"), r"\1***@"),
 )
 
 
+def secret_parameter(raw_name: str) -> bool:
+    """Whether a query parameter named ``raw_name`` (as sent, percent-encoded or not) carries a secret.
+
+    The API decodes a name once (``?%74oken=`` is ``?token=``); a proxy in front may decode it again, so a name
+    is decoded until it no longer changes (``%2574oken`` too), and spaces around it and case do not count.
+    """
+    name = raw_name
+    for _ in range(3):
+        decoded = unquote_plus(name)
+        if decoded == name:
+            break
+        name = decoded
+    return name.strip().casefold() in SECRET_PARAMETERS
+
+
+def _mask_parameter(match: re.Match[str]) -> str:
+    before, name, _ = match.groups()
+    return f"{before}{name}=***" if secret_parameter(name) else match.group()
+
+
 def redact(text: str) -> str:
-    """``text`` with query-string keys and tokens, Bearer tokens and URL passwords replaced by ``***``."""
+    """``text`` with the values of secret query parameters, Bearer tokens and URL passwords replaced by ``***``."""
+    if "=" in text:
+        text = _PARAMETER.sub(_mask_parameter, text)
     for pattern, replacement in _SECRETS:
         text = pattern.sub(replacement, text)
     return text

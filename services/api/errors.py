@@ -13,6 +13,7 @@ from litestar import Request, Response
 from litestar.datastructures import State
 from litestar.exceptions import TooManyRequestsException
 from litestar.exceptions.http_exceptions import RequestEntityTooLarge
+from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 from litestar.types import ExceptionHandlersMap, Scope, Send, WebSocketResponseBodyEvent, WebSocketResponseStartEvent
 
 from pipeline.errors import (
@@ -24,8 +25,15 @@ from pipeline.errors import (
     RowNotFound,
     StoreUnavailable,
 )
+from pipeline.store import REDIS_ERRORS
 
 log = logging.getLogger(__name__)
+
+#: seconds a client is told to wait (``Retry-After``) when the job store does not answer
+STORE_RETRY_AFTER_S = 5
+_RETRY_LATER = {"Retry-After": str(STORE_RETRY_AFTER_S)}
+#: what handlers meet that this module answers: litminer's errors, by the table, and Redis's, as 503
+ANSWERED: tuple[type[Exception], ...] = (LitminerError, *REDIS_ERRORS)
 
 #: each branch of the error tree and its status (the first match wins: subclasses come before their bases)
 STATUSES: dict[type[LitminerError], int] = {
@@ -56,9 +64,28 @@ def error_body(exc: LitminerError) -> ErrorBody:
     return ErrorBody(status_code=status, detail=str(exc), field=field)
 
 
+def store_error_body(exc: Exception, request_line: str) -> ErrorBody:
+    """The 503 of a Redis error met while serving ``request_line`` (method and path, never the query: it may
+    hold an API key), which is logged as one ERROR line."""
+    log.error("%s: the job store (Redis) is not answering: %s: %s", request_line, type(exc).__name__, exc)
+    detail = f"the job store (Redis) is not answering: {type(exc).__name__}; retry in {STORE_RETRY_AFTER_S} s"
+    return ErrorBody(status_code=503, detail=detail)
+
+
 def _litminer(_: Request[object, object, State], exc: LitminerError) -> Response[ErrorBody]:
     body = error_body(exc)
-    return Response(body, status_code=body.status_code)
+    return Response(body, status_code=body.status_code, headers=_RETRY_LATER if body.status_code == 503 else None)
+
+
+def _redis(request: Request[object, object, State], exc: Exception) -> Response[ErrorBody]:
+    body = store_error_body(exc, f"{request.method} {request.url.path}")
+    return Response(body, status_code=503, headers=_RETRY_LATER)
+
+
+def _unexpected(request: Request[object, object, State], exc: Exception) -> Response[ErrorBody]:
+    # Litestar logs nothing with logging_config=None, and uvicorn never sees the exception: say it here.
+    log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
+    return Response(ErrorBody(status_code=500, detail="Internal Server Error"), status_code=500)
 
 
 def _too_large(request: Request[object, object, State], _: RequestEntityTooLarge) -> Response[ErrorBody]:
@@ -80,9 +107,17 @@ def _too_many(_: Request[object, object, State], exc: TooManyRequestsException) 
 
 exception_handlers: ExceptionHandlersMap = {
     LitminerError: _litminer,
+    **dict.fromkeys(REDIS_ERRORS, _redis),
     RequestEntityTooLarge: _too_large,
     TooManyRequestsException: _too_many,
+    HTTP_500_INTERNAL_SERVER_ERROR: _unexpected,  # any other exception (Litestar's HTTP errors keep their own)
 }
+
+
+async def refuse_websocket_for(scope: Scope, send: Send, exc: Exception) -> None:
+    """Refuse a WebSocket handshake that met ``exc`` (one of ``ANSWERED``) as an HTTP request would be answered."""
+    body = error_body(exc) if isinstance(exc, LitminerError) else store_error_body(exc, f"WebSocket {scope['path']}")
+    await refuse_websocket(scope, send, body, headers=_RETRY_LATER if body.status_code == 503 else None)
 
 
 async def refuse_websocket(

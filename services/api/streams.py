@@ -19,10 +19,10 @@ from litestar.exceptions import WebSocketDisconnect
 from litestar.params import FromPath, HeaderParameter
 from litestar.types import ASGIApp, Receive, Scope, Send
 
-from pipeline.errors import InvalidRequest, LitminerError
+from pipeline.errors import InvalidRequest
 from pipeline.jobs import JobService
 from pipeline.schema import check_client_id, is_task_id
-from services.api.errors import error_body, refuse_websocket
+from services.api.errors import ANSWERED, refuse_websocket_for
 from services.api.live import LiveEvents, Protocol, Route, Subscriber
 
 _SSE_HEADERS = [
@@ -170,8 +170,8 @@ async def ws_client(
     """WebSocket of every task of ``client_id``, live."""
     try:
         subscriber = await _client_subscriber(live, jobs, "websocket", client_id, owner=owner, last_event_id=None)
-    except LitminerError as exc:
-        await refuse_websocket(socket.scope, socket.send, error_body(exc))
+    except ANSWERED as exc:  # a litminer error by the table, a Redis error as 503 (logged)
+        await refuse_websocket_for(socket.scope, socket.send, exc)
         return
     await _serve_websocket(socket, live, subscriber)
 
@@ -187,8 +187,8 @@ async def ws_task(
     """WebSocket of one task: its history, then live, closing after the terminal event."""
     try:
         subscriber = await _task_subscriber(live, jobs, "websocket", task_id, owner=owner, last_event_id=None)
-    except LitminerError as exc:
-        await refuse_websocket(socket.scope, socket.send, error_body(exc))
+    except ANSWERED as exc:  # a litminer error by the table, a Redis error as 503 (logged)
+        await refuse_websocket_for(socket.scope, socket.send, exc)
         return
     await _serve_websocket(socket, live, subscriber)
 
