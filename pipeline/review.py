@@ -25,7 +25,7 @@ from contracts import (
     RowReview,
 )
 from pipeline.errors import InvalidRequest, RowNotFound
-from pipeline.schema import PYTHON_TYPES
+from pipeline.schema import PYTHON_TYPES, schema_field
 
 #: longest reviewer name and reason kept in the trail
 MAX_REVIEWER = 200
@@ -55,6 +55,9 @@ def entry(dataset: Dataset, row_id: str, change: ReviewChange, *, reviewer: str)
     if change.reviewer is not None and not 0 < len(change.reviewer.strip()) <= MAX_REVIEWER:
         raise InvalidRequest("reviewer", f"give a name of 1-{MAX_REVIEWER} characters, or leave it out")
     who = change.reviewer.strip() if change.reviewer is not None else reviewer
+    if change.field is not None and change.action in CELL_ACTIONS:  # the field as the schema spells it
+        named = schema_field((f.name for f in dataset.schema), change.field)
+        change = msgspec.structs.replace(change, field=named or change.field)
     old, new = _row_change(row, change) if change.action not in CELL_ACTIONS else _cell_change(dataset, row, change)
     return ReviewEntry(
         row_id=row_id,

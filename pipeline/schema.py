@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import datetime
 import re
+import unicodedata
+from collections.abc import Iterable
 from functools import lru_cache
 
 import msgspec
@@ -82,14 +84,34 @@ def check_fields(fields: list[FieldDefinition]) -> None:
         raise InvalidRequest("field_definitions", "must hold at least one field")
     if len(fields) > MAX_FIELDS:
         raise InvalidRequest("field_definitions", f"at most {MAX_FIELDS} fields, got {len(fields)}")
-    seen: set[str] = set()
+    seen: dict[str, str] = {}  # field_key → the name first given
     for i, field in enumerate(fields):
         where = f"field_definitions[{i}].name"
         if not field.name.isidentifier() or field.name.startswith("_"):
             raise InvalidRequest(where, f"must be an identifier (letters, digits, underscore), got {field.name!r}")
-        if field.name in seen:
-            raise InvalidRequest(where, f"duplicate field name {field.name!r}")
-        seen.add(field.name)
+        key = field_key(field.name)
+        if key in seen:
+            message = f"duplicate field name {field.name!r}"
+            if seen[key] != field.name:
+                message += f": it reads as {seen[key]!r} (names are compared ignoring case and Unicode form)"
+            raise InvalidRequest(where, message)
+        seen[key] = field.name
+
+
+def field_key(name: str) -> str:
+    """What field names are compared by: ``a``, ``A`` and fullwidth ``ａ`` are one name, and so is ``Å`` composed
+    or decomposed; names that differ only so would look alike as CSV headers and JSON keys."""
+    return unicodedata.normalize("NFKC", name).casefold()
+
+
+def schema_field(names: Iterable[str], name: str) -> str | None:
+    """The name among ``names`` (checked by ``check_fields``) that ``name`` means: the same text, or else the
+    one equal to it by ``field_key``; None when there is none."""
+    names = list(names)
+    if name in names:
+        return name
+    key = field_key(name)
+    return next((known for known in names if field_key(known) == key), None)
 
 
 def prepare_schema(model_name: str, fields: list[FieldDefinition]) -> PreparedSchema:

@@ -9,6 +9,9 @@ client, because every event is in a Redis stream before it is published (see pip
    from the task stream; after the Redis subscription is re-established every subscriber catches up
    from its stream again.
 
+A task stream ends after the task's terminal event, or, when the job's record is gone (expired or
+deleted; checked on every heartbeat), after an ``error`` event saying so (``services/api/vanished.py``).
+
 Redis itself is behind ``EventFeed`` (``pipeline/store/events.py``); this module routes and orders.
 """
 
@@ -29,6 +32,7 @@ from pipeline.settings import Settings
 from pipeline.store import EventFeed
 from pipeline.store.events import StreamEntry
 from services.api.metrics import Metrics
+from services.api.vanished import vanished_event
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +79,7 @@ class Subscriber:
         self.last_seq: dict[str, int] = {}  # task → highest seq sent
         self.cursor = ""  # client subscribers: client-stream entry id after which catch-up reads
         self.finished = False  # task subscribers: the terminal event was sent
+        self.last_sent = b""  # the last event sent (a vanished job's final event keeps its stage and progress)
         self.dropped = False  # it stopped reading and is being disconnected
         self.sending_since = 0.0  # loop time when the send in progress began (0: none)
         self.pump: asyncio.Task[None] | None = None
@@ -305,6 +310,7 @@ class LiveEvents:
             await (heartbeat() if item is None else send(*item))
             subscriber.sending_since = 0.0
             if item is not None:
+                subscriber.last_sent = item[1]
                 delivered.inc()
 
     async def feed(self, subscriber: Subscriber) -> AsyncIterator[Item | None]:
@@ -317,6 +323,13 @@ class LiveEvents:
         while not subscriber.finished:
             queued = await subscriber.queue.get()
             if queued is Marker.HEARTBEAT:
+                if subscriber.task_id and await self._job_gone(subscriber.task_id):
+                    # its terminal event may be in the stream but not yet here: send that rather than ours
+                    for item in await self._catch_up(subscriber):
+                        yield item
+                    if not subscriber.finished:
+                        yield self._vanished(subscriber)
+                    continue
                 yield None
                 continue
             if queued is Marker.RESYNC:
@@ -331,6 +344,34 @@ class LiveEvents:
                         yield item
             if subscriber.accept(route):
                 yield route, payload
+
+    async def _job_gone(self, task_id: str) -> bool:
+        """Whether a followed job's record is gone; False when Redis cannot say now (the next heartbeat asks again)."""
+        try:
+            async with asyncio.timeout(self.settings.send_timeout_s):
+                return not await self.events.job_exists(task_id)
+        except (StoreUnavailable, TimeoutError):
+            return False
+
+    def _vanished(self, subscriber: Subscriber) -> Item:
+        """The terminal event that ends the stream of a job whose record is gone (marked as sent).
+
+        Its seq is one past the last one sent, so a client's ``Last-Event-ID`` still counts up; the event is
+        not stored (the job is gone: a reconnect gets a 404, not a replay).
+        """
+        task_id = subscriber.task_id
+        log.info(
+            "job no longer exists: ending a %s stream that follows it", subscriber.protocol, extra={"task_id": task_id}
+        )
+        payload = vanished_event(
+            task_id,
+            seq=subscriber.last_seq.get(task_id, 0) + 1,
+            last=subscriber.last_sent,
+            ttl_s=self.settings.result_ttl_s,
+        )
+        route = _route(payload)
+        subscriber.accept(route)
+        return route, payload
 
     async def _catch_up(self, subscriber: Subscriber) -> list[Item]:
         """What the subscriber's stream holds that it has not been sent yet."""

@@ -2,7 +2,7 @@
 // restore rows, review cells), the papers, the audit trail, and adding a column (reprocessing from extraction).
 import { applyDecisionFilter, renderPapers } from "./papers.js";
 import { initCellDialog, onReviewed, openCell, renderAudit, sendReview } from "./review.js";
-import { citedPapers, formatValue, isExcluded, isGenerated } from "./values.js";
+import { citedPapers, formatValue, isExcluded, isGenerated, own } from "./values.js";
 
 const CONFIDENCE_LEVELS = ["high", "medium", "low"];
 const CONFIDENCE_RANK = { high: 3, medium: 2, low: 1 };
@@ -41,12 +41,12 @@ function sortButton(key, label, title, id) {
 }
 
 function cellButton(row, index, field) {
-  const value = row.row[field];
+  const value = own(row.row, field);
   const citations = row.citations.filter((c) => c.field === field);
   const generated = citations.length > 0 && citations.every(isGenerated);
-  const flag = row.flags && row.flags[field];
-  const level = knownLevel((row.cell_confidence || {})[field]);
-  const reviewed = row.review && row.review.cells ? row.review.cells[field] : null;
+  const flag = own(row.flags, field);
+  const level = knownLevel(own(row.cell_confidence, field));
+  const reviewed = row.review ? own(row.review.cells, field) : null;
   const classes = ["cell"];
   if (value === null || value === undefined) classes.push("empty");
   if (!citations.length) classes.push("uncited");
@@ -118,7 +118,7 @@ function renderTable(result) {
 function sortValue(tr, key) {
   if (key === "support") return Number(tr.dataset.support);
   if (key === "confidence") return confidenceRank(tr.dataset.confidence);
-  const value = dataset.rows[Number(tr.dataset.row)].row[key.slice("field:".length)];
+  const value = own(dataset.rows[Number(tr.dataset.row)].row, key.slice("field:".length));
   if (value === null || value === undefined || value === "") return null;
   return typeof value === "number" || typeof value === "boolean" ? Number(value) : formatValue(value).toLowerCase();
 }

@@ -1,6 +1,6 @@
 // The cell dialog (the passages behind a value, and its review: approve, reject, edit with a reason) and the
 // dataset's audit trail. Reviews go to PATCH /api/v1/datasets/{task_id}/rows/{row_id}.
-import { authorList, formatValue, isGenerated, paperLink, when } from "./values.js";
+import { authorList, formatValue, isGenerated, own, paperLink, when } from "./values.js";
 
 const REVIEWER_KEY = "litminer.reviewer";
 const STATUS_TEXT = { approved: "Approved", rejected: "Rejected", edited: "Edited" };
@@ -80,11 +80,11 @@ export function showCell(dataset) {
   const row = dataset.rows.find((r) => r.row_id === open.rowId);
   if (!row) return;
   const { field } = open;
-  const value = row.row[field];
+  const value = own(row.row, field);
   $("#evidence-heading").textContent = `Evidence for ${field}`;
   $("#evidence-value").replaceChildren(el("span", { class: "muted" }, "Value: "), el("strong", {}, formatValue(value)));
 
-  const reviewed = row.review && row.review.cells ? row.review.cells[field] : null;
+  const reviewed = row.review ? own(row.review.cells, field) : null;
   const state = $("#cell-state");
   state.dataset.status = reviewed ? reviewed.status : "";
   if (reviewed) {
@@ -98,7 +98,8 @@ export function showCell(dataset) {
   const citations = row.citations.filter((c) => c.field === field);
   const body = $("#evidence-body");
   body.replaceChildren(...(citations.length ? citations.map(renderCitation) : [el("p", { class: "muted" }, "No passage backs this value.")]));
-  if (row.flags && row.flags[field]) body.prepend(el("p", { class: "notice" }, row.flags[field]));
+  const flag = own(row.flags, field);
+  if (flag) body.prepend(el("p", { class: "notice" }, flag));
 
   const input = $("#review-value");
   input.value = value === null || value === undefined ? "" : typeof value === "object" ? JSON.stringify(value) : String(value);

@@ -1,6 +1,10 @@
 // Small pure helpers the page's modules share: how values, papers and rows are shown.
 // DOM helpers ($, el) and the API client (api, ApiError) are common.js's globals, loaded first.
 
+/** ``object[key]`` when ``object`` has that key itself, else undefined. Rows, flags and review cells are keyed by
+ * field names users choose: a column named "toString" or "constructor" must not find Object.prototype's function. */
+export const own = (object, key) => (object != null && Object.hasOwn(object, key) ? object[key] : undefined);
+
 /** A cell's value as text: "—" for none, JSON for lists and objects. */
 export function formatValue(value) {
   if (value === null || value === undefined) return "—";
@@ -19,7 +23,7 @@ export function isGenerated(citation) {
 /** The citations that back a row's values: quotes, not generated identifiers, and none of a rejected cell. */
 export function backing(row) {
   const cells = (row.review && row.review.cells) || {};
-  return row.citations.filter((c) => !isGenerated(c) && !(cells[c.field] && cells[c.field].status === "rejected"));
+  return row.citations.filter((c) => !isGenerated(c) && own(cells, c.field)?.status !== "rejected");
 }
 
 /** The distinct papers backing a row: its support. */
@@ -30,7 +34,7 @@ export function citedPapers(row) {
 /** What a row is called in lists: its first quoted text value, else its id. */
 export function rowLabel(row, schema) {
   for (const field of schema) {
-    const value = row.row[field.name];
+    const value = own(row.row, field.name);
     const quoted = row.citations.some((c) => c.field === field.name && !isGenerated(c));
     if (quoted && typeof value === "string" && value.trim()) return value;
   }

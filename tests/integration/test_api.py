@@ -63,6 +63,16 @@ def test_json_body_is_accepted_and_client_id_is_generated(api_url, make_jobs):
         ({"field_definitions_json_str": "[]"}, "field_definitions"),
         ({"field_definitions_json_str": json.dumps([{"name": f"f{i}"} for i in range(51)])}, "field_definitions"),
         ({"field_definitions_json_str": '[{"name":"a"},{"name":"a"}]'}, "field_definitions[1].name"),
+        # names that differ only by case or Unicode form (fullwidth; composed and decomposed) are duplicates
+        ({"field_definitions_json_str": '[{"name":"a"},{"name":"\\uff41"}]'}, "field_definitions[1].name"),
+        (
+            {"field_definitions_json_str": '[{"name":"id"},{"name":"Crop"},{"name":"crop"}]'},
+            "field_definitions[2].name",
+        ),
+        (
+            {"field_definitions_json_str": '[{"name":"\\u00c5ngstr\\u00f6m"},{"name":"A\\u030angstro\\u0308m"}]'},
+            "field_definitions[1].name",
+        ),
         ({"field_definitions_json_str": '[{"name":"not valid"}]'}, "field_definitions[0].name"),
         ({"field_definitions_json_str": '[{"name":"a","type":"money"}]'}, "field_definitions[0].type"),
         ({"rows": "0"}, "rows"),

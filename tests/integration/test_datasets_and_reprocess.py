@@ -230,6 +230,10 @@ BAD_REPROCESS = [
     ({"from_stage": "assembly", "rows": 0}, "rows"),
     ({"from_stage": "search", "sources": ["nowhere"]}, "sources"),
     ({"from_stage": "search", "field_definitions": [{"name": "bad name"}]}, "field_definitions[0].name"),
+    (
+        {"from_stage": "extraction", "field_definitions": [*FIELDS, {"name": "Technology_Name"}]},
+        "field_definitions[2].name",
+    ),
     ({"from_stage": "assembly", "colour": "red"}, "colour"),
 ]
 

@@ -81,3 +81,12 @@ def test_an_edit_is_converted_and_stored_as_json_native() -> None:
     assert bad.value.field == "value"
     with pytest.raises(RowNotFound):
         review.entry(data, "zz", ReviewChange(action="exclude"), reviewer="r")
+
+
+def test_a_cell_named_in_another_case_or_unicode_form_is_the_schemas_field() -> None:
+    data = make(("a", {"name": "A", "year": 2001, "first_used": None}))
+    for spelling in ("Year", "ＹＥＡＲ", "year"):
+        made = review.entry(data, "a", ReviewChange(action="edit", field=spelling, value="1999"), reviewer="r")
+        assert (made.field, made.old, made.new) == ("year", 2001, 1999)  # the trail names the field as stored
+    with pytest.raises(InvalidRequest, match="no field 'years'"):
+        review.entry(data, "a", ReviewChange(action="edit", field="years", value="1999"), reviewer="r")

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from contracts import FIELD_TYPES, FieldDefinition, FieldType, GenerateRequest
 from pipeline.errors import InvalidRequest
-from pipeline.schema import MAX_FIELDS, check_request, prepare_schema
+from pipeline.schema import MAX_FIELDS, check_request, field_key, prepare_schema
 from services.api.requests import parse_generate_request, parse_reprocess_request
 from tests.fixtures.strategies import bounded, field_names, json_values, tricky_text
 
@@ -114,7 +114,7 @@ def test_max_rows_is_configurable():
 @st.composite
 def definitions(draw: st.DrawFn, min_size: int = 1, max_size: int = 8) -> list[dict[str, object]]:
     """Valid field definitions as a client sends them: optional keys sometimes left out."""
-    names = draw(st.lists(field_names, min_size=min_size, max_size=max_size, unique=True))
+    names = draw(st.lists(field_names, min_size=min_size, max_size=max_size, unique_by=field_key))
     result: list[dict[str, object]] = []
     for name in names:
         definition: dict[str, object] = {"name": name}
