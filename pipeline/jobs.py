@@ -182,19 +182,18 @@ class JobService:
         self.store.jobs.create(job, message=message)
         try:
             self.store.queues.send(queued)
-        except REDIS_ERRORS as exc:  # the caller is told it failed: the job must not run after all
-            self._not_queued(task_id, exc)
+        except REDIS_ERRORS:  # the caller is told it failed and gets no task id: the job must not run later
+            self._discard(job)
             raise
         log.info("job queued", extra={"task_id": task_id, "stage": "queued"})
         return job
 
-    def _not_queued(self, task_id: str, exc: Exception) -> None:
-        """End a job whose first message could not be sent (else the reaper would send it later)."""
-        error = f"could not be queued: Redis answered {exc}"
+    def _discard(self, job: JobRecord) -> None:
+        """Forget a job whose first message could not be sent (Redis takes deletions even when out of memory)."""
         try:
-            self.store.jobs.transition(task_id, status="error", error=error, message=f"Job {error}")
-        except REDIS_ERRORS:
-            log.exception("job left queued: its first stage will be sent by the reaper", extra={"task_id": task_id})
+            self.store.jobs.discard(job)
+        except REDIS_ERRORS:  # Redis is gone or read-only: the reaper will send its first stage once it is back
+            log.exception("job left queued without its message", extra={"task_id": job.task_id, "stage": "queued"})
 
     def _copy_inputs(
         self, parent: str, task_id: str, request: GenerateRequest, stage: Stage, *, keep_review: bool

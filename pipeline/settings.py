@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from collections.abc import Collection, Mapping
@@ -28,6 +29,14 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     stage_time_limit_ms: int = 600_000
     corpus: str | None = None
     index_dir: str = str(Path.home() / ".cache" / "litminer")
+    #: a library file larger than this (MiB) is not read: skipped with a warning until it changes
+    library_max_file_mb: int = 50
+    #: a library PDF with more pages is not read: skipped with a warning until it changes
+    library_max_pages: int = 500
+    #: seconds reading one library file may take (in a child process, killed at the limit; the file is skipped)
+    library_parse_timeout_s: float = 60.0
+    #: characters of full text kept of one library document (about 250 pages), cut at a page boundary
+    library_max_text_chars: int = 1_000_000
     #: default sources; empty means the keyless online sources, plus OpenAlex with a key, plus local with a corpus
     sources: tuple[str, ...] = ()
     extractor: str = "auto"
@@ -89,6 +98,14 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     max_body_bytes: int = 256 * 1024
     #: origins allowed to call the API from a browser (CORS); empty: same origin only
     cors_origins: tuple[str, ...] = ()
+    #: addresses or networks of proxies whose X-Forwarded-For names the client; empty: trust no proxy
+    trusted_proxies: tuple[str, ...] = ()
+    #: seconds a connection has to send a complete request head (also between keep-alive requests)
+    header_timeout_s: float = 10.0
+    #: seconds an idle keep-alive connection stays open
+    keep_alive_s: int = 5
+    #: open connections the API serves at most (0: derived from the open-file limit)
+    max_connections: int = 0
     #: the secret webhooks are signed with (HMAC-SHA256); without it a request's callback_url is refused
     webhook_secret: str | None = None
     #: the callback URL of jobs whose request names none, by owner id ("*": every other owner, and an API without keys)
@@ -118,6 +135,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             stage_time_limit_ms=_int(env, "LITMINER_STAGE_TIME_LIMIT_MS", defaults.stage_time_limit_ms),
             corpus=env.get("LITMINER_CORPUS") or None,
             index_dir=env.get("LITMINER_INDEX_DIR", defaults.index_dir),
+            library_max_file_mb=_int(env, "LITMINER_LIBRARY_MAX_FILE_MB", defaults.library_max_file_mb, minimum=1),
+            library_max_pages=_int(env, "LITMINER_LIBRARY_MAX_PAGES", defaults.library_max_pages, minimum=1),
+            library_parse_timeout_s=_float(env, "LITMINER_LIBRARY_PARSE_TIMEOUT_S", defaults.library_parse_timeout_s),
+            library_max_text_chars=_int(
+                env, "LITMINER_LIBRARY_MAX_TEXT_CHARS", defaults.library_max_text_chars, minimum=1000
+            ),
             sources=sources,
             extractor=env.get("LITMINER_EXTRACTOR", defaults.extractor),
             docs_per_row=_int(env, "LITMINER_DOCS_PER_ROW", defaults.docs_per_row),
@@ -168,6 +191,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             rate_limit_per_minute=_int(env, "LITMINER_RATE_LIMIT", defaults.rate_limit_per_minute, minimum=0),
             max_body_bytes=_int(env, "LITMINER_MAX_BODY_BYTES", defaults.max_body_bytes, minimum=1024),
             cors_origins=_list(env, "LITMINER_CORS_ORIGINS"),
+            trusted_proxies=_proxies(env, "LITMINER_TRUSTED_PROXIES"),
+            header_timeout_s=_float(env, "LITMINER_HEADER_TIMEOUT_S", defaults.header_timeout_s),
+            keep_alive_s=_int(env, "LITMINER_KEEP_ALIVE_S", defaults.keep_alive_s, minimum=1),
+            max_connections=_int(env, "LITMINER_MAX_CONNECTIONS", defaults.max_connections, minimum=0),
             webhook_secret=_webhook_secret(env),
             callback_urls=_callback_urls(env),
             webhook_hosts=_list(env, "LITMINER_WEBHOOK_HOSTS"),
@@ -210,6 +237,25 @@ def redis_url_from_env(env: Mapping[str, str]) -> str:
 def _list(env: Mapping[str, str], name: str) -> tuple[str, ...]:
     """A comma-separated list, blanks dropped."""
     return tuple(item.strip() for item in env.get(name, "").split(",") if item.strip())
+
+
+def _proxies(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    """A comma-separated list of IP addresses and networks (or ``*``: any peer), each checked and normalized.
+
+    (uvicorn would take a typo for a host name that never matches, and ``10.0.0.1/8`` for one too.)
+    """
+    proxies: list[str] = []
+    for proxy in _list(env, name):
+        try:
+            if proxy == "*":
+                proxies.append(proxy)
+            elif "/" in proxy:
+                proxies.append(str(ipaddress.ip_network(proxy, strict=False)))
+            else:
+                proxies.append(str(ipaddress.ip_address(proxy)))
+        except ValueError:
+            raise SettingsError(f"{name} takes IP addresses and networks (or *), got {proxy!r}") from None
+    return tuple(proxies)
 
 
 def _webhook_secret(env: Mapping[str, str]) -> str | None:

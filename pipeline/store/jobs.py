@@ -114,6 +114,17 @@ class JobStore:
             pipe.execute()
         self._remember(job.task_id, raw)
 
+    def discard(self, job: JobRecord) -> None:
+        """Remove a job ``create`` stored from its record and indexes (its events, already published, expire)."""
+        with self.client.pipeline(transaction=False) as pipe:
+            pipe.delete(self.keys.job(job.task_id))
+            for index in (self.keys.jobs, self.keys.client_jobs(job.client_id), self.keys.active_jobs):
+                pipe.zrem(index, job.task_id)
+            if job.owner:
+                pipe.zrem(self.keys.owner_jobs(job.owner), job.task_id)
+            pipe.execute()
+        self._remember(job.task_id, None)
+
     def load(self, task_id: str, *, owner: str = "", recent: bool = False) -> JobRecord | None:
         """The job record, or None when unknown, expired, or (``owner`` given) another API key's.
 

@@ -2,10 +2,21 @@
 
 from __future__ import annotations
 
+import logging
 import re
+import time
+from collections.abc import Callable, Mapping
+from typing import TypeVar
 
 import redis
 from dramatiq.errors import BrokerConnectionError
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+#: how long a worker keeps trying a write it must not lose (an outcome, a retry, a message) before giving up
+REDIS_OUTAGE_S = 300.0
 
 #: what Redis raises while it cannot be reached (a restart, a failover): worth waiting out
 UNREACHABLE: tuple[type[Exception], ...] = (redis.ConnectionError, redis.TimeoutError, BrokerConnectionError)
@@ -25,3 +36,22 @@ def passing(exc: BaseException) -> bool:
     if isinstance(exc, UNREACHABLE + REFUSING):
         return True
     return isinstance(exc, redis.ResponseError) and _REFUSED.search(str(exc)) is not None
+
+
+def until_redis_answers(action: Callable[[], T], what: str, context: Mapping[str, str]) -> T:
+    """``action()``, tried again every second while Redis is unreachable or refuses writes (out of memory,
+    read-only, MISCONF), for up to ``REDIS_OUTAGE_S``.
+
+    What a message's outcome writes (its retry, the job's status, the next stage's message) must not be lost
+    to a Redis outage: Dramatiq acknowledges the message once Redis is back, so a retry skipped now would never
+    happen. Past the deadline the error is raised; the reaper (``pipeline.worker.reaper``) then finds the job.
+    """
+    deadline = time.monotonic() + REDIS_OUTAGE_S
+    while True:
+        try:
+            return action()
+        except Exception as exc:
+            if not passing(exc) or time.monotonic() > deadline:
+                raise
+            log.warning("%s: Redis unavailable (%s); trying again in 1 s", what, exc, extra=dict(context))
+            time.sleep(1)

@@ -8,6 +8,7 @@ install worker middleware.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -26,7 +27,9 @@ from contracts import STAGES
 from contracts.ops import QueueDepth
 from pipeline.settings import Settings
 from pipeline.store.keys import Keys
-from pipeline.store.outages import passing
+from pipeline.store.outages import passing, until_redis_answers
+
+log = logging.getLogger(__name__)
 
 #: the actor that extracts one batch of a job's documents (several run at once, on any workers)
 BATCH_ACTOR = "extraction_batch"
@@ -77,9 +80,10 @@ class WakingRedisBroker(RedisBroker):
     be acknowledged instead of sleeping.
     """
 
-    def __init__(self, keys: Keys, **options: Any) -> None:
+    def __init__(self, keys: Keys, *, patient: bool = False, **options: Any) -> None:
         super().__init__(namespace=keys.dramatiq_namespace, **options)  # type: ignore[no-untyped-call]
         self.keys = keys
+        self.patient = patient
         dispatch = self.scripts["dispatch"].script
         assert isinstance(dispatch, bytes)  # Dramatiq reads its scripts as bytes
         self.scripts["dispatch"] = self.client.register_script(_WAKE.encode() + dispatch)
@@ -87,6 +91,18 @@ class WakingRedisBroker(RedisBroker):
     @property
     def consumer_class(self) -> type[_RedisConsumer]:
         return _WakingConsumer
+
+    def enqueue(self, message: dramatiq.Message[Any], *, delay: int | None = None) -> dramatiq.Message[Any]:
+        """Enqueue ``message``; a ``patient`` broker (a worker's) waits out a Redis outage first.
+
+        A worker's sends must not be lost: a stage's next message (its record already names it), a retry, a
+        delayed message whose time has come (Dramatiq's consumer thread moves it to its queue).
+        """
+        send = super().enqueue
+        if not self.patient:
+            return send(message, delay=delay)
+        context = {"task_id": str(message.args[0]) if message.args else "-", "stage": message.queue_name}
+        return until_redis_answers(lambda: send(message, delay=delay), "sending a message", context)
 
     def maintain(self, queue_name: str) -> None:
         """Run Dramatiq's queue maintenance on ``queue_name`` now: the messages of workers whose heartbeat timed
@@ -112,6 +128,7 @@ class _WakingConsumer(_RedisConsumer):
         self.wait_s = timeout / 1000
         self.wake_key = broker.keys.wake(queue_name)
         self.freed = threading.Event()
+        self.outage = False  # Redis is unavailable: fetches wait
 
     def ack(self, message: dramatiq.MessageProxy) -> None:
         try:
@@ -128,28 +145,41 @@ class _WakingConsumer(_RedisConsumer):
             self.freed.set()
 
     def __next__(self) -> dramatiq.MessageProxy | None:
+        try:
+            message = self._next()
+        except Exception as exc:
+            # Waited out here, not by Dramatiq: its consumer thread, on a connection error, forgets the delayed
+            # messages it holds, which then stay in flight (never run, never redelivered) while the worker lives.
+            if not passing(exc):
+                raise
+            if not self.outage:
+                log.warning("queue %s: Redis unavailable (%s); waiting for it", self.queue_name, exc)
+            self.outage = True
+            time.sleep(1)
+            return None
+        if self.outage:
+            log.info("queue %s: Redis answers again", self.queue_name)
+            self.outage = False
+        return message
+
+    def _next(self) -> dramatiq.MessageProxy | None:
         self.freed.clear()  # before looking: an acknowledgement from now on ends the wait below
         full = not self.message_cache and self.outstanding_message_count >= self.prefetch
-        with _refusal_as_lost_connection():
-            message: dramatiq.MessageProxy | None = super().__next__()  # type: ignore[no-untyped-call]
+        message: dramatiq.MessageProxy | None = super().__next__()  # type: ignore[no-untyped-call]
         if message is not None:
             return message
         if full:
             self.freed.wait(self.wait_s)
         else:
-            try:
-                self.broker.client.blpop([self.wake_key], timeout=self.wait_s)
-            except redis.ConnectionError as exc:
-                raise dramatiq.ConnectionClosed(exc) from None  # type: ignore[no-untyped-call]
+            self.broker.client.blpop([self.wake_key], timeout=self.wait_s)
         return None
 
 
 @contextmanager
 def _refusal_as_lost_connection() -> Iterator[None]:
     """Redis refusing writes (out of memory, read-only, MISCONF) raised as a lost connection, which Dramatiq
-    waits out: it tries an acknowledgement again every few seconds and restarts a consumer whose fetch failed.
-    Any other error would make it give up on the acknowledgement, and the message would stay in flight for as
-    long as the worker lives."""
+    waits out: it tries an acknowledgement again every few seconds. Any other error would make it give up on
+    the acknowledgement, and the message would stay in flight for as long as the worker lives."""
     try:
         yield
     except redis.ResponseError as exc:
@@ -196,8 +226,8 @@ class Queues:
         # dramatiq-abort sends aborts through its middleware object; this one is never installed in a broker
         self._aborts = Abortable(backend=self.abort_backend)
 
-    def new_broker(self, middleware: list[Middleware]) -> WakingRedisBroker:
-        """A broker on this store's connection with ``middleware`` (a worker's runs actors).
+    def new_broker(self, middleware: list[Middleware], *, patient: bool = False) -> WakingRedisBroker:
+        """A broker on this store's connection with ``middleware`` (a worker's runs actors, and is ``patient``).
 
         A worker killed mid-message never acknowledges it: once its broker heartbeat is older than the timeout,
         queue maintenance (run by a share of every broker's commands) moves its messages back onto the queue.
@@ -206,6 +236,7 @@ class Queues:
             self.keys,
             client=self.client,
             middleware=middleware,
+            patient=patient,
             heartbeat_timeout=self.settings.broker_heartbeat_timeout_ms,
             maintenance_chance=self.settings.broker_maintenance_chance,
         )

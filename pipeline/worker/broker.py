@@ -48,4 +48,4 @@ def build_broker(
         # that, so an abort arriving late never raises inside the other hooks' Redis writes.
         abortable,
     ]
-    return store.queues.new_broker(middleware), status, abortable
+    return store.queues.new_broker(middleware, patient=True), status, abortable

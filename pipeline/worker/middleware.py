@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import logging
 import random
-import time
 import traceback
-from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
 import dramatiq
 from dramatiq.middleware import Middleware, SkipMessage, TimeLimitExceeded
@@ -16,33 +14,10 @@ from dramatiq_abort import Abort
 from contracts import Stage
 from contracts.progress import STAGE_START, StageRetrying, StageStarted
 from pipeline.errors import JobCancelled
-from pipeline.store import JobStore, passing
+from pipeline.store import JobStore
+from pipeline.store.outages import until_redis_answers
 
 log = logging.getLogger(__name__)
-
-T = TypeVar("T")
-
-#: how long an after-message hook keeps trying to reach Redis before giving up
-REDIS_OUTAGE_S = 300.0
-
-
-def until_redis_answers(action: Callable[[], T], what: str, context: dict[str, str]) -> T:
-    """``action()``, tried again every second while Redis is unreachable or refuses writes (out of memory,
-    read-only, MISCONF), for up to ``REDIS_OUTAGE_S``.
-
-    What a message's outcome writes (its retry, the job's status, the next stage's message) must not be lost
-    to a Redis outage: Dramatiq acknowledges the message once Redis is back, so a retry skipped now would never
-    happen. Past the deadline the error is raised; the reaper (``pipeline.worker.reaper``) then finds the job.
-    """
-    deadline = time.monotonic() + REDIS_OUTAGE_S
-    while True:
-        try:
-            return action()
-        except Exception as exc:
-            if not passing(exc) or time.monotonic() > deadline:
-                raise
-            log.warning("%s: Redis unavailable (%s); trying again in 1 s", what, exc, extra=context)
-            time.sleep(1)
 
 
 class StageRetries(Middleware):
@@ -95,8 +70,7 @@ class StageRetries(Middleware):
         message.options["retries"] = retries + 1
         message.options["retry_delay_ms"] = delay
         message.options["traceback"] = traceback.format_exc(limit=30)
-        context = {"task_id": str(message.args[0]) if message.args else "-", "stage": message.queue_name}
-        until_redis_answers(lambda: broker.enqueue(message, delay=delay), "scheduling a retry", context)
+        broker.enqueue(message, delay=delay)  # a worker's broker waits out a Redis outage (``patient``)
 
 
 class JobEvents(Middleware):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Coroutine, Mapping
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import dramatiq
 from dramatiq.asyncio import EventLoopThread
@@ -31,7 +31,6 @@ from pipeline.stages.context import StageContext
 from pipeline.store import BATCH_ACTOR, WEBHOOK_ACTOR, WEBHOOK_QUEUE, ExtractionState, Inputs, Store
 from pipeline.store.jobs import BATCH_MESSAGES
 from pipeline.worker.broker import build_broker
-from pipeline.worker.middleware import until_redis_answers
 
 log = logging.getLogger(__name__)
 
@@ -171,7 +170,7 @@ class WorkerRuntime:
         )
         if job is None:
             raise JobCancelled(task_id)
-        self._send(queued, task_id)
+        self.store.queues.send(queued, self.broker)  # it waits out a Redis outage: a retry would find the job handed on
         log.info("%s; next: %s", message, next_stage, extra={"task_id": task_id, "stage": job.stage})
 
     def start_batches(
@@ -191,13 +190,7 @@ class WorkerRuntime:
             task_id, progress=progress, message=message, data=data, outputs={**outputs, BATCH_MESSAGES: batch_messages}
         )
         for message_ in queued:
-            self._send(message_, task_id)
-
-    def _send(self, message: dramatiq.Message[Any], task_id: str) -> None:
-        """Send the next message of a job whose record already names it: a Redis outage is waited out, since a
-        retry of this stage would find the job handed on and skip itself."""
-        context = {"task_id": task_id, "stage": message.queue_name}
-        until_redis_answers(lambda: self.store.queues.send(message, self.broker), "sending the next stage", context)
+            self.store.queues.send(message_, self.broker)
 
     def complete(self, task_id: str, dataset: Dataset, *, message: str) -> None:
         self.store.jobs.transition(

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import pytest
+import redis
+
 from contracts import STAGES, FieldDefinition, GenerateRequest, JobRecord, decode_event
 from pipeline.jobs import JobService
 from pipeline.worker.reaper import MAX_REAPS, Reaper
@@ -68,3 +71,15 @@ def test_a_job_changed_while_the_reaper_looks_is_left_alone(make_jobs: Callable[
     assert not reaper._recover(jobs.store.queues.broker, raw, seen)  # the race, made certain
     assert _job(jobs, job.task_id).message == "a worker took it after all"
     assert jobs.store.jobs.reaps(job.task_id) == 0
+
+
+def test_a_job_whose_first_message_cannot_be_sent_is_forgotten(make_jobs: Callable[..., JobService]) -> None:
+    jobs = make_jobs()
+    # Redis refuses the enqueue (here: the queue's key holds a string); the caller gets the error, no task id
+    jobs.store.client.set(jobs.store.keys.queue("schema_preparation"), b"not a list")
+
+    with pytest.raises(redis.ResponseError):
+        jobs.submit(REQUEST)
+
+    assert jobs.store.client.zcard(jobs.store.keys.active_jobs) == 0  # nothing for the reaper to run later
+    assert jobs.recent(limit=10).tasks == []
