@@ -38,6 +38,20 @@ def passing(exc: BaseException) -> bool:
     return isinstance(exc, redis.ResponseError) and _REFUSED.search(str(exc)) is not None
 
 
+def describe(exc: BaseException) -> str:
+    """A Redis outage in words, for an event a user reads (``passing`` errors; others as their message)."""
+    text = str(exc)
+    if not passing(exc):
+        return text or type(exc).__name__
+    if isinstance(exc, redis.exceptions.OutOfMemoryError) or " OOM " in f" {text.replace('-', ' ')} ":
+        return "Redis refused writes: it is out of memory (maxmemory)"
+    if isinstance(exc, redis.exceptions.ReadOnlyError) or "READONLY" in text:
+        return "Redis refused writes: it is a read-only replica (a failover?)"
+    if "MISCONF" in text:
+        return "Redis refused writes: it cannot save its data to disk (MISCONF)"
+    return f"Redis is unreachable ({text or type(exc).__name__})"
+
+
 def until_redis_answers(action: Callable[[], T], what: str, context: Mapping[str, str]) -> T:
     """``action()``, tried again every second while Redis is unreachable or refuses writes (out of memory,
     read-only, MISCONF), for up to ``REDIS_OUTAGE_S``.

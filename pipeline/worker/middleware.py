@@ -15,7 +15,7 @@ from contracts import Stage
 from contracts.progress import STAGE_START, StageRetrying, StageStarted
 from pipeline.errors import JobCancelled
 from pipeline.store import JobStore
-from pipeline.store.outages import until_redis_answers
+from pipeline.store.outages import describe, until_redis_answers
 
 log = logging.getLogger(__name__)
 
@@ -153,8 +153,8 @@ class JobEvents(Middleware):
 
 
 def _reason(broker: dramatiq.Broker, message: Any, exception: BaseException) -> str:
-    """What went wrong, in words: a time limit names itself and its length."""
+    """What went wrong, in words: a time limit names itself and its length, a Redis outage what Redis said."""
     if isinstance(exception, TimeLimitExceeded):
         limit_ms = message.options.get("time_limit") or broker.get_actor(message.actor_name).options["time_limit"]
         return f"took longer than its time limit of {int(limit_ms) / 1000:g} s (LITMINER_STAGE_TIME_LIMIT_MS)"
-    return str(exception) or type(exception).__name__
+    return describe(exception)

@@ -66,6 +66,8 @@ def test_redis_refusing_writes_leaves_no_accepted_job_unfinished(
 
     statuses = Counter(job.status for job in jobs.values())
     assert statuses == {"completed": len(task_ids)}, {t: (j.status, j.error) for t, j in jobs.items()}
+    said = [e.message for t in task_ids for e in cluster.events(t) if "Redis refused writes" in e.message]
+    assert said, "no event says why stages failed"  # e.g. "Stage extraction failed (Redis refused writes: …)"
     for task_id in task_ids:
         dataset = cluster.jobs.dataset(task_id)
         keys = [str(row.row["technology_name"]) for row in dataset.rows]
