@@ -195,13 +195,26 @@ class LocalLibrary:
         self.index_dir.mkdir(parents=True, exist_ok=True)
         db = sqlite3.connect(self._index_path(root), timeout=60, isolation_level=None)
         try:
-            db.execute("PRAGMA journal_mode=WAL")
+            _write_ahead_log(db)
             with _transaction(db):
                 for statement in _SCHEMA:
                     db.execute(statement)
             yield db
         finally:
             db.close()
+
+
+def _write_ahead_log(db: sqlite3.Connection) -> None:
+    """Put a new index in WAL mode (it stays so). The switch needs the file to itself, and SQLite answers "database
+    is locked" at once, not after its busy timeout, when another worker opens the new index at the same moment."""
+    deadline = time.monotonic() + 60
+    while db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
 
 
 @contextmanager

@@ -210,6 +210,7 @@ def test_two_refreshes_at_once_read_each_new_file_once(tmp_path, caplog):
     for thread in threads:
         thread.join(120)
 
+    assert len(results) == 2  # both refreshes ended (neither raised: a new index opened by two at once)
     read = Counter(
         found.group(1) for r in caplog.records if (found := re.search(r": read (\S+) in [\d.]+ s", r.getMessage()))
     )
