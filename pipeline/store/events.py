@@ -46,10 +46,12 @@ return seq
 #: A job change and its event in one round trip: a compare-and-set of the whole record (KEYS[5]) from the
 #: version the change was computed on (ARGV[6]) to the new one (ARGV[7]), the job kept in (ARGV[8] = "1") or
 #: taken out of the active jobs (KEYS[6], scored by the change's time ARGV[9]; ARGV[10] is the task id), the
-#: stage outputs that go with the change (KEYS[8…] = ARGV[11…]), then the publish above. The record and every
-#: output the job has (their keys are listed in the set KEYS[7]) live ``ttl`` (ARGV[4]) from this change on,
-#: so a job is never forgotten while it changes. Returns the event's seq; the current record when it was not
-#: the expected one (compute the change again); nil when the job is gone.
+#: stage outputs that go with the change (KEYS[8…] = ARGV[11…]), then the publish above. The record lives
+#: ``ttl`` (ARGV[4]) from this change on, so a job is never forgotten while it changes. The outputs it has
+#: (their keys are listed in the set KEYS[7], whose own TTL is never more than any member's) are renewed to
+#: ``ttl`` when the job ends or when less than half of it is left: a job changing every second does not
+#: renew them every second. Returns the event's seq; the current record when it was not the expected one
+#: (compute the change again); nil when the job is gone.
 TRANSITION = (
     """
 local current = redis.call('GET', KEYS[5])
@@ -65,10 +67,12 @@ for i = 8, #KEYS do
   redis.call('SET', KEYS[i], ARGV[i + 3], 'EX', ARGV[4])
   redis.call('SADD', KEYS[7], KEYS[i])
 end
-for _, key in ipairs(redis.call('SMEMBERS', KEYS[7])) do
-  redis.call('EXPIRE', key, ARGV[4])
+if ARGV[8] == '0' or redis.call('PTTL', KEYS[7]) < ARGV[4] * 500 then  -- ms: under half the TTL
+  for _, key in ipairs(redis.call('SMEMBERS', KEYS[7])) do
+    redis.call('EXPIRE', key, ARGV[4])
+  end
+  redis.call('EXPIRE', KEYS[7], ARGV[4])
 end
-redis.call('EXPIRE', KEYS[7], ARGV[4])
 """
     + _PUBLISH
 )

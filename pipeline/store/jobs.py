@@ -31,6 +31,13 @@ _EVENT_STATUS: dict[JobStatus, EventStatus] = {
     "cancelled": "cancelled",
 }
 
+# Lists output keys of a job (KEYS[1], the set; ARGV[1] the TTL, ARGV[2…] the keys). Only a new list gets the
+# TTL: an existing one keeps its own, no more than any member's, which tells a job change when to renew them.
+_LIST_OUTPUTS = """
+redis.call('SADD', KEYS[1], unpack(ARGV, 2))
+if redis.call('TTL', KEYS[1]) < 0 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
+"""
+
 # Claims a client id for an owner, or renews the owner's claim; 0 when another owner holds it.
 _CLAIM_CLIENT = """
 local current = redis.call('GET', KEYS[1])
@@ -78,6 +85,7 @@ class JobStore:
         self.on_end = on_end
         self._claim_client = client.register_script(_CLAIM_CLIENT)
         self._transition = client.register_script(TRANSITION)
+        self._list_outputs = client.register_script(_LIST_OUTPUTS)
         self._seen: dict[str, bytes] = {}  # task id → the record as this process last read or wrote it
 
     def _remember(self, task_id: str, raw: bytes | None) -> None:
@@ -282,11 +290,9 @@ class JobStore:
             pipe.execute()
 
     def _listed(self, pipe: redis.client.Pipeline, task_id: str, keys: Sequence[str]) -> None:
-        """List ``keys`` among the job's outputs (on ``pipe``), so each change of the job renews their TTL."""
-        if not keys:
-            return
-        pipe.sadd(self.keys.output_keys(task_id), *keys)
-        pipe.expire(self.keys.output_keys(task_id), self.ttl_s)
+        """List ``keys`` among the job's outputs (on ``pipe``), so that the job's changes renew their TTL."""
+        if keys:
+            self._list_outputs(keys=[self.keys.output_keys(task_id)], args=[self.ttl_s, *keys], client=pipe)
 
     def get_output(self, task_id: str, name: str, kind: type[T]) -> T | None:
         """One stage output of a job, decoded as ``kind``; None when missing."""

@@ -16,7 +16,7 @@ class Keys:
         return f"{self.prefix}job:{task_id}:{name}"
 
     def output_keys(self, task_id: str) -> str:
-        """The keys of a job's stored outputs (a set), so that each change of the job renews all their TTLs."""
+        """The keys of a job's stored outputs (a set), so that the job's changes renew their TTLs."""
         return f"{self.prefix}job:{task_id}:outputs"
 
     @property
