@@ -63,6 +63,10 @@ def run_worker_process(
     runtime.close()
 
 
+#: a worker process that dies sooner than this after its start is replaced only after as long again
+_CRASH_LOOP_S = 5.0
+
+
 def run_workers(settings: Settings, *, processes: int, threads: int, log_level: str = "INFO") -> int:
     """Run ``processes`` worker processes of ``threads`` threads each, starting a new one in place of any that
     dies, until SIGINT or SIGTERM; returns an exit code."""
@@ -112,10 +116,6 @@ def run_workers(settings: Settings, *, processes: int, threads: int, log_level: 
                 if stopping.is_set():  # a signal came while it started: it was not among those told to stop
                     children[index].terminate()
     return exit_code
-
-
-#: a worker process that dies sooner than this after its start is replaced only after as long again
-_CRASH_LOOP_S = 5.0
 
 
 def _numbered(settings: Settings, index: int) -> Settings:
