@@ -225,21 +225,7 @@ class JobService:
     def status(self, task_id: str, owner: str = "") -> TaskStatus:
         """The job's status, with its dataset once completed."""
         job = self.find(task_id, owner)
-        return TaskStatus(
-            task_id=job.task_id,
-            client_id=job.client_id,
-            status=job.status,
-            stage=job.stage,
-            progress=job.progress,
-            total=job.total,
-            message=job.message,
-            created_at=job.created_at,
-            updated_at=job.updated_at,
-            error=job.error,
-            parent_task_id=job.parent_task_id,
-            from_stage=job.from_stage,
-            result=self._finished(job),
-        )
+        return task_status(job, self._finished(job))
 
     def dataset(self, task_id: str, owner: str = "", *, original: bool = False) -> Dataset:
         """The finished dataset with its reviews applied, or as extracted when ``original`` (``JobConflict`` until
@@ -332,6 +318,25 @@ class JobService:
 
     def close(self) -> None:
         self.store.close()
+
+
+def task_status(job: JobRecord, result: Dataset | None) -> TaskStatus:
+    """A job as ``GET /tasks/{id}`` shows it, with ``result``, its dataset once completed."""
+    return TaskStatus(
+        task_id=job.task_id,
+        client_id=job.client_id,
+        status=job.status,
+        stage=job.stage,
+        progress=job.progress,
+        total=job.total,
+        message=job.message,
+        created_at=job.created_at,
+        updated_at=job.updated_at,
+        error=job.error,
+        parent_task_id=job.parent_task_id,
+        from_stage=job.from_stage,
+        result=result,
+    )
 
 
 def summary(job: JobRecord) -> TaskSummary:

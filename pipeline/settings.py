@@ -19,6 +19,15 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     """Everything configurable, with its default."""
 
     redis_url: str = "redis://redis:6379/0"
+    #: Redis Sentinels (host, port) that name the master; empty: ``redis_url``'s host is the Redis. With them,
+    #: ``redis_url`` still gives the password, database and TLS (``rediss://``) of the master and replicas
+    redis_sentinels: tuple[tuple[str, int], ...] = ()
+    #: the name the Sentinels monitor the master under
+    redis_sentinel_master: str = "mymaster"
+    #: the Sentinels' own password (their ``requirepass``); None: they have none
+    redis_sentinel_password: str | None = None
+    #: with Sentinel, ms a write that a client is told about waits for a replica to hold it (``WAIT 1``); 0: never
+    replica_wait_ms: int = 1_000
     key_prefix: str = "litminer:"
     result_ttl_s: int = 7 * 24 * 3600
     max_rows: int = 100
@@ -90,6 +99,13 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     max_crashes: int = 3
     #: an unfinished job unchanged this long with no message queued, delayed or in flight is sent on again
     reap_after_s: float = 60.0
+    #: extraction batches released to the queue and not finished, at most (0: the live workers' threads, less
+    #: ``fair_reserve`` each)
+    fair_window: int = 0
+    #: threads each worker keeps from extraction batches for the other stages, with the window of 0
+    fair_reserve: int = 0
+    #: extraction batches of one owner released and not finished, at most (0: no cap)
+    owner_max_batches: int = 0
     #: API keys (empty: the API needs no key)
     api_keys: tuple[str, ...] = ()
     #: generate requests per minute per API key (per client IP without keys); 0: no limit
@@ -116,6 +132,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     webhook_retry_s: tuple[float, ...] = (5.0, 30.0, 120.0, 600.0)
     #: the longest one delivery attempt may take, connecting included
     webhook_timeout_s: float = 10.0
+    #: PostgreSQL archive of ended jobs (``postgresql://…``); empty: no archive, jobs live only in Redis
+    database_url: str = ""
+    #: tries of an archive write after its first (backoff as stages'); then the message is dead-lettered
+    archive_max_retries: int = 20
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -125,6 +145,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         sources = _list(env, "LITMINER_SOURCES")
         return cls(
             redis_url=redis_url_from_env(env),
+            redis_sentinels=_sentinels(env, "REDIS_SENTINELS"),
+            redis_sentinel_master=env.get("REDIS_SENTINEL_MASTER") or defaults.redis_sentinel_master,
+            redis_sentinel_password=env.get("REDIS_SENTINEL_PASSWORD") or None,
+            replica_wait_ms=_int(env, "LITMINER_REPLICA_WAIT_MS", defaults.replica_wait_ms, minimum=0),
             key_prefix=env.get("LITMINER_KEY_PREFIX", defaults.key_prefix),
             result_ttl_s=_int(env, "LITMINER_RESULT_TTL", defaults.result_ttl_s),
             max_rows=_int(env, "LITMINER_MAX_ROWS", defaults.max_rows),
@@ -187,6 +211,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             ),
             max_crashes=_int(env, "LITMINER_MAX_CRASHES", defaults.max_crashes, minimum=1),
             reap_after_s=_float(env, "LITMINER_REAP_AFTER_S", defaults.reap_after_s),
+            fair_window=_int(env, "LITMINER_FAIR_WINDOW", defaults.fair_window, minimum=0),
+            fair_reserve=_int(env, "LITMINER_FAIR_RESERVE", defaults.fair_reserve, minimum=0),
+            owner_max_batches=_int(env, "LITMINER_OWNER_MAX_BATCHES", defaults.owner_max_batches, minimum=0),
             api_keys=_list(env, "LITMINER_API_KEYS"),
             rate_limit_per_minute=_int(env, "LITMINER_RATE_LIMIT", defaults.rate_limit_per_minute, minimum=0),
             max_body_bytes=_int(env, "LITMINER_MAX_BODY_BYTES", defaults.max_body_bytes, minimum=1024),
@@ -200,6 +227,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             webhook_hosts=_list(env, "LITMINER_WEBHOOK_HOSTS"),
             webhook_retry_s=_delays(env, "LITMINER_WEBHOOK_RETRY_S", defaults.webhook_retry_s),
             webhook_timeout_s=_float(env, "LITMINER_WEBHOOK_TIMEOUT_S", defaults.webhook_timeout_s),
+            database_url=_database_url(env),
+            archive_max_retries=_int(env, "LITMINER_ARCHIVE_MAX_RETRIES", defaults.archive_max_retries, minimum=0),
         )
 
     def default_sources(self) -> tuple[str, ...]:
@@ -217,7 +246,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     def __repr__(self) -> str:
         """Settings without API keys or the Redis password, safe to log."""
         hidden = {"openalex_api_key", "semantic_scholar_api_key", "openai_api_key", "redis_url", "api_keys"}
+        hidden |= {"redis_sentinel_password"}
         hidden |= {"webhook_secret", "callback_urls"}  # a callback URL may carry the receiver's token
+        hidden |= {"database_url"}  # it may carry a password
         shown = (f"{n}={getattr(self, n)!r}" for n in self.__struct_fields__ if n not in hidden)
         return f"Settings({', '.join(shown)})"
 
@@ -232,6 +263,18 @@ def redis_url_from_env(env: Mapping[str, str]) -> str:
     password = env.get("REDIS_PASSWORD", "")
     auth = f":{quote(password, safe='')}@" if password else ""
     return f"redis://{auth}{host}:{port}/{db}"
+
+
+def _sentinels(env: Mapping[str, str], name: str) -> tuple[tuple[str, int], ...]:
+    """Comma-separated ``host:port`` pairs (an IPv6 host in brackets: ``[::1]:26379``)."""
+    sentinels: list[tuple[str, int]] = []
+    for item in _list(env, name):
+        host, _, port = item.rpartition(":")
+        host = host.removeprefix("[").removesuffix("]")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise SettingsError(f"{name} takes host:port pairs separated by commas, got {item!r}")
+        sentinels.append((host, int(port)))
+    return tuple(sentinels)
 
 
 def _list(env: Mapping[str, str], name: str) -> tuple[str, ...]:
@@ -263,6 +306,15 @@ def _webhook_secret(env: Mapping[str, str]) -> str | None:
     if secret is None and env.get("LITMINER_CALLBACK_URLS", "").strip():
         raise SettingsError("LITMINER_CALLBACK_URLS needs LITMINER_WEBHOOK_SECRET: every webhook is signed with it")
     return secret
+
+
+def _database_url(env: Mapping[str, str]) -> str:
+    """``LITMINER_DATABASE_URL``: a ``postgresql://`` (or ``postgres://``) URL, or empty for no archive."""
+    url = env.get("LITMINER_DATABASE_URL", "").strip()
+    if url and not url.startswith(("postgresql://", "postgres://")):
+        scheme = url.partition(":")[0][:20]
+        raise SettingsError(f"LITMINER_DATABASE_URL must be a postgresql:// URL, got a {scheme!r} one")
+    return url
 
 
 def _callback_urls(env: Mapping[str, str]) -> dict[str, str]:

@@ -266,10 +266,10 @@ def _service_level(args: argparse.Namespace) -> str:
 
 
 def _with_redis(settings: Settings) -> Settings:
-    """``settings``, once a Redis answers at its URL; else ``StoreUnavailable`` says which variable to set."""
+    """``settings``, once their Redis answers; else ``StoreUnavailable`` says which variable to set."""
     from pipeline.store import require_redis  # noqa: PLC0415  (redis-py: only the commands that talk to Redis)
 
-    require_redis(settings.redis_url)
+    require_redis(settings)
     return settings
 
 

@@ -134,6 +134,10 @@ def _raw(content: bytes) -> bytes:
     return content
 
 
+def _nothing(content: bytes) -> None:
+    """The answer of a 204: no body to read."""
+
+
 def _body(value: msgspec.Struct | Mapping[str, object]) -> bytes:
     """A request body as JSON. A Struct sends the fields that differ from their defaults, as a person writes a
     request (and an older API, which refuses fields it does not know, still takes it); a mapping is sent as it is
@@ -198,6 +202,9 @@ class _Core:
 
     def cancel(self, task_id: str) -> _Call[TaskStatus]:
         return _Call("POST", f"/tasks/{_segment(task_id)}/revoke", _decode_status)
+
+    def delete(self, task_id: str) -> _Call[None]:
+        return _Call("DELETE", f"/api/v1/tasks/{_segment(task_id)}", _nothing)
 
     def dataset(self, task_id: str, original: bool) -> _Call[Dataset]:
         return _Call("GET", f"/api/v1/datasets/{_segment(task_id)}", _decode_dataset, params=_export("json", original))
@@ -378,6 +385,11 @@ class ApiClient:
         """``POST /tasks/{task_id}/revoke``: cancel a queued or running job (409 once it finished)."""
         return self._send(self._core.cancel(task_id))
 
+    def delete(self, task_id: str) -> None:
+        """``DELETE /api/v1/tasks/{task_id}``: remove the job and its dataset everywhere, Redis and the archive (a
+        running job is cancelled first); 404 for a job this API key cannot see."""
+        self._send(self._core.delete(task_id))
+
     @overload
     def dataset(self, task_id: str, *, original: bool = False) -> Dataset: ...
     @overload
@@ -502,6 +514,10 @@ class AsyncApiClient:
     async def cancel(self, task_id: str) -> TaskStatus:
         """``POST /tasks/{task_id}/revoke``: cancel a queued or running job (409 once it finished)."""
         return await self._send(self._core.cancel(task_id))
+
+    async def delete(self, task_id: str) -> None:
+        """``DELETE /api/v1/tasks/{task_id}``: as ``ApiClient.delete``."""
+        await self._send(self._core.delete(task_id))
 
     @overload
     async def dataset(self, task_id: str, *, original: bool = False) -> Dataset: ...

@@ -37,10 +37,10 @@ class EmbeddedStack:
     """Redis, a Dramatiq worker and the API on a free loopback port, all stopped on exit.
 
     ``env`` (``os.environ`` by default) configures it as it configures ``litminer api`` and ``litminer
-    worker``: ``REDIS_URL`` (else an embedded redis-server is started; a set one that does not answer raises
-    ``StoreUnavailable``), ``LITMINER_KEY_PREFIX`` and the rest. ``on_redis`` is told the URL of an embedded
-    Redis once it runs. On exit the worker gets ``stop_timeout_s`` to finish the messages in hand: the job
-    is over by then (completed, failed or cancelled), so whatever still runs is of no use.
+    worker``: ``REDIS_URL`` or ``REDIS_SENTINELS`` (else an embedded redis-server is started; a set one that
+    does not answer raises ``StoreUnavailable``), ``LITMINER_KEY_PREFIX`` and the rest. ``on_redis`` is told the
+    URL of an embedded Redis once it runs. On exit the worker gets ``stop_timeout_s`` to finish the messages in
+    hand: the job is over by then (completed, failed or cancelled), so whatever still runs is of no use.
     """
 
     def __init__(
@@ -76,8 +76,9 @@ class EmbeddedStack:
 
     def _start(self) -> None:
         env = dict(self.env)
-        if env.get("REDIS_URL"):
-            require_redis(env["REDIS_URL"], advice="start it, or unset REDIS_URL to have one started here")
+        if env.get("REDIS_URL") or env.get("REDIS_SENTINELS"):
+            advice = "start it, or unset REDIS_URL and REDIS_SENTINELS to have one started here"
+            require_redis(Settings.from_env(env), advice=advice)
         else:
             redis_server = self._stack.enter_context(EmbeddedRedis())
             env["REDIS_URL"] = redis_server.url

@@ -18,6 +18,7 @@ from dramatiq import Worker
 from pipeline.extractors.base import Extractor
 from pipeline.settings import Settings
 from pipeline.sources.base import Source
+from pipeline.store.connections import where
 from pipeline.worker.runtime import WorkerRuntime
 from services.logs import configure_logging
 
@@ -56,7 +57,7 @@ def run_worker_process(
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
-    log.info("worker started with %d threads on %s", threads, settings.redis_url.split("@")[-1])
+    log.info("worker started with %d threads on %s", threads, where(settings))
     stop.wait()
     log.info("worker stopping")
     worker.stop()

@@ -220,6 +220,63 @@ def api_url(settings: Settings, serve_api: Callable[[Settings], str]) -> str:
     return serve_api(settings)
 
 
+def _postgres_answers(url: str) -> bool:
+    import psycopg
+
+    try:
+        psycopg.connect(url, connect_timeout=2).close()
+        return True
+    except psycopg.Error:
+        return False
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A PostgreSQL for the whole run: LITMINER_TEST_DATABASE_URL → the machine's (127.0.0.1:5432, database test,
+    user postgres or root) → testcontainers (``postgres:16``) when a Docker engine answers. Without one the tests
+    that need it skip, or fail with LITMINER_REQUIRE_POSTGRES=1 (CI)."""
+    candidates = [os.environ.get("LITMINER_TEST_DATABASE_URL", "")]
+    candidates += [f"postgresql://{user}@127.0.0.1:5432/test" for user in ("postgres", "root")]
+    for url in candidates:
+        if url and _postgres_answers(url):
+            yield url
+            return
+    if _docker_answers():
+        from testcontainers.postgres import PostgresContainer
+
+        try:
+            container = PostgresContainer("postgres:16", driver=None).start()
+        except Exception:
+            container = None
+        if container is not None:
+            try:
+                yield container.get_connection_url()
+            finally:
+                container.stop()
+            return
+    if os.environ.get("LITMINER_REQUIRE_POSTGRES") == "1":
+        pytest.fail(
+            "LITMINER_REQUIRE_POSTGRES=1 but no PostgreSQL answers (LITMINER_TEST_DATABASE_URL, 127.0.0.1:5432)"
+        )
+    pytest.skip("no PostgreSQL: set LITMINER_TEST_DATABASE_URL, run one on 127.0.0.1:5432, or start Docker")
+
+
+@pytest.fixture
+def database_url(postgres_url: str) -> Iterator[str]:
+    """A schema of its own for one test in that PostgreSQL (dropped after it): the URL's search_path names it."""
+    import psycopg
+    from psycopg import sql
+
+    name = f"test_{uuid.uuid4().hex[:12]}"  # a plain identifier: no quoting needed in the search_path
+    schema = sql.Identifier(name)
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE SCHEMA {}").format(schema))
+    separator = "&" if "?" in postgres_url else "?"
+    yield f"{postgres_url}{separator}options=-csearch_path%3D{name}"
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(schema))
+
+
 def follow(jobs: JobService, task_id: str, timeout: float = 30.0, after: int = 0) -> list[Event]:
     """Events of a job after seq ``after`` until a terminal event, read from its stream as clients do."""
     events: list[Event] = []

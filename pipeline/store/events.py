@@ -2,13 +2,17 @@
 
 ``EventBus`` publishes (workers, and the API for cancels); ``EventFeed`` reads, asynchronously, for the API's
 live fan-out: the channel of every job, and the streams to replay from.
+
+With Sentinel, ``EventFeed`` hands out no event before a replica holds it (``ReplicaWait``): an event a client
+saw is never taken back by a failover, whose new master would then number a different event with its seq.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, suppress
 from typing import cast
 
@@ -23,6 +27,8 @@ from contracts import Event, EventStatus, JobRecord, Stage, encode_event
 from contracts.progress import EventData
 from pipeline.errors import StoreUnavailable
 from pipeline.settings import Settings
+from pipeline.store import connections
+from pipeline.store.connections import ReplicaWait
 from pipeline.store.keys import Keys
 
 log = logging.getLogger(__name__)
@@ -85,9 +91,14 @@ _ATTEMPTS = 3
 _PAUSE_S = 0.1
 
 
-def publisher_client(redis_url: str) -> redis.Redis:
-    """A client for publishing: short timeouts and no hidden retries (``EventBus.publish`` retries)."""
-    return redis.Redis.from_url(redis_url, socket_timeout=2, socket_connect_timeout=2, retry=Retry(NoBackoff(), 0))
+def publisher_client(settings: Settings | str) -> redis.Redis:
+    """A client for publishing: short timeouts and no hidden retries (``EventBus.publish`` retries).
+
+    ``settings`` may be a bare Redis URL (that Redis, no Sentinel).
+    """
+    if isinstance(settings, str):
+        settings = Settings(redis_url=settings)
+    return connections.sync_client(settings, socket_timeout=2, socket_connect_timeout=2, retry=Retry(NoBackoff(), 0))
 
 
 class EventBus:
@@ -209,21 +220,18 @@ class EventFeed:
     def __init__(self, settings: Settings) -> None:
         self.keys = Keys(settings.key_prefix)
         self.subscription_name = f"{settings.key_prefix}events-subscriber"  # as shown by CLIENT LIST
-        pool = aioredis.BlockingConnectionPool.from_url(
-            settings.redis_url,
-            max_connections=_READ_CONNECTIONS,
-            timeout=settings.send_timeout_s,
-            socket_connect_timeout=5,
+        self.redis = connections.async_client(
+            settings, pool_size=_READ_CONNECTIONS, pool_timeout_s=settings.send_timeout_s, socket_connect_timeout=5
         )
-        self.redis = aioredis.Redis(connection_pool=pool)
         # Errors must reach the subscriber's loop (which resubscribes and resyncs), not be retried silently.
-        self._subscriber_redis = aioredis.Redis.from_url(
-            settings.redis_url,
+        self._subscriber_redis = connections.async_client(
+            settings,
             socket_connect_timeout=5,
             health_check_interval=30,
             retry=AsyncRetry(NoBackoff(), 0),
             client_name=self.subscription_name,
         )
+        self.replica_wait = ReplicaWait(settings)
 
     @asynccontextmanager
     async def subscription(self) -> AsyncIterator[Subscription]:
@@ -234,7 +242,7 @@ class EventFeed:
                 await pubsub.psubscribe(self.keys.channel_pattern)
             except (redis.RedisError, OSError) as exc:
                 raise StoreUnavailable(str(exc)) from exc
-            yield Subscription(pubsub)
+            yield Subscription(pubsub, self._replicated if self.replica_wait.timeout_ms else None)
         finally:
             with suppress(redis.RedisError, OSError):
                 await pubsub.aclose()  # type: ignore[no-untyped-call]
@@ -253,6 +261,8 @@ class EventFeed:
         last = "+" if before is None else f"({before}"
         key = self.keys.client_stream(client_id)
         entries = cast(_Entries, await self.redis.xrevrange(key, max=last, count=count))
+        if entries:
+            await self._replicated()
         return [(entry_id.decode(), fields[b"event"]) for entry_id, fields in entries]
 
     async def published(self) -> int:
@@ -268,25 +278,54 @@ class EventFeed:
 
     async def _range(self, key: str, *, first: str, last: str = "+", count: int | None = None) -> list[StreamEntry]:
         entries = cast(_Entries, await self.redis.xrange(key, min=first, max=last, count=count))
+        if entries:
+            await self._replicated()
         return [(entry_id.decode(), fields[b"event"]) for entry_id, fields in entries]
 
+    async def _replicated(self) -> None:
+        """Return once a replica holds every event read so far (with Sentinel; else at once)."""
+        await self.replica_wait.wait_async(self.redis)
+
     async def close(self) -> None:
-        await self._subscriber_redis.aclose()
-        await self.redis.aclose()
+        await connections.aclose(self._subscriber_redis)
+        await connections.aclose(self.redis)
+
+
+#: events taken off the subscription at most before one wait for a replica
+_BATCH = 500
 
 
 class Subscription:
-    """The live side of an ``EventFeed``: events as they are published."""
+    """The live side of an ``EventFeed``: events as they are published.
 
-    def __init__(self, pubsub: aioredis.client.PubSub) -> None:
+    With ``replicated`` (Sentinel), events are handed out only once it has returned after their arrival: the
+    events waiting on the connection are taken together, and one wait covers them all.
+    """
+
+    def __init__(self, pubsub: aioredis.client.PubSub, replicated: Callable[[], Awaitable[None]] | None) -> None:
         self.pubsub = pubsub
+        self.replicated = replicated
+        self._ready: deque[bytes] = deque()
 
     async def next(self, timeout_s: float) -> bytes | None:
         """The next event published, or None when none came within ``timeout_s``."""
+        if self._ready:
+            return self._ready.popleft()
         try:
-            message = await self.pubsub.get_message(timeout=timeout_s)
+            event = await self._take(timeout_s)
+            if event is None or self.replicated is None:
+                return event
+            self._ready.append(event)
+            while len(self._ready) < _BATCH and (event := await self._take(0)) is not None:
+                self._ready.append(event)
+            await self.replicated()
         except (redis.RedisError, OSError) as exc:
+            self._ready.clear()  # not known to be replicated: the resync after a new subscription sends them
             raise StoreUnavailable(str(exc)) from exc
+        return self._ready.popleft()
+
+    async def _take(self, timeout_s: float) -> bytes | None:
+        message = await self.pubsub.get_message(timeout=timeout_s)
         if message is not None and message["type"] == "pmessage":
             data: bytes = message["data"]
             return data

@@ -53,6 +53,17 @@ REVIEW = "review"
 #: the output holding the message ids of an extraction run's batches (a cancel aborts them too)
 BATCH_MESSAGES = "batch_messages"
 
+#: the keys of an extraction run besides its batches' (``Keys.extraction``)
+_RUN_KEYS = ("done", "owner", "tokens", "documents_done")
+
+
+class _Run(msgspec.Struct):
+    """The part of a job's ``extraction_run`` output that names its keys."""
+
+    run_id: str
+    batches: int = 0
+
+
 #: how many job records a process remembers (the last version it read or wrote of each; a few MB at most):
 #: far more than the jobs a worker runs at once
 _REMEMBERED = 1_000
@@ -132,6 +143,51 @@ class JobStore:
                 pipe.zrem(self.keys.owner_jobs(job.owner), job.task_id)
             pipe.execute()
         self._remember(job.task_id, None)
+
+    def erase(self, job: JobRecord) -> None:
+        """Remove every trace of a job from Redis: its record, outputs, extraction run, events (its stream, and its
+        entries in its client's stream), deliveries, webhook attempts, and its place in every index.
+
+        A message still running for it finds no record and stops; what it writes after this expires with the TTL.
+        """
+        task_id = job.task_id
+        outputs = cast("set[bytes]", self.client.smembers(self.keys.output_keys(task_id)))
+        keys = [key.decode() for key in outputs]
+        keys += [self.keys.output(task_id, name) for name in (REVIEW, BATCH_MESSAGES, "extraction_run")]
+        run = self.get_output(task_id, "extraction_run", _Run)
+        if run is not None:
+            keys += [self.keys.extraction(task_id, run.run_id, name) for name in _RUN_KEYS]
+            keys += [self.keys.output(task_id, f"extraction:{run.run_id}:{n}:rows") for n in range(run.batches)]
+        keys += [
+            self.keys.job(task_id),
+            self.keys.output_keys(task_id),
+            self.keys.seq(task_id),
+            self.keys.task_stream(task_id),
+            self.keys.deliveries(task_id),
+            self.keys.webhooks(task_id),
+        ]
+        with self.client.pipeline(transaction=False) as pipe:
+            pipe.delete(*keys)
+            for index in (self.keys.jobs, self.keys.client_jobs(job.client_id), self.keys.active_jobs):
+                pipe.zrem(index, task_id)
+            if job.owner:
+                pipe.zrem(self.keys.owner_jobs(job.owner), task_id)
+            pipe.execute()
+        self._remember(task_id, None)
+        self._erase_client_events(job)
+
+    def _erase_client_events(self, job: JobRecord) -> None:
+        """Delete the job's events from its client's stream (read a page at a time: it is capped, not indexed)."""
+        stream, mark = self.keys.client_stream(job.client_id), f'"task_id":"{job.task_id}"'.encode()
+        start = "-"
+        while True:
+            page = cast("list[tuple[bytes, dict[bytes, bytes]]]", self.client.xrange(stream, start, "+", count=1000))
+            ours = [entry_id for entry_id, fields in page if mark in fields.get(b"event", b"")]
+            if ours:
+                self.client.xdel(stream, *ours)
+            if len(page) < 1000:
+                return
+            start = "(" + page[-1][0].decode()
 
     def load(self, task_id: str, *, owner: str = "", recent: bool = False) -> JobRecord | None:
         """The job record, or None when unknown, expired, or (``owner`` given) another API key's.

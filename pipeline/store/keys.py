@@ -107,6 +107,37 @@ class Keys:
         return f"{self.prefix}job:{task_id}:deliveries"
 
     @property
+    def replica_waits(self) -> str:
+        """How many times a process waited for a replica to hold its writes (a counter, no TTL): what each wait
+        writes first, so that ``WAIT`` has a write of its own connection to count (``connections.ReplicaWait``)."""
+        return f"{self.prefix}stats:replica_waits"
+
+    @property
+    def fair_owners(self) -> str:
+        """Owners with extraction batches waiting for their turn (a list, in turn order: the head goes next)."""
+        return f"{self.prefix}fair:owners"
+
+    def fair_pending(self, owner: str) -> str:
+        """The ids of one owner's extraction batches waiting for their turn (a list, oldest first)."""
+        return f"{self.prefix}fair:pending:{owner}"
+
+    @property
+    def fair_held(self) -> str:
+        """Extraction batch messages waiting for their turn (hash of message id → the message as Dramatiq stores it)."""
+        return f"{self.prefix}fair:held"
+
+    @property
+    def fair_waiting(self) -> str:
+        """As many one-byte tokens as extraction batches wait for their turn (a list: an autoscaler that reads
+        list lengths, as KEDA's redis scaler does, sees the backlog held back from the ``extraction`` queue)."""
+        return f"{self.prefix}fair:waiting"
+
+    @property
+    def fair_running(self) -> str:
+        """Extraction batches released to their queue and not finished (hash of message id → owner)."""
+        return f"{self.prefix}fair:running"
+
+    @property
     def reaper_turn(self) -> str:
         """Held (with an expiry) by the worker whose reaper looks for lost jobs this round."""
         return f"{self.prefix}reaper"

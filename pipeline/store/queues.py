@@ -26,6 +26,8 @@ from dramatiq_abort.backends import RedisBackend
 from contracts import STAGES
 from contracts.ops import QueueDepth
 from pipeline.settings import Settings
+from pipeline.store.connections import ReplicaWait
+from pipeline.store.fair import FAIR_QUEUE, FairShare
 from pipeline.store.keys import Keys
 from pipeline.store.outages import passing, until_redis_answers
 
@@ -35,12 +37,16 @@ log = logging.getLogger(__name__)
 BATCH_ACTOR = "extraction_batch"
 #: the actor that POSTs a job's webhook, on a queue of its own so a slow receiver never holds up a stage
 WEBHOOK_ACTOR, WEBHOOK_QUEUE = "deliver_webhook", "webhooks"
+#: the actor that copies an ended (or reviewed) job to the PostgreSQL archive, on a queue of its own likewise
+ARCHIVE_ACTOR, ARCHIVE_QUEUE = "archive_job", "archive"
 
 
 def queue_of(actor: str) -> str:
-    """The queue an actor's messages go to: its stage's, or the webhooks queue."""
+    """The queue an actor's messages go to: its stage's, the webhooks queue or the archive queue."""
     if actor == WEBHOOK_ACTOR:
         return WEBHOOK_QUEUE
+    if actor == ARCHIVE_ACTOR:
+        return ARCHIVE_QUEUE
     if actor == BATCH_ACTOR:
         return "extraction"
     if actor not in STAGES:
@@ -80,9 +86,10 @@ class WakingRedisBroker(RedisBroker):
     be acknowledged instead of sleeping.
     """
 
-    def __init__(self, keys: Keys, *, patient: bool = False, **options: Any) -> None:
+    def __init__(self, keys: Keys, replica_wait: ReplicaWait, *, patient: bool = False, **options: Any) -> None:
         super().__init__(namespace=keys.dramatiq_namespace, **options)  # type: ignore[no-untyped-call]
         self.keys = keys
+        self.replica_wait = replica_wait
         self.patient = patient
         dispatch = self.scripts["dispatch"].script
         assert isinstance(dispatch, bytes)  # Dramatiq reads its scripts as bytes
@@ -134,6 +141,10 @@ class _WakingConsumer(_RedisConsumer):
         try:
             with _refusal_as_lost_connection():
                 super().ack(message)  # type: ignore[no-untyped-call]
+                # With Sentinel: done once a replica holds the acknowledgement. One lost at a failover would leave
+                # the message in the in-flight set of a worker that lives on, never run again, and the reaper
+                # would count it as carrying its job. A master lost meanwhile raises: Dramatiq acknowledges again.
+                self.broker.replica_wait.wait(self.broker.client)
         finally:
             self.freed.set()
 
@@ -177,12 +188,12 @@ class _WakingConsumer(_RedisConsumer):
 
 @contextmanager
 def _refusal_as_lost_connection() -> Iterator[None]:
-    """Redis refusing writes (out of memory, read-only, MISCONF) raised as a lost connection, which Dramatiq
-    waits out: it tries an acknowledgement again every few seconds. Any other error would make it give up on
-    the acknowledgement, and the message would stay in flight for as long as the worker lives."""
+    """Redis refusing writes (out of memory, read-only, MISCONF) or lost raised as a lost connection, which
+    Dramatiq waits out: it tries an acknowledgement again every few seconds. Any other error would make it give
+    up on the acknowledgement, and the message would stay in flight for as long as the worker lives."""
     try:
         yield
-    except redis.ResponseError as exc:
+    except (redis.ResponseError, redis.ConnectionError, redis.TimeoutError) as exc:
         if passing(exc):
             raise dramatiq.ConnectionClosed(exc) from None  # type: ignore[no-untyped-call]
         raise
@@ -214,15 +225,24 @@ class Queues:
     """Sends stage messages by actor name, aborts running ones, and tells how full each stage queue is.
 
     ``broker`` has no middleware: it only sends. A worker builds its own with ``new_broker``, with a
-    ``JobAbortable`` on ``abort_backend`` to receive the aborts sent here.
+    ``JobAbortable`` on ``abort_backend`` to receive the aborts sent here. Extraction batches go through
+    ``fair`` (``send_batches``): they wait there for their owner's turn.
     """
 
     def __init__(self, client: redis.Redis, keys: Keys, settings: Settings) -> None:
         self.client = client
         self.keys = keys
         self.settings = settings
+        self.replica_wait = ReplicaWait(settings)
         self.broker = self.new_broker(middleware=[])
         self.abort_backend = RedisBackend(client=client, namespace=keys.abort_namespace)
+        self.fair = FairShare(
+            client,
+            keys,
+            window=settings.fair_window,
+            reserve=settings.fair_reserve,
+            owner_cap=settings.owner_max_batches,
+        )
         # dramatiq-abort sends aborts through its middleware object; this one is never installed in a broker
         self._aborts = Abortable(backend=self.abort_backend)
 
@@ -234,6 +254,7 @@ class Queues:
         """
         return WakingRedisBroker(
             self.keys,
+            self.replica_wait,
             client=self.client,
             middleware=middleware,
             patient=patient,
@@ -248,18 +269,48 @@ class Queues:
     def send(
         self, message: dramatiq.Message[Any], broker: dramatiq.Broker | None = None, *, delay_ms: int | None = None
     ) -> None:
-        """Enqueue ``message`` (through ``broker`` when given: a worker sends through its own), after ``delay_ms``."""
+        """Enqueue ``message`` (through ``broker`` when given: a worker sends through its own), after ``delay_ms``.
+
+        A send through this store's own broker (the API's and the CLI's: a new job's first stage, a re-run,
+        webhooks, archive copies) returns, with Sentinel, once a replica holds the message and everything
+        written before it: the job a 202 announces survives a failover.
+        """
         (broker or self.broker).enqueue(message, delay=delay_ms)
+        if broker is None:
+            self.replica_wait.wait(self.client)
+
+    def send_batches(
+        self, owner: str, messages: Sequence[dramatiq.Message[Any]], broker: WakingRedisBroker | None = None
+    ) -> None:
+        """Hold extraction batch ``messages`` for ``owner``'s turn (``fair``); a worker's ``broker`` (patient)
+        waits out a Redis outage first, as its sends do.
+
+        Each is stored as Dramatiq's ``enqueue`` would store it, under its own id as its Redis message id (ids
+        are unique, and a retry gets a new one from Dramatiq): a cancel can then drop it by its id.
+        """
+        held = [
+            (message.message_id, message.copy(options={"redis_message_id": message.message_id}).encode())
+            for message in messages
+        ]
+        if not held:
+            return
+        context = {"task_id": str(messages[0].args[0]), "stage": FAIR_QUEUE}
+        if broker is not None and broker.patient:
+            until_redis_answers(lambda: self.fair.hold(owner or "-", held), "holding extraction batches", context)
+        else:
+            self.fair.hold(owner or "-", held)
 
     def abort(self, message_ids: Sequence[str]) -> None:
-        """Ask whichever worker runs these messages to stop them (and any worker to skip them)."""
+        """Drop these messages where they wait for their turn; ask whichever worker runs them to stop them (and
+        any worker to skip them)."""
+        self.fair.drop(message_ids)
         for message_id in message_ids:
             self._aborts.abort(message_id)
 
     def live_messages(self) -> set[str]:
-        """The ids of every stage message queued, delayed or in flight (held by a worker, live or dead, until
-        acknowledged): what still carries a job on."""
-        live: set[str] = set()
+        """The ids of every stage message queued, delayed, in flight (held by a worker, live or dead, until
+        acknowledged) or waiting for its owner's turn: what still carries a job on."""
+        live = self.fair.held()
         for queue in STAGES:
             for key in (self.keys.messages(queue), self.keys.delayed_messages(queue)):
                 live.update(_decode_ids(raw).message_id for _, raw in self.client.hscan_iter(key, count=500))
@@ -267,25 +318,36 @@ class Queues:
 
     def maintain(self, broker: WakingRedisBroker) -> None:
         """Run queue maintenance on every queue and delay queue now (through a worker's ``broker``)."""
-        for queue in (*STAGES, WEBHOOK_QUEUE):
+        for queue in self._queues():
             broker.maintain(queue)
             broker.maintain(f"{queue}.DQ")
+
+    def _queues(self) -> list[str]:
+        """Every queue: the stages', the webhooks', and the archive's when there is an archive."""
+        return [*STAGES, WEBHOOK_QUEUE, *([ARCHIVE_QUEUE] if self.settings.database_url else [])]
 
     def take_turn(self, key: str, ttl_ms: int) -> bool:
         """Whether this process takes the turn ``key`` for ``ttl_ms`` (no other process has it)."""
         return bool(self.client.set(key, b"1", nx=True, px=ttl_ms))
 
     def depths(self) -> list[QueueDepth]:
-        """Messages waiting in each stage queue (and the webhooks queue), in its delay queue, and dead-lettered
-        (one round trip)."""
-        queues = [*STAGES, WEBHOOK_QUEUE]
+        """Messages waiting in each stage queue (and the webhooks and archive queues; extraction's include the
+        batches waiting for their owner's turn), in its delay queue, and dead-lettered (one round trip)."""
+        queues = self._queues()
         with self.client.pipeline(transaction=False) as pipe:
             for queue in queues:
                 pipe.llen(self.keys.queue(queue))
                 pipe.hlen(self.keys.delayed_messages(queue))
                 pipe.zcard(self.keys.dead_letters(queue))
-            counts = pipe.execute()
+            pipe.hlen(self.keys.fair_held)
+            *counts, held = pipe.execute()
+        # batches waiting for their owner's turn are as ready as those in the queue
         return [
-            QueueDepth(name=queue, ready=counts[3 * i], delayed=counts[3 * i + 1], dead=counts[3 * i + 2])
+            QueueDepth(
+                name=queue,
+                ready=counts[3 * i] + (held if queue == FAIR_QUEUE else 0),
+                delayed=counts[3 * i + 1],
+                dead=counts[3 * i + 2],
+            )
             for i, queue in enumerate(queues)
         ]

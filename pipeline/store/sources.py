@@ -8,6 +8,7 @@ from __future__ import annotations
 import redis.asyncio as aioredis
 
 from pipeline.settings import Settings
+from pipeline.store import connections
 from pipeline.store.keys import Keys
 
 # Reserve the next request slot of a source: returns how many ms to wait before sending.
@@ -50,7 +51,7 @@ class SourceState:
 
     @classmethod
     def connect(cls, settings: Settings) -> SourceState:
-        client = aioredis.Redis.from_url(settings.redis_url, socket_timeout=10, socket_connect_timeout=5)
+        client = connections.async_client(settings, socket_timeout=10, socket_connect_timeout=5)
         return cls(client, Keys(settings.key_prefix), cache_ttl_s=settings.search_cache_ttl_s)
 
     async def cached(self, source: str, digest: str) -> bytes | None:
@@ -75,4 +76,4 @@ class SourceState:
         return wait
 
     async def close(self) -> None:
-        await self.redis.aclose()
+        await connections.aclose(self.redis)

@@ -1,4 +1,5 @@
-"""Dramatiq middleware of ours: exact retry backoff, and job status + events from the actors' lifecycle."""
+"""Dramatiq middleware of ours: exact retry backoff, job status + events from the actors' lifecycle, and the
+release of the next extraction batches when one ends."""
 
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ from dramatiq_abort import Abort
 from contracts import Stage
 from contracts.progress import STAGE_START, StageRetrying, StageStarted
 from pipeline.errors import JobCancelled
-from pipeline.store import JobStore
+from pipeline.store import REDIS_ERRORS, JobStore
+from pipeline.store.fair import FairShare
 from pipeline.store.outages import describe, until_redis_answers
 
 log = logging.getLogger(__name__)
@@ -158,3 +160,32 @@ def _reason(broker: dramatiq.Broker, message: Any, exception: BaseException) -> 
         limit_ms = message.options.get("time_limit") or broker.get_actor(message.actor_name).options["time_limit"]
         return f"took longer than its time limit of {int(limit_ms) / 1000:g} s (LITMINER_STAGE_TIME_LIMIT_MS)"
     return describe(exception)
+
+
+class FairRelease(Middleware):
+    """Frees the slot of an extraction batch a worker is done with (processed, failed, skipped, aborted) and
+    releases the next batches in turn (``pipeline.store.fair``).
+
+    A Redis error here is only logged: the reaper releases every few seconds, and frees the slots of messages
+    that have left the queue.
+    """
+
+    def __init__(self, fair: FairShare, actors: set[str]) -> None:
+        self.fair = fair
+        self.actors = actors  # the actors whose messages are shared fairly
+
+    def after_process_message(
+        self, broker: dramatiq.Broker, message: Any, *, result: object = None, exception: BaseException | None = None
+    ) -> None:
+        self._done(message)
+
+    def after_skip_message(self, broker: dramatiq.Broker, message: Any) -> None:
+        self._done(message)
+
+    def _done(self, message: Any) -> None:
+        if message.actor_name not in self.actors:
+            return
+        try:
+            self.fair.finished(str(message.options.get("redis_message_id", "")))
+        except REDIS_ERRORS as exc:
+            log.warning("next batches not released: %s", exc, extra={"task_id": message.args[0], "stage": "extraction"})

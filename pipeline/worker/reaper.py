@@ -9,7 +9,9 @@ them at a time (a turn held in Redis) looks for such jobs every quarter of ``LIT
 A message a dead worker held goes back on its queue when Dramatiq's queue maintenance runs on that queue
 after the worker's broker heartbeat timed out; Dramatiq runs it on a random share of commands, which
 consumers waiting on a wake-up list (``pipeline.store.queues``) seldom send. So the reaper also runs it on
-every stage queue every few seconds (``MAINTENANCE_S``), one worker at a time.
+every stage queue every few seconds (``MAINTENANCE_S``), one worker at a time, and then releases the extraction
+batches the fair-sharing window allows (``pipeline.store.fair``): a safety net for releases a batch's end could
+not make (Redis away for a moment) and for slots whose message left the queue without a worker finishing it.
 """
 
 from __future__ import annotations
@@ -61,6 +63,7 @@ class Reaper(Middleware):
             try:
                 if queues.take_turn(self.store.keys.maintenance_turn, int(MAINTENANCE_S * 1000)):
                     queues.maintain(broker)
+                    queues.fair.release()
                 if queues.take_turn(self.store.keys.reaper_turn, int(self.interval_s * 1000)):
                     self.reap(broker)
             except REDIS_ERRORS as exc:  # Redis away for a moment: look again next time

@@ -2,7 +2,8 @@
 
 This is the only module that imports the stage modules. Each actor is named after its stage and consumes the
 queue of the same name (extraction batches: the ``extraction_batch`` actor on the ``extraction`` queue). The
-``deliver_webhook`` actor POSTs webhooks (``pipeline.webhooks``) from the ``webhooks`` queue.
+``deliver_webhook`` actor POSTs webhooks (``pipeline.webhooks``) from the ``webhooks`` queue; with an archive, the
+``archive_job`` actor copies ended jobs to PostgreSQL (``pipeline.archive``) from the ``archive`` queue.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from dramatiq.middleware import CurrentMessage
 from contracts import STAGES, Dataset, JobRecord, Stage
 from contracts.progress import EventData, JobCompleted
 from pipeline import webhooks
+from pipeline.archive import declare_archive_actor
 from pipeline.errors import JobCancelled
 from pipeline.extractors import default_extractors
 from pipeline.extractors.base import Extractor
@@ -71,6 +73,7 @@ class WorkerRuntime:
             self._declare(stage, body)
         self._declare_batch()
         self._declare_webhook()
+        self.archive = declare_archive_actor(self.broker, self.store, settings)  # None without LITMINER_DATABASE_URL
         self._loop: EventLoopThread | None = None
         self._loop_lock = threading.Lock()
         self._source_http: SourceHttp | None = None
@@ -184,13 +187,15 @@ class WorkerRuntime:
         outputs: Mapping[str, object],
         data: EventData | None = None,
     ) -> None:
+        # The batches wait for their owner's turn (``Queues.send_batches``): another owner's small job is not
+        # queued behind all of them. Recorded first, so a cancel in between finds them.
         queued = [self.store.queues.message(BATCH_ACTOR, task_id, run_id, index) for index in range(count)]
         batch_messages = [m.message_id for m in queued]
+        job = self.job(task_id)
         self.report(
             task_id, progress=progress, message=message, data=data, outputs={**outputs, BATCH_MESSAGES: batch_messages}
         )
-        for message_ in queued:
-            self.store.queues.send(message_, self.broker)
+        self.store.queues.send_batches(job.owner or job.client_id, queued, self.broker)
 
     def complete(self, task_id: str, dataset: Dataset, *, message: str) -> None:
         self.store.jobs.transition(
@@ -244,3 +249,5 @@ class WorkerRuntime:
         self.abortable.closing = True  # its watcher's BLPOP is about to lose its connection
         self.broker.close()
         self.store.close()
+        if self.archive is not None:
+            self.archive.close()

@@ -18,9 +18,10 @@ from litestar.stores.redis import RedisStore
 from litestar.types import Middleware
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
+from pipeline.archive import DurableJobService
 from pipeline.jobs import JobService
 from pipeline.settings import Settings
-from pipeline.store import connect_async
+from pipeline.store import connect_async, connections
 from pipeline.version import VERSION
 from services.api.auth import RATE_LIMIT_STORE, ApiKeyAuth, provide_owner, rate_limit_config
 from services.api.datasets import DatasetController
@@ -70,7 +71,7 @@ def create_app(
     middleware: list[Middleware] = [_requests.middleware]
     if settings.api_keys:
         middleware.append(DefineMiddleware(ApiKeyAuth, keys=settings.api_keys))
-    jobs = JobService(settings, sources=sources, extractors=extractors)
+    jobs = DurableJobService(settings, sources=sources, extractors=extractors)  # reads the archive, when there is one
     stores: dict[str, Store] = {}
     limiter_redis = None
     if settings.rate_limit_per_minute:  # counted in Redis, so every API process shares the limit
@@ -94,7 +95,7 @@ def create_app(
             await app.state.live.stop()
             jobs.close()
             if limiter_redis is not None:
-                await limiter_redis.aclose()
+                await connections.aclose(limiter_redis)  # its Sentinel connections too
 
     def provide_jobs(state: State) -> JobService:
         jobs: JobService = state.jobs

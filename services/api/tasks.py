@@ -1,20 +1,33 @@
-"""Task status and cancellation (``/tasks/…``), and reprocessing."""
+"""Task status and cancellation (``/tasks/…``), reprocessing, and deleting a task everywhere."""
 
 from __future__ import annotations
 
 import anyio.to_thread
-from litestar import Controller, Request, get, post
+from litestar import Controller, Request, delete, get, post
 from litestar.datastructures import State
 from litestar.di import NamedDependency
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath
 
 from contracts import TaskAccepted, TaskStatus
+from pipeline.archive import DurableJobService
 from pipeline.jobs import JobService
 from pipeline.schema import check_task_id
 from services.api.auth import STARTS_JOBS
 from services.api.datasets import accepted
+from services.api.errors import ErrorBody
 from services.api.openapi import REPROCESS_BODY, REPROCESS_RESPONSES
 from services.api.requests import parse_reprocess_request, read_body
+
+DELETE_RESPONSES = {
+    code: ResponseSpec(data_container=ErrorBody, description=description, generate_examples=False)
+    for code, description in {
+        400: "the task id is malformed",
+        401: "the API needs a key (LITMINER_API_KEYS is set) and none or a wrong one was sent",
+        404: "no task with this id (or another API key's)",
+        503: "Redis or the archive (PostgreSQL) is not answering; nothing was deleted from what did not answer",
+    }.items()
+}
 
 
 class TaskController(Controller):
@@ -47,7 +60,7 @@ class TaskController(Controller):
 
 
 class ReprocessController(Controller):
-    """Run a finished job again from one stage as a new job."""
+    """Run a finished job again from one stage as a new job; delete a job."""
 
     path = "/api/v1/tasks"
 
@@ -76,3 +89,14 @@ class ReprocessController(Controller):
         check_task_id(task_id)  # before reading the body: a bad id is the first thing to say
         change = parse_reprocess_request(await read_body(request))
         return accepted(await anyio.to_thread.run_sync(lambda: jobs.reprocess(task_id, change, owner=owner)))
+
+    @delete("/{task_id:str}", operation_id="deleteTask", sync_to_thread=True, responses=DELETE_RESPONSES)
+    def delete(
+        self, task_id: FromPath[str], jobs: NamedDependency[DurableJobService], owner: NamedDependency[str]
+    ) -> None:
+        """Remove the task and its dataset everywhere: Redis (record, outputs, events, lists) and the archive.
+
+        Only its owner may (another API key's task is unknown: 404). A queued or running task is cancelled first.
+        204 on success; every read of the task is then a 404.
+        """
+        jobs.delete(task_id, owner)

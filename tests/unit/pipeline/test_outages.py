@@ -17,6 +17,9 @@ REFUSALS = [
     (redis.exceptions.ReadOnlyError("You can't write against a read only replica."), "read-only replica"),
     (redis.ResponseError("Error running script (call to f_1): @user_script:2: -READONLY You can't write"), "read-only"),
     (redis.ResponseError("MISCONF Redis is configured to save RDB snapshots, but it's unable to"), "MISCONF"),
+    (redis.ResponseError("NOREPLICAS Not enough good replicas to write."), "min-replicas-to-write"),
+    (redis.ResponseError("Error running script (call to f_1): @user_script:1: -NOREPLICAS Not enough"), "in sync"),
+    (redis.ResponseError("MASTERDOWN Link with MASTER is down and replica-serve-stale-data is set"), "lost its master"),
     (redis.ConnectionError("Error 111 connecting to 127.0.0.1:6379. Connection refused."), "unreachable"),
 ]
 
