@@ -11,7 +11,7 @@ COPY pipeline pipeline
 COPY services services
 RUN uv sync --locked --no-default-groups
 ENV PATH="/app/.venv/bin:$PATH"
-RUN useradd --create-home litminer
-USER litminer
+RUN useradd --create-home --uid 1000 litminer
+USER 1000
 EXPOSE 8000
 CMD ["litminer", "api", "--host", "0.0.0.0", "--port", "8000"]
