@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from bench import baseline, events, extract, library, memory, pipeline, relevance
+from bench import baseline, capacity, events, extract, fairness, library, memory, pipeline, relevance
 
 BENCHMARKS: dict[str, Callable[[bool], dict[str, object]]] = {
     "pipeline": pipeline.run,
@@ -19,6 +19,8 @@ BENCHMARKS: dict[str, Callable[[bool], dict[str, object]]] = {
     "extract": extract.run,
     "memory": memory.run,
     "relevance": relevance.run,
+    "fairness": fairness.run,
+    "capacity": capacity.run,
 }
 RESULTS = Path(__file__).parent / "results"
 

@@ -44,7 +44,7 @@ CONFIGURATIONS = [
 ]
 
 
-def _reader(call: Call) -> Reply:
+def reader(call: Call) -> Reply:
     """A faithful model: the title as the name, the abstract's first sentence as the description, both quoted."""
     lines = call.document.splitlines()
     title = lines[0].removeprefix("Title: ")
@@ -54,7 +54,7 @@ def _reader(call: Call) -> Reply:
     return rows_reply((values, {"technology_name": title, "description": first}))
 
 
-def _follow(service: JobService, task_id: str) -> list[Event]:
+def follow(service: JobService, task_id: str) -> list[Event]:
     """The job's events until its terminal one, read from its stream; raises after TIMEOUT_S."""
     events: list[Event] = []
     deadline = time.monotonic() + TIMEOUT_S
@@ -66,7 +66,7 @@ def _follow(service: JobService, task_id: str) -> list[Event]:
     raise RuntimeError(f"job {task_id} did not finish in {TIMEOUT_S:.0f} s; last event: {events[-1:]}")
 
 
-def _wait_for_workers(service: JobService, count: int) -> None:
+def wait_for_workers(service: JobService, count: int) -> None:
     """Wait until ``count`` worker processes poll their queues (Dramatiq's heartbeat set)."""
     heartbeats = f"{service.store.keys.dramatiq_namespace}:__heartbeats__"
     deadline = time.monotonic() + 60
@@ -96,10 +96,10 @@ def _measure(base: Settings, llm: FakeLLM, rows: int, concurrency: int, processe
     try:
         for child in children:
             child.start()
-        _wait_for_workers(service, len(children))
+        wait_for_workers(service, len(children))
         started = time.monotonic()
         job = service.submit(GenerateRequest(user_query=QUERY, rows=rows, field_definitions=FIELDS))
-        events = _follow(service, job.task_id)
+        events = follow(service, job.task_id)
         wall_s = time.monotonic() - started
         dataset = service.dataset(job.task_id) if events[-1].status == "completed" else None
     finally:
@@ -148,7 +148,7 @@ def run(quick: bool) -> dict[str, object]:
     results: dict[str, dict[str, object]] = {}
     with EmbeddedRedis() as server, FakeLLM() as llm, tempfile.TemporaryDirectory(prefix="litminer-bench-") as folder:
         llm.latency_s = LATENCY_S
-        llm.responder = _reader
+        llm.responder = reader
         base = Settings(
             redis_url=server.url,
             sources=("local",),
