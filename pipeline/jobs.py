@@ -255,6 +255,7 @@ class JobService:
         current = review.apply(extracted, trail)
         entry = review.entry(current, row_id, change, reviewer=change.reviewer or owner or "anonymous")
         self.store.jobs.add_review(task_id, entry)
+        self.store.replicated()
         reviewed = review.apply(extracted, [*trail, entry])
         log.info("row reviewed", extra={"task_id": task_id, "stage": "done", "row_id": row_id, "action": entry.action})
         return next(row for row in reviewed.rows if row.row_id == row_id)
@@ -270,6 +271,7 @@ class JobService:
         if cancelled is None:  # it finished between the load and the transition
             return self.cancel(task_id, owner)
         self.store.queues.abort(self.store.jobs.running_messages(cancelled))
+        self.store.replicated()
         log.info("job cancelled", extra={"task_id": task_id, "stage": cancelled.stage})
         return cancelled
 

@@ -151,6 +151,11 @@ class Store:
         except REDIS_ERRORS as exc:
             log.error("webhook not queued: %s", exc, extra={"task_id": job.task_id, "stage": job.stage})
 
+    def replicated(self) -> None:
+        """With Sentinel, return once a replica holds every write made so far (``ReplicaWait``), so that what the
+        caller is about to be told (a cancel, a review) survives a failover; without, at once."""
+        self.queues.replica_wait.wait(self.client)
+
     def close(self) -> None:
         connections.close(self.client)
         connections.close(self.publisher)

@@ -357,8 +357,9 @@ def _submit_us(jobs: JobService, count: int) -> float:
 
 
 def test_a_client_is_told_nothing_that_a_failover_could_take_back(tmp_path: Path) -> None:
-    """With Sentinel, a 202 and every event handed to the API's fan-out wait until a replica holds them; an event
-    whose master dies first is never handed out (the resync after the new subscription reads the new master)."""
+    """With Sentinel, a 202, a cancel and every event handed to the API's fan-out wait until a replica holds them;
+    an event whose master dies first is never handed out (the resync after the new subscription reads the new
+    master)."""
     sentinels = SentinelSet(tmp_path).start()
     settings = _settings(sentinels, LITMINER_REPLICA_WAIT_MS="20000")
     unwaited = msgspec.structs.replace(settings, replica_wait_ms=0)
@@ -384,6 +385,16 @@ def test_a_client_is_told_nothing_that_a_failover_could_take_back(tmp_path: Path
         assert submitted
         job = jobs.store.jobs.load(submitted[0])
         assert job is not None
+
+        replica.send_signal(signal.SIGSTOP)
+        cancelled: list[str] = []
+        cancelling = threading.Thread(target=lambda: cancelled.append(jobs.cancel(_submit(plain_jobs)).status))
+        cancelling.start()
+        cancelling.join(timeout=1)
+        assert cancelling.is_alive() and not cancelled  # nor is a cancel answered before a replica holds it
+        replica.send_signal(signal.SIGCONT)
+        cancelling.join(timeout=20)
+        assert cancelled == ["cancelled"]
 
         async def follow() -> tuple[float, float]:
             feed, plain_feed = EventFeed(settings), EventFeed(unwaited)
@@ -422,6 +433,7 @@ def test_a_client_is_told_nothing_that_a_failover_could_take_back(tmp_path: Path
     print(
         f"fault: waiting for a replica (WAIT 1) takes {wait_us:.0f} µs; "
         f"submit {submit_us[0]:.0f} µs without, {submit_us[1]:.0f} µs with; "
-        f"event through the API's subscription {event_us[0]:.0f} µs without, {event_us[1]:.0f} µs with; a 202 and "
-        f"an event held while the replica was stopped, the unconfirmed event never handed out when the master died"
+        f"event through the API's subscription {event_us[0]:.0f} µs without, {event_us[1]:.0f} µs with; a 202, a "
+        f"cancel and an event held while the replica was stopped, the unconfirmed event never handed out when the "
+        f"master died"
     )
