@@ -23,10 +23,14 @@ UNREACHABLE: tuple[type[Exception], ...] = (redis.ConnectionError, redis.Timeout
 #: anything Redis raises
 REDIS_ERRORS: tuple[type[Exception], ...] = (redis.RedisError, BrokerConnectionError)
 #: what Redis answers while it refuses writes for a while: out of memory (``maxmemory`` with ``noeviction``),
-#: read-only (a replica, after a failover) or MISCONF (a background save failed): worth waiting out too; and,
-#: matched by their text below, NOREPLICAS (fewer replicas in sync than ``min-replicas-to-write``) and
-#: MASTERDOWN (a replica cut off from its master, during a failover)
-REFUSING: tuple[type[Exception], ...] = (redis.exceptions.OutOfMemoryError, redis.exceptions.ReadOnlyError)
+#: read-only (a replica, after a failover), MASTERDOWN (a replica cut off from its master, during a failover);
+#: and, matched by their text below, MISCONF (a background save failed) and NOREPLICAS (fewer replicas in sync
+#: than ``min-replicas-to-write``): worth waiting out too
+REFUSING: tuple[type[Exception], ...] = (
+    redis.exceptions.OutOfMemoryError,
+    redis.exceptions.ReadOnlyError,
+    redis.exceptions.MasterDownError,
+)
 
 
 #: the same refusals (and NOREPLICAS, MASTERDOWN) as Redis words them, also inside a Lua script, which Redis
@@ -54,7 +58,7 @@ def describe(exc: BaseException) -> str:
         return "Redis refused writes: it cannot save its data to disk (MISCONF)"
     if "NOREPLICAS" in text:
         return "Redis refused writes: too few replicas are in sync (min-replicas-to-write)"
-    if "MASTERDOWN" in text:
+    if isinstance(exc, redis.exceptions.MasterDownError) or "MASTERDOWN" in text:
         return "Redis refused: a replica has lost its master (a failover?)"
     return f"Redis is unreachable ({text or type(exc).__name__})"
 
