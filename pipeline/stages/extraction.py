@@ -33,6 +33,7 @@ from pipeline.extractors.base import Extraction, Extractor, ExtractorInfo, Scree
 from pipeline.grounding import GroundingCounts, SourceText
 from pipeline.screening import JUDGED_IRRELEVANT, NO_DECISION, NO_QUOTE, topic
 from pipeline.stages.context import StageContext
+from pipeline.store.extraction import batch_output
 from pipeline.text import plural
 
 log = logging.getLogger(__name__)
@@ -65,9 +66,7 @@ def plan(documents: list[Document], batch_size: int) -> tuple[ExtractionRun, dic
     run = ExtractionRun(run_id=uuid.uuid4().hex, documents=len(documents), batches=-(-len(documents) // batch_size))
     outputs: dict[str, object] = {"extraction_run": run}
     for index in range(run.batches):
-        outputs[_batch_output(run.run_id, index, "documents")] = documents[
-            index * batch_size : (index + 1) * batch_size
-        ]
+        outputs[batch_output(run.run_id, index, "documents")] = documents[index * batch_size : (index + 1) * batch_size]
     return run, outputs
 
 
@@ -113,7 +112,7 @@ def process(ctx: StageContext, task_id: str) -> None:
 def process_batch(ctx: StageContext, task_id: str, run_id: str, index: int, message_id: str) -> None:
     """Extract, ground and store one batch's rows; the batch that completes the run hands off to assembly."""
     job = ctx.job(task_id)
-    documents_name = _batch_output(run_id, index, "documents")
+    documents_name = batch_output(run_id, index, "documents")
     inputs = ctx.inputs(task_id, "extraction_run", "schema", documents_name)
     run = inputs.get("extraction_run", ExtractionRun)
     if run.run_id != run_id:  # the stage was re-run since this message was sent
@@ -130,7 +129,6 @@ def process_batch(ctx: StageContext, task_id: str, run_id: str, index: int, mess
         index=index,
         batches=run.batches,
         message_id=message_id,
-        output=_batch_output(run_id, index, "rows"),
         result=_encode(result),
     )
     if last:
@@ -144,7 +142,7 @@ def finish(ctx: StageContext, task_id: str, run: ExtractionRun, info: ExtractorI
     stats = ExtractionStats(
         extractor=info.name, provider=info.provider, base_url=info.base_url, model=info.model, batches=run.batches
     )
-    names = [_batch_output(run.run_id, index, "rows") for index in range(run.batches)]
+    names = [batch_output(run.run_id, index, "rows") for index in range(run.batches)]
     inputs = ctx.inputs(task_id, *names)
     for name in names:
         result = inputs.get(name, BatchResult)
@@ -191,10 +189,6 @@ def add_stats(total: ExtractionStats, part: ExtractionStats) -> ExtractionStats:
         dropped_by_check=dict(Counter(total.dropped_by_check) + Counter(part.dropped_by_check)),
         **summed,
     )
-
-
-def _batch_output(run_id: str, index: int, what: str) -> str:
-    return f"extraction:{run_id}:{index}:{what}"
 
 
 class _Batch:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import cast
 
 import redis
@@ -25,6 +26,17 @@ if owner == ARGV[3] then return 1 end
 return 0
 """
 
+#: a run's shared state (``Keys.extraction``): batches finished, the hand-off owner, tokens spent, documents done
+_RUN_STATE = ("done", "owner", "tokens", "documents_done")
+
+#: what each batch of a run has among the job's outputs: its share of the documents, its rows
+_BATCH_OUTPUTS = ("documents", "rows")
+
+
+def batch_output(run_id: str, index: int, what: str) -> str:
+    """The name of the output ``what`` ("documents" or "rows") of batch ``index`` of run ``run_id``."""
+    return f"extraction:{run_id}:{index}:{what}"
+
 
 class ExtractionState:
     """Shared state of extraction runs (each run of the stage has its own id), every key with the result TTL."""
@@ -34,6 +46,16 @@ class ExtractionState:
         self.keys = keys
         self.ttl_s = ttl_s
         self._finish = client.register_script(_FINISH_BATCH)
+
+    def run_keys(self, task_id: str, run_id: str, batches: int) -> Sequence[str]:
+        """Every key a run of ``batches`` batches writes: its shared state and each batch's outputs."""
+        state = [self.keys.extraction(task_id, run_id, name) for name in _RUN_STATE]
+        outputs = [
+            self.keys.output(task_id, batch_output(run_id, index, what))
+            for index in range(batches)
+            for what in _BATCH_OUTPUTS
+        ]
+        return state + outputs
 
     def cached(self, digest: str) -> bytes | None:
         """A cached extraction of one document (by extractor, prompt, question, schema and text)."""
@@ -59,9 +81,9 @@ class ExtractionState:
         return int(done), int(spent)
 
     def finish_batch(
-        self, task_id: str, run_id: str, *, index: int, batches: int, message_id: str, output: str, result: bytes
+        self, task_id: str, run_id: str, *, index: int, batches: int, message_id: str, result: bytes
     ) -> bool:
-        """Store batch ``index``'s ``result`` as the job's output ``output`` and mark the batch done.
+        """Store batch ``index``'s ``result`` as its "rows" output (``batch_output``) and mark the batch done.
 
         True for the one message that completes the run (and so hands the job on), also when that message is
         delivered again; False for every other.
@@ -70,7 +92,7 @@ class ExtractionState:
             keys=[
                 self.keys.extraction(task_id, run_id, "done"),
                 self.keys.extraction(task_id, run_id, "owner"),
-                self.keys.output(task_id, output),
+                self.keys.output(task_id, batch_output(run_id, index, "rows")),
             ],
             args=[index, batches, message_id, self.ttl_s, result],
         )

@@ -53,16 +53,9 @@ REVIEW = "review"
 #: the output holding the message ids of an extraction run's batches (a cancel aborts them too)
 BATCH_MESSAGES = "batch_messages"
 
-#: the keys of an extraction run besides its batches' (``Keys.extraction``)
-_RUN_KEYS = ("done", "owner", "tokens", "documents_done")
-
-
-class _Run(msgspec.Struct):
-    """The part of a job's ``extraction_run`` output that names its keys."""
-
-    run_id: str
-    batches: int = 0
-
+#: how much earlier than its job's creation time a client stream entry's id may be (ms): the clock skew allowed
+#: between the host that created the job and Redis
+_CLOCK_SKEW_MS = 60_000
 
 #: how many job records a process remembers (the last version it read or wrote of each; a few MB at most):
 #: far more than the jobs a worker runs at once
@@ -135,8 +128,32 @@ class JobStore:
 
     def discard(self, job: JobRecord) -> None:
         """Remove a job ``create`` stored from its record and indexes (its events, already published, expire)."""
+        self._remove(job, [])
+
+    def erase(self, job: JobRecord) -> None:
+        """Remove every trace of a job from Redis: its record, outputs (every key listed among them: each
+        extraction run's too), events (its stream, and its entries in its client's stream), deliveries, webhook
+        attempts, and its place in every index.
+
+        A message still running for it finds no record and stops; what it writes after this expires with the TTL.
+        """
+        task_id = job.task_id
+        outputs = cast("set[bytes]", self.client.smembers(self.keys.output_keys(task_id)))
+        keys = [key.decode() for key in outputs]
+        keys += [
+            self.keys.output_keys(task_id),
+            self.keys.seq(task_id),
+            self.keys.task_stream(task_id),
+            self.keys.deliveries(task_id),
+            self.keys.webhooks(task_id),
+        ]
+        self._remove(job, keys)
+        self._erase_client_events(job)
+
+    def _remove(self, job: JobRecord, keys: Sequence[str]) -> None:
+        """Delete the job's record and ``keys``, and take the job off every index (one round trip)."""
         with self.client.pipeline(transaction=False) as pipe:
-            pipe.delete(self.keys.job(job.task_id))
+            pipe.delete(self.keys.job(job.task_id), *keys)
             for index in (self.keys.jobs, self.keys.client_jobs(job.client_id), self.keys.active_jobs):
                 pipe.zrem(index, job.task_id)
             if job.owner:
@@ -144,42 +161,14 @@ class JobStore:
             pipe.execute()
         self._remember(job.task_id, None)
 
-    def erase(self, job: JobRecord) -> None:
-        """Remove every trace of a job from Redis: its record, outputs, extraction run, events (its stream, and its
-        entries in its client's stream), deliveries, webhook attempts, and its place in every index.
-
-        A message still running for it finds no record and stops; what it writes after this expires with the TTL.
-        """
-        task_id = job.task_id
-        outputs = cast("set[bytes]", self.client.smembers(self.keys.output_keys(task_id)))
-        keys = [key.decode() for key in outputs]
-        keys += [self.keys.output(task_id, name) for name in (REVIEW, BATCH_MESSAGES, "extraction_run")]
-        run = self.get_output(task_id, "extraction_run", _Run)
-        if run is not None:
-            keys += [self.keys.extraction(task_id, run.run_id, name) for name in _RUN_KEYS]
-            keys += [self.keys.output(task_id, f"extraction:{run.run_id}:{n}:rows") for n in range(run.batches)]
-        keys += [
-            self.keys.job(task_id),
-            self.keys.output_keys(task_id),
-            self.keys.seq(task_id),
-            self.keys.task_stream(task_id),
-            self.keys.deliveries(task_id),
-            self.keys.webhooks(task_id),
-        ]
-        with self.client.pipeline(transaction=False) as pipe:
-            pipe.delete(*keys)
-            for index in (self.keys.jobs, self.keys.client_jobs(job.client_id), self.keys.active_jobs):
-                pipe.zrem(index, task_id)
-            if job.owner:
-                pipe.zrem(self.keys.owner_jobs(job.owner), task_id)
-            pipe.execute()
-        self._remember(task_id, None)
-        self._erase_client_events(job)
-
     def _erase_client_events(self, job: JobRecord) -> None:
-        """Delete the job's events from its client's stream (read a page at a time: it is capped, not indexed)."""
+        """Delete the job's events from its client's stream (read a page at a time: it is capped, not indexed).
+
+        Its entries have ids of the time they were added (ms): the scan starts at the job's creation, less a
+        minute for the clocks of the hosts that created it and Redis to differ.
+        """
         stream, mark = self.keys.client_stream(job.client_id), f'"task_id":"{job.task_id}"'.encode()
-        start = "-"
+        start = str(max(0, int(job.created_at * 1000) - _CLOCK_SKEW_MS))
         while True:
             page = cast("list[tuple[bytes, dict[bytes, bytes]]]", self.client.xrange(stream, start, "+", count=1000))
             ours = [entry_id for entry_id, fields in page if mark in fields.get(b"event", b"")]
@@ -345,7 +334,12 @@ class JobStore:
             self._listed(pipe, task_id, [key])
             pipe.execute()
 
-    def _listed(self, pipe: redis.client.Pipeline, task_id: str, keys: Sequence[str]) -> None:
+    def list_outputs(self, task_id: str, keys: Sequence[str]) -> None:
+        """List ``keys`` among the job's outputs before they are written (by others than this store: an extraction
+        run's), so that the job's changes renew their TTL and ``erase`` removes them."""
+        self._listed(self.client, task_id, keys)
+
+    def _listed(self, pipe: redis.Redis, task_id: str, keys: Sequence[str]) -> None:
         """List ``keys`` among the job's outputs (on ``pipe``), so that the job's changes renew their TTL."""
         if keys:
             self._list_outputs(keys=[self.keys.output_keys(task_id)], args=[self.ttl_s, *keys], client=pipe)

@@ -188,10 +188,12 @@ class WorkerRuntime:
         data: EventData | None = None,
     ) -> None:
         # The batches wait for their owner's turn (``Queues.send_batches``): another owner's small job is not
-        # queued behind all of them. Recorded first, so a cancel in between finds them.
+        # queued behind all of them. Recorded first, so a cancel in between finds them; and every key the run
+        # will write is listed among the job's outputs before, so its TTL is renewed and a delete finds it.
         queued = [self.store.queues.message(BATCH_ACTOR, task_id, run_id, index) for index in range(count)]
         batch_messages = [m.message_id for m in queued]
         job = self.job(task_id)
+        self.store.jobs.list_outputs(task_id, self.extraction.run_keys(task_id, run_id, count))
         self.report(
             task_id, progress=progress, message=message, data=data, outputs={**outputs, BATCH_MESSAGES: batch_messages}
         )

@@ -14,7 +14,7 @@ import pytest
 import redis
 
 from contracts import Dataset
-from pipeline.archive import migrate, migrations
+from pipeline.archive import Archive, copy_of, migrate, migrations
 from pipeline.jobs import JobService
 from pipeline.settings import Settings
 from pipeline.store import ARCHIVE_QUEUE
@@ -207,6 +207,65 @@ def test_delete_removes_a_job_from_redis_and_the_archive_and_a_queued_one_never_
     assert _archived_rows(database_url, queued)["archived_jobs"] == 0
     assert _archived_rows(database_url, task_id)["archived_jobs"] == 0
     assert httpx.get(f"{url}/tasks/{queued}", headers=OWNER).status_code == 404
+
+
+def _runs(settings: Settings, task_id: str) -> set[bytes]:
+    """The extraction runs that have keys of the task in Redis (by run id)."""
+    keys = [key for key in _redis_keys(settings, task_id) if b":extraction:" in key]
+    return {key.split(b":extraction:")[1].split(b":")[0] for key in keys}
+
+
+def test_delete_removes_every_extraction_run_of_a_job_run_again(
+    archive_settings: Settings,
+    database_url: str,
+    serve_api: Callable[[Settings], str],
+    make_jobs: Callable[..., JobService],
+    run_worker: Callable[..., RunningWorker],
+) -> None:
+    url = serve_api(archive_settings)
+    jobs = make_jobs(settings_=archive_settings)
+    worker = run_worker(settings_=archive_settings)
+    task_id = _generate(url, jobs)
+    first = _runs(archive_settings, task_id)
+    seen = follow(jobs, task_id)[-1].seq
+    jobs.rerun(task_id, "extraction")
+    assert follow(jobs, task_id, after=seen)[-1].status == "completed"
+    runs = _runs(archive_settings, task_id)
+    assert len(first) == 1 and len(runs) == 2 and first < runs  # both runs' counters and batch rows are there
+
+    assert httpx.delete(f"{url}/api/v1/tasks/{task_id}", headers=OWNER).status_code == 204
+    assert _redis_keys(archive_settings, task_id) == []
+    worker.join()
+    _drain(worker)  # nothing brought any of it back
+    assert _redis_keys(archive_settings, task_id) == []
+    assert _archived_rows(database_url, task_id) == dict.fromkeys(TABLES, 0)
+
+
+def test_a_copy_taken_before_a_delete_is_not_archived_after_it(
+    archive_settings: Settings,
+    database_url: str,
+    serve_api: Callable[[Settings], str],
+    make_jobs: Callable[..., JobService],
+    run_worker: Callable[..., RunningWorker],
+) -> None:
+    url = serve_api(archive_settings)
+    jobs = make_jobs(settings_=archive_settings)
+    run_worker(settings_=archive_settings)
+    task_id = _generate(url, jobs)
+    wait_for(lambda: _archived_rows(database_url, task_id)["archived_jobs"] == 1, what="the job archived")
+    copy = copy_of(jobs.store, task_id)  # e.g. an archive message's, caught between its read and its write
+    assert copy is not None and copy.dataset is not None and copy.documents
+
+    archive = Archive(database_url)
+    try:
+        assert archive.save(copy) is True  # before the delete, the copy is stored
+        assert httpx.delete(f"{url}/api/v1/tasks/{task_id}", headers=OWNER).status_code == 204
+        assert _archived_rows(database_url, task_id) == dict.fromkeys(TABLES, 0)
+        assert archive.save(copy) is False  # after it, the tombstone turns it away
+    finally:
+        archive.close()
+    assert _archived_rows(database_url, task_id) == dict.fromkeys(TABLES, 0)
+    assert httpx.get(f"{url}/tasks/{task_id}", headers=OWNER).status_code == 404
 
 
 def test_a_job_completes_when_the_archive_is_down_and_its_copy_is_retried(
