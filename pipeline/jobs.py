@@ -138,6 +138,7 @@ class JobService:
         if reopened is None:
             raise JobNotFound(task_id)
         self.store.queues.send(message)
+        self.store.replicated()
         log.info("job re-run", extra={"task_id": task_id, "stage": stage})
         return reopened
 
@@ -182,6 +183,7 @@ class JobService:
         self.store.jobs.create(job, message=message)
         try:
             self.store.queues.send(queued)
+            self.store.replicated()  # with Sentinel, the 202 comes once a replica holds the job
         except REDIS_ERRORS:  # the caller is told it failed and gets no task id: the job must not run later
             self._discard(job)
             raise
@@ -230,11 +232,14 @@ class JobService:
     def dataset(self, task_id: str, owner: str = "", *, original: bool = False) -> Dataset:
         """The finished dataset with its reviews applied, or as extracted when ``original`` (``JobConflict`` until
         the job completed)."""
-        job = self.find(task_id, owner)
+        return self._completed(self.find(task_id, owner), original=original)
+
+    def _completed(self, job: JobRecord, *, original: bool = False) -> Dataset:
+        """``_finished``, or ``JobConflict`` until the job completed."""
         dataset = self._finished(job, original=original)
         if dataset is None:
             raise JobConflict(
-                f"job {task_id} is {job.status} (stage {job.stage}); the dataset exists once it completes"
+                f"job {job.task_id} is {job.status} (stage {job.stage}); the dataset exists once it completes"
             )
         return dataset
 
@@ -250,11 +255,12 @@ class JobService:
 
         The reviewer is ``change.reviewer``, else the owner id, else "anonymous" (the API without keys).
         """
-        extracted = self.dataset(task_id, owner, original=True)
+        extracted = self._completed(self.find(task_id, owner), original=True)
         trail = self.store.jobs.review_trail(task_id)
         current = review.apply(extracted, trail)
         entry = review.entry(current, row_id, change, reviewer=change.reviewer or owner or "anonymous")
         self.store.jobs.add_review(task_id, entry)
+        self.store.queue_archive(task_id)  # the archive's copy carries the whole trail (with an archive)
         self.store.replicated()
         reviewed = review.apply(extracted, [*trail, entry])
         log.info("row reviewed", extra={"task_id": task_id, "stage": "done", "row_id": row_id, "action": entry.action})

@@ -110,8 +110,9 @@ class Archive:
     # -- writes ------------------------------------------------------------------------------------------
 
     def save(self, copy: JobCopy) -> bool:
-        """Store ``copy`` of a job: its record, dataset and documents unless the archive holds a newer record, and
-        the review entries it does not hold yet. False when the job was deleted (nothing is stored)."""
+        """Store ``copy`` of a job: its record, dataset and documents unless the archive holds this version of the
+        record or a newer one (a review's copy: the job has not changed), and the review entries it does not hold
+        yet. False when the job was deleted (nothing is stored)."""
         job = copy.job
         with self._connection() as conn, conn.transaction():
             if self._deleted(conn, job.task_id):
@@ -121,7 +122,7 @@ class Archive:
                 " (task_id, owner, client_id, status, query, created_at, updated_at, record)"
                 " VALUES (%s, %s, %s, %s, %s, to_timestamp(%s), to_timestamp(%s), %s::json)"
                 " ON CONFLICT (task_id) DO UPDATE SET status = EXCLUDED.status, updated_at = EXCLUDED.updated_at,"
-                " record = EXCLUDED.record, archived_at = now() WHERE a.updated_at <= EXCLUDED.updated_at"
+                " record = EXCLUDED.record, archived_at = now() WHERE a.updated_at < EXCLUDED.updated_at"
                 " RETURNING task_id",
                 [
                     job.task_id,

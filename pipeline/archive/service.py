@@ -87,11 +87,11 @@ class DurableJobService(JobService):
 
     def review(self, task_id: str, row_id: str, change: ReviewChange, *, owner: str = "") -> DatasetRow:
         """Record one review decision: in Redis (then copied to the archive), else in the archive itself."""
-        check_task_id(task_id)
-        if self.archive is None or self.store.jobs.load(task_id, owner=owner) is not None:
-            row = super().review(task_id, row_id, change, owner=owner)
-            self.store.queue_archive(task_id)
-            return row
+        try:
+            return super().review(task_id, row_id, change, owner=owner)
+        except JobNotFound:
+            if self.archive is None:
+                raise
         for _ in range(_REVIEW_TRIES):
             archived = self._archived(task_id, owner)
             extracted = _dataset(archived, original=True)
@@ -123,6 +123,7 @@ class DurableJobService(JobService):
             job = self._cancelled(task_id, owner)
         if job is not None:
             self.store.jobs.erase(job)
+            self.store.replicated()  # with Sentinel: a failover does not bring it back
         log.info("job deleted", extra={"task_id": task_id, "stage": job.stage if job is not None else "done"})
 
     def _archive_holds(self, task_id: str, owner: str) -> bool:

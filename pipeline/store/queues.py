@@ -271,13 +271,9 @@ class Queues:
     ) -> None:
         """Enqueue ``message`` (through ``broker`` when given: a worker sends through its own), after ``delay_ms``.
 
-        A send through this store's own broker (the API's and the CLI's: a new job's first stage, a re-run,
-        webhooks, archive copies) returns, with Sentinel, once a replica holds the message and everything
-        written before it: the job a 202 announces survives a failover.
+        (With Sentinel, a caller about to tell a client of the send waits for a replica: ``Store.replicated``.)
         """
         (broker or self.broker).enqueue(message, delay=delay_ms)
-        if broker is None:
-            self.replica_wait.wait(self.client)
 
     def send_batches(
         self, owner: str, messages: Sequence[dramatiq.Message[Any]], broker: WakingRedisBroker | None = None

@@ -64,6 +64,13 @@ REPROCESS_RESPONSES = {
     409: _error("the parent still runs, or the outputs to reuse are gone"),
 }
 REVIEW_BODY = {"documented_body": Provide(_review_body, sync_to_thread=False)}
+DELETE_RESPONSES = {
+    400: _error("the task id is malformed"),
+    401: _error("the API needs a key (LITMINER_API_KEYS is set) and none or a wrong one was sent"),
+    404: _error("no task with this id (or another API key's)"),
+    503: _error("Redis or the archive (PostgreSQL) is not answering; nothing was deleted from what did not answer"),
+}
+
 REVIEW_RESPONSES = {
     400: _error("the body is malformed, or the decision does not fit the row; `field` names what is wrong"),
     401: _error("the API needs a key (LITMINER_API_KEYS is set) and none or a wrong one was sent"),

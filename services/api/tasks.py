@@ -6,7 +6,6 @@ import anyio.to_thread
 from litestar import Controller, Request, delete, get, post
 from litestar.datastructures import State
 from litestar.di import NamedDependency
-from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath
 
 from contracts import TaskAccepted, TaskStatus
@@ -15,19 +14,8 @@ from pipeline.jobs import JobService
 from pipeline.schema import check_task_id
 from services.api.auth import STARTS_JOBS
 from services.api.datasets import accepted
-from services.api.errors import ErrorBody
-from services.api.openapi import REPROCESS_BODY, REPROCESS_RESPONSES
+from services.api.openapi import DELETE_RESPONSES, REPROCESS_BODY, REPROCESS_RESPONSES
 from services.api.requests import parse_reprocess_request, read_body
-
-DELETE_RESPONSES = {
-    code: ResponseSpec(data_container=ErrorBody, description=description, generate_examples=False)
-    for code, description in {
-        400: "the task id is malformed",
-        401: "the API needs a key (LITMINER_API_KEYS is set) and none or a wrong one was sent",
-        404: "no task with this id (or another API key's)",
-        503: "Redis or the archive (PostgreSQL) is not answering; nothing was deleted from what did not answer",
-    }.items()
-}
 
 
 class TaskController(Controller):
