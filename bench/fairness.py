@@ -207,8 +207,10 @@ def run(quick: bool) -> dict[str, object]:
             rate_limit_per_minute=0,
         )
         results = {
-            "fair sharing (window: the 8 threads)": measure(base, big, 0),
-            "fair sharing, 1 thread per worker reserved (window 6)": measure(base, big, 0, reserve=1),
+            f"fair sharing (window: the {PROCESSES * THREADS} threads)": measure(base, big, 0),
+            f"fair sharing, 1 thread per worker reserved (window {PROCESSES * (THREADS - 1)})": measure(
+                base, big, 0, reserve=1
+            ),
             "first come, first served (window 100,000)": measure(base, big, UNLIMITED),
         }
     batches = -(-big // base.extract_batch_size)

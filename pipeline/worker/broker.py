@@ -9,7 +9,7 @@ from contracts import Stage
 from pipeline.errors import JobCancelled, PermanentError
 from pipeline.settings import Settings
 from pipeline.store import Store
-from pipeline.store.queues import BATCH_ACTOR, JobAbortable, WakingRedisBroker
+from pipeline.store.queues import JobAbortable, WakingRedisBroker
 from pipeline.worker.middleware import FairRelease, JobEvents, StageRetries
 from pipeline.worker.reaper import Reaper
 from pipeline.worker.status import WorkerStatus
@@ -42,7 +42,7 @@ def build_broker(
         status,
         Reaper(store, after_s=settings.reap_after_s),
         # FairRelease before JobEvents: its "after" hook runs once the batch's outcome is recorded.
-        FairRelease(store.queues.fair, {BATCH_ACTOR}),
+        FairRelease(store.queues.fair),
         # JobEvents before StageRetries: "after" hooks run in reverse, so it sees the retry decision.
         JobEvents(store.jobs, stages, parts=parts, max_crashes=settings.max_crashes),
         retries,

@@ -15,7 +15,7 @@ from dramatiq_abort import Abort
 from contracts import Stage
 from contracts.progress import STAGE_START, StageRetrying, StageStarted
 from pipeline.errors import JobCancelled
-from pipeline.store import REDIS_ERRORS, JobStore
+from pipeline.store import BATCH_ACTOR, REDIS_ERRORS, JobStore
 from pipeline.store.fair import FairShare
 from pipeline.store.outages import describe, until_redis_answers
 
@@ -170,9 +170,8 @@ class FairRelease(Middleware):
     that have left the queue.
     """
 
-    def __init__(self, fair: FairShare, actors: set[str]) -> None:
+    def __init__(self, fair: FairShare) -> None:
         self.fair = fair
-        self.actors = actors  # the actors whose messages are shared fairly
 
     def after_process_message(
         self, broker: dramatiq.Broker, message: Any, *, result: object = None, exception: BaseException | None = None
@@ -183,7 +182,7 @@ class FairRelease(Middleware):
         self._done(message)
 
     def _done(self, message: Any) -> None:
-        if message.actor_name not in self.actors:
+        if message.actor_name != BATCH_ACTOR:
             return
         try:
             self.fair.finished(str(message.options.get("redis_message_id", "")))

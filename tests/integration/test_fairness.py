@@ -208,7 +208,7 @@ def test_the_cap_per_owner_holds(
     small = jobs.submit(seed_request(user_query=SMALL, rows=1, client_id="owner-b"))
     assert follow(jobs, big.task_id, timeout=60)[-1].status == "completed"
     assert follow(jobs, small.task_id)[-1].status == "completed"
-    assert _documents(jobs, big.task_id) >= 8
+    assert _documents(jobs, big.task_id) >= 8 and _documents(jobs, small.task_id) >= 2
     assert extractor.most == {BIG: 2, SMALL: 2}  # one batch of two documents at a time, each
     assert jobs.store.queues.fair.running() == {}
 
@@ -225,6 +225,15 @@ def test_a_waiting_job_is_not_reaped_and_a_cancel_drops_what_waits(
         wait_for(lambda: extractor.waiting == 2, timeout=30, what="a batch of the big job at the gate")
         small = jobs.submit(seed_request(user_query=SMALL, rows=1, client_id="owner-b"))
         wait_for(lambda: _held(jobs, small.task_id), timeout=30, what="the small job's batches waiting")
+        # its batches are held inside the extraction actor, whose own message carries the job until acknowledged
+        job = jobs.store.jobs.load(small.task_id)
+        assert job is not None and job.message_id is not None
+        stage_message, stage_messages = job.message_id, jobs.store.keys.messages("extraction")
+        wait_for(
+            lambda: not jobs.store.queues.client.hexists(stage_messages, stage_message),
+            timeout=30,
+            what="the small job's extraction message acknowledged",
+        )
 
         # nothing of the small job is queued or running, yet it is carried on: its batches wait for their turn
         assert Reaper(jobs.store, after_s=0).reap(jobs.store.queues.broker) == []
