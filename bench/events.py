@@ -26,6 +26,7 @@ from websockets.asyncio.client import connect as ws_connect
 
 from bench.proc import cpu_s, percentile, rss_mb
 from contracts import FieldDefinition, GenerateRequest, JobRecord
+from pipeline.settings import Settings
 from pipeline.store.events import EventBus, publisher_client
 from pipeline.store.keys import Keys
 from services.embedded_redis import EmbeddedRedis, free_port
@@ -208,7 +209,7 @@ def run(quick: bool) -> dict[str, object]:
         port = free_port()
         api = _start_api(server.url, prefix, port)
         reader = redis.Redis.from_url(server.url)
-        publisher = publisher_client(server.url)
+        publisher = publisher_client(Settings(redis_url=server.url))
         bus = EventBus(reader, publisher, Keys(prefix), ttl_s=3600, maxlen=10_000)
         parent, child = multiprocessing.get_context("spawn").Pipe()
         clients = multiprocessing.get_context("spawn").Process(target=_clients_main, args=(port, client_ids, child))

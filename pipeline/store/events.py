@@ -91,13 +91,8 @@ _ATTEMPTS = 3
 _PAUSE_S = 0.1
 
 
-def publisher_client(settings: Settings | str) -> redis.Redis:
-    """A client for publishing: short timeouts and no hidden retries (``EventBus.publish`` retries).
-
-    ``settings`` may be a bare Redis URL (that Redis, no Sentinel).
-    """
-    if isinstance(settings, str):
-        settings = Settings(redis_url=settings)
+def publisher_client(settings: Settings) -> redis.Redis:
+    """A client for publishing: short timeouts and no hidden retries (``EventBus.publish`` retries)."""
     return connections.sync_client(settings, socket_timeout=2, socket_connect_timeout=2, retry=Retry(NoBackoff(), 0))
 
 

@@ -31,6 +31,7 @@ from contracts import (
 )
 from pipeline.extractors.base import Extraction
 from pipeline.extractors.heuristic import HeuristicExtractor
+from pipeline.settings import Settings
 from pipeline.store.events import EventBus, publisher_client
 from services.embedded_redis import free_port
 from tests.conftest import follow, wait_for
@@ -350,7 +351,7 @@ def test_unknown_tasks_and_bad_resume_ids_are_refused_before_the_stream_opens(ap
 
 def test_an_event_that_cannot_be_published_is_logged_not_raised(settings, make_jobs, caplog):
     jobs = make_jobs()
-    dead = publisher_client(f"redis://127.0.0.1:{free_port()}/0")
+    dead = publisher_client(Settings(redis_url=f"redis://127.0.0.1:{free_port()}/0"))
     bus = EventBus(jobs.store.client, dead, jobs.store.keys, ttl_s=60, maxlen=100)
     job = fake_job("c")
     assert bus.publish(job, "processing", message="nobody hears this") is None  # a stage carries on

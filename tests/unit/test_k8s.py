@@ -167,7 +167,9 @@ def test_the_worker_probe_reaches_its_metrics_server(layout: tuple[str, list[Doc
     ports = {port["name"]: port["containerPort"] for port in worker["ports"]}
     metrics_port = Settings.from_env(_environment(documents, worker)).worker_metrics_port
     assert ports[probe["port"]] == metrics_port != 0
-    # The server WorkerStatus starts on LITMINER_WORKER_METRICS_PORT, answering the probe's path.
+    # prometheus_client's server answers any path; the probe names the one Prometheus scrapes and the docs give
+    assert probe["path"] == "/metrics"
+    # The server WorkerStatus starts on LITMINER_WORKER_METRICS_PORT, answering with the worker's metrics.
     server, _ = start_http_server(0, addr="127.0.0.1", registry=WorkerMetrics().registry)
     try:
         url = f"http://127.0.0.1:{server.server_port}{probe['path']}"
