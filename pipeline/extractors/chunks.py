@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import importlib
 import itertools
+import json
 import logging
+from collections.abc import Mapping, Sequence
 from functools import lru_cache
 from typing import Protocol, cast
 
@@ -74,3 +76,15 @@ def split_by_section(text: str, starts: list[int], max_tokens: int, overlap: int
     if current.strip():
         chunks.append(current)
     return [chunk for chunk in chunks if chunk.strip()]
+
+
+#: tokens OpenAI's chat format adds per message (role and separators) and once per reply (its priming)
+_PER_MESSAGE, _PER_REPLY = 4, 3
+
+
+def request_tokens(messages: Sequence[Mapping[str, object]], response_format: Mapping[str, object] | None) -> int:
+    """The prompt tokens a chat request sends: its messages' text, the chat format's overhead, and the reply's
+    JSON schema (which the provider counts as prompt). Estimated like ``tokens`` without tiktoken."""
+    text = sum(tokens(str(m.get("content") or "")) + _PER_MESSAGE for m in messages)
+    schema = tokens(json.dumps(response_format, separators=(",", ":"))) if response_format else 0
+    return text + schema + _PER_REPLY
