@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from bench import baseline, capacity, events, extract, fairness, library, memory, pipeline, relevance
+from bench import baseline, capacity, estimate, events, extract, fairness, library, llm, memory, pipeline, relevance
 
 BENCHMARKS: dict[str, Callable[[bool], dict[str, object]]] = {
     "pipeline": pipeline.run,
@@ -21,6 +21,8 @@ BENCHMARKS: dict[str, Callable[[bool], dict[str, object]]] = {
     "relevance": relevance.run,
     "fairness": fairness.run,
     "capacity": capacity.run,
+    "estimate": estimate.run,
+    "llm": llm.run,
 }
 RESULTS = Path(__file__).parent / "results"
 

@@ -33,6 +33,7 @@ from celery.signals import task_failure  # type: ignore[import-untyped]
 from redis.client import PubSub
 
 from bench.inmemory import DOCUMENTS, MemoryExtractor, request
+from bench.proc import tree_cpu_s
 from contracts import (
     CandidateRow,
     Document,
@@ -56,6 +57,7 @@ ROOT = Path(__file__).resolve().parents[1]
 REDIS_URL = os.environ.get("LITMINER_BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
 PREFIX = os.environ.get("LITMINER_BENCH_PREFIX", "bench:celery:")
 TTL_S = 3600
+_QUEUE = "celery"  # Celery's default queue: every task here goes to it
 SETTINGS = Settings()
 
 
@@ -312,17 +314,22 @@ def _completed(pubsub: PubSub, deadline: float) -> str:
 
 def drain(
     redis_url: str, prefix: str, jobs: int, *, concurrency: int = 8, timeout_s: float = 120
-) -> tuple[float, subprocess.Popen[bytes]]:
-    """Queue ``jobs`` jobs with no worker running, then start one; seconds from its first event to the last
-    "completed" (event timestamps, as litminer's pipeline benchmark measures), and the worker, still running."""
+) -> tuple[float, float, subprocess.Popen[bytes]]:
+    """Queue ``jobs`` jobs while the worker does not consume, then let it; seconds from its first event to the
+    last "completed" (event timestamps, as litminer's pipeline benchmark measures), the CPU seconds its processes
+    (the main one and the pool's) used from then on, and the worker, still running."""
     request_json = _request_json()
-    with _session(redis_url, prefix) as (driver, client, pubsub):
-        for _ in range(jobs):
-            _submit(driver, client, prefix, request_json)
-        while pubsub.get_message(timeout=0.01) is not None:  # the "started" events
-            pass
-        worker = start_worker(redis_url, prefix, concurrency=concurrency)
-        try:
+    worker = start_worker(redis_url, prefix, concurrency=concurrency)
+    try:
+        with _session(redis_url, prefix) as (driver, client, pubsub):
+            # the worker's boot is not measured: it stops consuming while the jobs are queued
+            driver.control.cancel_consumer(_QUEUE, reply=True)
+            for _ in range(jobs):
+                _submit(driver, client, prefix, request_json)
+            while pubsub.get_message(timeout=0.01) is not None:  # the "started" events
+                pass
+            cpu_before = tree_cpu_s(worker.pid)
+            driver.control.add_consumer(_QUEUE, reply=True)
             first, last, done = 0.0, 0.0, 0
             deadline = time.perf_counter() + timeout_s
             while done < jobs:
@@ -330,10 +337,11 @@ def drain(
                 first = first or event.timestamp
                 if event.status == "completed":
                     last, done = max(last, event.timestamp), done + 1
-        except BaseException:
-            stop_worker(worker)
-            raise
-        return last - first, worker
+            cpu = tree_cpu_s(worker.pid) - cpu_before
+    except BaseException:
+        stop_worker(worker)
+        raise
+    return last - first, cpu, worker
 
 
 def latencies(redis_url: str, prefix: str, jobs: int, *, gap_s: float = 0.0, timeout_s: float = 30) -> list[float]:

@@ -23,8 +23,11 @@ _TECHNOLOGIES = ["Slow sand filtration", "UV disinfection", "Chlorine dioxide do
 DOCUMENTS = [
     Document(
         id=f"{NAME}:{i}",
-        title=f"{name} of irrigation water for specialty crops",
-        abstract=f"{name} removes pathogens from irrigation water. Growers of leafy greens adopted it widely.",
+        title=f"{name} of irrigation water in specialty crop production",
+        abstract=(
+            f"{name} is a water treatment technology that removes pathogens from irrigation water. Growers of "
+            "specialty crops such as leafy greens adopted it widely."
+        ),
         authors=["A. Author", "B. Author"],
         year=2020 + i,
         doi=f"10.1234/bench.{i}",

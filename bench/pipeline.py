@@ -240,6 +240,7 @@ def drain(server: EmbeddedRedis, processes: int, jobs: int, folder: Path) -> dic
         "round_trips_per_job": round((counts.total + submitted.total) / jobs, 1),
         "publish_round_trips_per_event": round((counts.publish + submitted.publish) / published, 2),
         "worker_peak_rss_mb": peak,
+        "jobs_per_worker_cpu_s": round(jobs / workers_cpu, 1),
         "cpu_cores": {name: round(seconds / elapsed, 2) for name, seconds in cpu.items()},
     }
 

@@ -14,6 +14,7 @@ from contracts.dataset import (
     TextPart,
 )
 from contracts.documents import CandidateRow, Document, ExtractedRow, ExtractionReply, Provenance, Section
+from contracts.estimate import CompletionBasis, Estimate
 from contracts.events import Event, EventStatus, decode_event, encode_event
 from contracts.fields import FIELD_TYPES, FieldDefinition, FieldType, PreparedSchema
 from contracts.jobs import STAGE_ORDER, STAGES, TERMINAL_STATUSES, JobRecord, JobStatus, Stage, TaskAccepted, TaskStatus
@@ -54,6 +55,7 @@ __all__ = [
     "CellStatus",
     "Citation",
     "CitationMetadata",
+    "CompletionBasis",
     "Confidence",
     "Conflict",
     "ConflictValue",
@@ -63,6 +65,7 @@ __all__ = [
     "DatasetStats",
     "Decision",
     "Document",
+    "Estimate",
     "Event",
     "EventStatus",
     "EventValue",

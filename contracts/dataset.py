@@ -76,6 +76,8 @@ class DatasetRow(Record, frozen=True, kw_only=True):
     basis: str = ""
     row_id: str = ""
     review: RowReview | None = None
+    #: the candidate rows (``CandidateRow.candidate``) merged into this row, best-ranked first
+    candidates: list[str] = []
 
 
 class ExtractionStats(Record, frozen=True, kw_only=True):
@@ -106,6 +108,8 @@ class ExtractionStats(Record, frozen=True, kw_only=True):
     documents_screened_out: int = 0
     screening_calls: int = 0
     budget_exhausted: bool = False
+    #: answers of 429 (rate limited) the provider gave; each call was waited for and asked again
+    rate_limited: int = 0
 
 
 class ConflictValue(Record, frozen=True, kw_only=True):
@@ -150,6 +154,9 @@ class DatasetStats(Record, frozen=True, kw_only=True):
     flow: Flow | None = None
     #: the search queries the job ran, in order
     queries: list[str] = []
+    #: every candidate row not in a row's ``candidates``, and why (a required value missing, ranked below the
+    #: rows requested)
+    dropped_candidates: dict[str, str] = {}
 
 
 class Dataset(Record, frozen=True, kw_only=True):

@@ -88,12 +88,16 @@ class CandidateRow(Record, frozen=True, kw_only=True):
     ``flags`` names fields whose stated value could not be converted to the column type (field → why);
     ``repaired`` the fields whose quote matched only after repair (fuzzily); ``relevance`` is the document's
     screening score and ``reason`` the extractor's own reason the row answers the question, when it gave one.
+    ``candidate`` is the row's id, ``"{source_id}#{n}"`` with ``n`` its place among its document's grounded
+    rows: the same for a redelivered batch, unique in a run; the ``row_found`` event and the dataset's
+    ``candidates`` and ``dropped_candidates`` name the row by it ("" for rows stored before ids existed).
     """
 
     values: dict[str, FieldValue]
     citations: list[Citation]
     source_id: str
     rank: int
+    candidate: str = ""
     flags: dict[str, str] = {}
     repaired: list[str] = []
     relevance: float = 0.0

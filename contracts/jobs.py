@@ -44,6 +44,9 @@ class JobRecord(Record, frozen=True, kw_only=True):
     tokens: int = 0
     #: who created it: a short, non-reversible id of the API key ("" when the API needs no key); never the key
     owner: str = ""
+    #: an estimate: extraction counts the calls and tokens it would spend instead of making them, and the job
+    #: completes with an ``Estimate`` instead of a dataset
+    estimate: bool = False
 
 
 class TaskAccepted(Record, frozen=True, kw_only=True):

@@ -11,7 +11,7 @@ from typing import TypeAlias
 
 import msgspec
 
-from contracts.base import EventValue
+from contracts.base import EventValue, FieldValue
 from contracts.jobs import Stage
 
 #: where each stage starts on the 0–100 progress scale; a stage ends where the next one starts (the last at 100)
@@ -173,6 +173,56 @@ class DocumentExtracted(EventData, frozen=True, kw_only=True, tag="document_extr
     document: str | None = None
 
 
+#: a ``RowFound``'s values travel as one ``value_<field>`` key each
+VALUE_PREFIX = "value_"
+#: the longest paper title a ``RowFound`` carries
+TITLE_CHARS = 200
+
+
+class RowFound(EventData, frozen=True, kw_only=True, tag="row_found"):
+    """A verified candidate row, sent as soon as its document is read: its id (``CandidateRow.candidate``), its
+    document's id and title, and its values (every field of the schema, None when the paper states none).
+
+    ``values`` travel flat, one key per field, ``value_<field>``; a list or dict value as its JSON text, with its
+    field named in ``json_fields`` (comma-separated). ``read_data`` gives the values back (``values_from``).
+    """
+
+    candidate: str
+    document: str
+    title: str
+    values: dict[str, FieldValue] = {}
+
+    def as_data(self) -> dict[str, EventValue]:
+        data = super().as_data()
+        data.pop("values", None)
+        encoded = []
+        for name, value in self.values.items():
+            if isinstance(value, list | dict):
+                encoded.append(name)
+                data[VALUE_PREFIX + name] = _encode(value).decode()
+            else:
+                data[VALUE_PREFIX + name] = value
+        if encoded:
+            data["json_fields"] = ",".join(encoded)
+        return data
+
+    @staticmethod
+    def values_from(data: dict[str, EventValue]) -> dict[str, FieldValue]:
+        """The row's values from an event's ``data``, lists and dicts decoded, in the order they were sent."""
+        encoded = set(str(data.get("json_fields") or "").split(","))
+        values: dict[str, FieldValue] = {}
+        for key, value in data.items():
+            if not key.startswith(VALUE_PREFIX):
+                continue
+            name = key.removeprefix(VALUE_PREFIX)
+            values[name] = _decode_json(value) if name in encoded and isinstance(value, str) else value
+        return values
+
+
+_encode = msgspec.json.Encoder().encode
+_decode_json = msgspec.json.Decoder(list[object] | dict[str, object]).decode
+
+
 class BudgetReached(EventData, frozen=True, kw_only=True, tag="budget_reached"):
     """The job's token budget is spent: the remaining documents are skipped."""
 
@@ -206,6 +256,23 @@ class JobCompleted(EventData, frozen=True, kw_only=True, tag="job_completed"):
     shortfall: str | None = None
 
 
+class EstimateReady(EventData, frozen=True, kw_only=True, tag="estimate_ready"):
+    """An estimate's end: what extraction would spend (``GET /api/v1/tasks/{task_id}/estimate`` has it all).
+
+    ``budget`` is 0 without one; ``cost_usd`` is left out when the model has no price.
+    """
+
+    documents: int
+    calls: int
+    prompt_tokens: int
+    completion_tokens: int
+    completion_basis: str
+    budget: int
+    over_budget: bool
+    documents_within_budget: int
+    cost_usd: float | None = None
+
+
 AnyEventData: TypeAlias = (
     StageStarted
     | StageRetrying
@@ -218,9 +285,11 @@ AnyEventData: TypeAlias = (
     | SearchDone
     | ExtractionPlanned
     | DocumentExtracted
+    | RowFound
     | BudgetReached
     | ExtractionDone
     | JobCompleted
+    | EstimateReady
 )
 
 #: data kinds that carry a warning or an error worth showing (the CLI prints them in yellow)
@@ -235,4 +304,6 @@ def read_data(data: dict[str, EventValue]) -> AnyEventData | None:
         read: AnyEventData = msgspec.convert(data, AnyEventData)
     except msgspec.ValidationError:
         return None
+    if isinstance(read, RowFound):
+        return msgspec.structs.replace(read, values=RowFound.values_from(data))
     return read

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
+
+import msgspec
 
 from contracts.base import Inbound
 from contracts.fields import FieldDefinition
@@ -11,6 +13,9 @@ from contracts.screening import Criterion
 ReprocessStage = Literal["search", "extraction", "assembly"]
 
 ExtractorName = Literal["auto", "openai", "heuristic"]
+
+#: a job's token budget: at least one token
+TokenBudget = Annotated[int, msgspec.Meta(ge=1)]
 
 
 class GenerateRequest(Inbound, frozen=True, kw_only=True):
@@ -27,6 +32,8 @@ class GenerateRequest(Inbound, frozen=True, kw_only=True):
     criteria: list[Criterion] = []
     #: an http(s) URL that receives one signed POST when the job ends (docs/usage.md, "Webhooks")
     callback_url: str | None = None
+    #: the job's token budget, instead of ``LITMINER_MAX_TOKENS_PER_JOB``: extraction stops once it is spent
+    max_tokens: TokenBudget | None = None
 
 
 class ReprocessRequest(Inbound, frozen=True, kw_only=True):
@@ -46,3 +53,5 @@ class ReprocessRequest(Inbound, frozen=True, kw_only=True):
     callback_url: str | None = None
     #: keep the parent's reviewed cells and excluded rows (matched by row id); false starts unreviewed
     keep_review: bool = True
+    #: a new token budget (the parent's otherwise)
+    max_tokens: TokenBudget | None = None

@@ -18,6 +18,7 @@ from contracts import (
     TERMINAL_STATUSES,
     Dataset,
     DatasetRow,
+    Estimate,
     GenerateRequest,
     JobRecord,
     ReprocessRequest,
@@ -86,6 +87,19 @@ class JobService:
             request, client_id=request.client_id, stage="schema_preparation", message="Job queued", owner=owner
         )
 
+    def estimate(self, request: GenerateRequest, *, owner: str = "") -> JobRecord:
+        """Check the request and start an estimate job of ``owner``: schema preparation and search as for a
+        dataset, then extraction counts the calls and tokens it would spend instead of making them."""
+        self.check(request)
+        return self._start(
+            request,
+            client_id=request.client_id,
+            stage="schema_preparation",
+            message="Estimate queued",
+            owner=owner,
+            estimate=True,
+        )
+
     def reprocess(self, parent_id: str, change: ReprocessRequest, *, owner: str = "") -> JobRecord:
         """A new job of ``owner`` running the parent's request (with overrides) from ``change.from_stage`` on.
 
@@ -101,6 +115,8 @@ class JobService:
         request = reprocessed_request(parent, change)
         if change.callback_url is not None:  # "" drops the parent's
             request = msgspec.structs.replace(request, callback_url=change.callback_url or None)
+        if change.max_tokens is not None:
+            request = msgspec.structs.replace(request, max_tokens=change.max_tokens)
         self.check(request)
         stage: Stage = change.from_stage
         self._check_inputs(parent_id, stage, skip=("schema",))
@@ -160,6 +176,7 @@ class JobService:
         parent: str | None = None,
         owner: str = "",
         keep_review: bool = True,
+        estimate: bool = False,
     ) -> JobRecord:
         client_id = client_id or str(uuid.uuid4())
         self.claim_client(client_id, owner)
@@ -177,12 +194,15 @@ class JobService:
             parent_task_id=parent,
             from_stage=stage if parent else None,
             owner=owner,
+            estimate=estimate,
         )
         if parent is not None:
             self._copy_inputs(parent, task_id, request, stage, keep_review=keep_review)
-        self.store.jobs.create(job, message=message)
+        # the job and its first message in one transaction: the caller is told it failed, or it runs
         try:
-            self.store.queues.send(queued)
+            self.store.jobs.create(
+                job, message=message, send=lambda pipe, raw: self.store.queues.send_in(pipe, queued, raw)
+            )
             self.store.replicated()  # with Sentinel, the 202 comes once a replica holds the job
         except REDIS_ERRORS:  # the caller is told it failed and gets no task id: the job must not run later
             self._discard(job)
@@ -191,7 +211,8 @@ class JobService:
         return job
 
     def _discard(self, job: JobRecord) -> None:
-        """Forget a job whose first message could not be sent (Redis takes deletions even when out of memory)."""
+        """Forget a job whose creation failed in part or no replica confirmed (Redis takes deletions even when out
+        of memory); a first message sent anyway finds no job and is skipped."""
         try:
             self.store.jobs.discard(job)
         except REDIS_ERRORS:  # Redis is gone or read-only: the reaper will send its first stage once it is back
@@ -235,7 +256,9 @@ class JobService:
         return self._completed(self.find(task_id, owner), original=original)
 
     def _completed(self, job: JobRecord, *, original: bool = False) -> Dataset:
-        """``_finished``, or ``JobConflict`` until the job completed."""
+        """``_finished``, or ``JobConflict`` until the job completed (and always for an estimate, which has none)."""
+        if job.estimate:
+            raise JobConflict(estimate_has_no_dataset(job.task_id))
         dataset = self._finished(job, original=original)
         if dataset is None:
             raise JobConflict(
@@ -249,6 +272,18 @@ class JobService:
         if dataset is None or original:
             return dataset and review.with_row_ids(dataset)
         return review.apply(dataset, self.store.jobs.review_trail(job.task_id))
+
+    def estimate_of(self, task_id: str, owner: str = "") -> Estimate:
+        """The estimate of an estimate job (``JobConflict`` until it completed, and for a job that is no estimate)."""
+        job = self.find(task_id, owner)
+        if not job.estimate:
+            raise JobConflict(f"task {task_id} is not an estimate (POST /api/v1/datasets/estimate starts one)")
+        estimate = self.store.jobs.get_output(task_id, "estimate", Estimate) if job.status == "completed" else None
+        if estimate is None:
+            raise JobConflict(
+                f"task {task_id} is {job.status} (stage {job.stage}); the estimate exists once it completes"
+            )
+        return estimate
 
     def review(self, task_id: str, row_id: str, change: ReviewChange, *, owner: str = "") -> DatasetRow:
         """Record one review decision on row ``row_id`` of a finished dataset; returns the row as reviewed.
@@ -326,6 +361,14 @@ class JobService:
 
     def close(self) -> None:
         self.store.close()
+
+
+def estimate_has_no_dataset(task_id: str) -> str:
+    """What asking an estimate job for a dataset is told: how to run it for real."""
+    return (
+        f"task {task_id} is an estimate; run it with POST /api/v1/tasks/{task_id}/reprocess "
+        '{"from_stage": "extraction"}'
+    )
 
 
 def task_status(job: JobRecord, result: Dataset | None) -> TaskStatus:

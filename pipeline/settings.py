@@ -79,8 +79,13 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     llm_timeout_s: float = 120.0
     llm_retries: int = 3
     llm_chunk_tokens: int = 6_000
+    #: the provider's requests and tokens per minute, until its x-ratelimit-* headers say (0: no limit until then)
+    llm_rpm: int = 0
+    llm_tpm: int = 0
     extract_batch_size: int = 4
     max_tokens_per_job: int = 0
+    #: USD per million prompt and completion tokens, by model (``LITMINER_LLM_PRICES``), for cost estimates
+    llm_prices: dict[str, tuple[float, float]] = {}
     grounding_threshold: float = 92.0
     merge_threshold: float = 90.0
     event_queue_size: int = 1_000
@@ -194,8 +199,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             llm_timeout_s=_float(env, "LITMINER_LLM_TIMEOUT_S", defaults.llm_timeout_s),
             llm_retries=_int(env, "LITMINER_LLM_RETRIES", defaults.llm_retries, minimum=0),
             llm_chunk_tokens=_int(env, "LITMINER_LLM_CHUNK_TOKENS", defaults.llm_chunk_tokens, minimum=500),
+            llm_rpm=_int(env, "LITMINER_LLM_RPM", defaults.llm_rpm, minimum=0),
+            llm_tpm=_int(env, "LITMINER_LLM_TPM", defaults.llm_tpm, minimum=0),
             extract_batch_size=_int(env, "LITMINER_EXTRACT_BATCH", defaults.extract_batch_size, minimum=1),
             max_tokens_per_job=_int(env, "LITMINER_MAX_TOKENS_PER_JOB", defaults.max_tokens_per_job, minimum=0),
+            llm_prices=_prices(env, "LITMINER_LLM_PRICES"),
             grounding_threshold=_float(env, "LITMINER_GROUNDING_THRESHOLD", defaults.grounding_threshold, maximum=100),
             merge_threshold=_float(env, "LITMINER_MERGE_THRESHOLD", defaults.merge_threshold, maximum=100),
             event_queue_size=_int(env, "LITMINER_EVENT_QUEUE_SIZE", defaults.event_queue_size, minimum=1),
@@ -332,6 +340,25 @@ def _callback_urls(env: Mapping[str, str]) -> dict[str, str]:
             raise SettingsError(f"LITMINER_CALLBACK_URLS: the URL of {owner} is {exc}") from None
         urls[owner] = url
     return urls
+
+
+def _prices(env: Mapping[str, str], name: str) -> dict[str, tuple[float, float]]:
+    """``model=input/output`` pairs, comma-separated: USD per million prompt and completion tokens."""
+    prices: dict[str, tuple[float, float]] = {}
+    for item in _list(env, name):
+        model, _, price = (part.strip() for part in item.rpartition("="))  # a model name may hold a "/"
+        given, _, taken = price.partition("/")
+        try:
+            pair = (float(given), float(taken))
+        except ValueError:
+            pair = (-1.0, -1.0)
+        if not model or not all(0 <= p < float("inf") for p in pair):
+            raise SettingsError(
+                f"{name} takes model=input/output pairs (USD per million prompt and completion tokens, e.g. "
+                f"gpt-4o-mini=0.15/0.60), separated by commas; got {item!r}"
+            )
+        prices[model] = pair
+    return prices
 
 
 def _delays(env: Mapping[str, str], name: str, default: tuple[float, ...]) -> tuple[float, ...]:

@@ -176,7 +176,7 @@ def payload(job: JobRecord, event: Event) -> WebhookPayload:
         error=job.error if job.status == status else None,
         event=event,
         status_url=f"/tasks/{job.task_id}",
-        dataset_url=f"/api/v1/datasets/{job.task_id}" if status == "completed" else None,
+        dataset_url=f"/api/v1/datasets/{job.task_id}" if status == "completed" and not job.estimate else None,
     )
 
 

@@ -16,14 +16,16 @@ from pathlib import Path
 
 import msgspec
 from rich.console import Console
+from rich.table import Table
 
-from contracts import STAGES, TaskStatus
+from contracts import STAGES, Estimate, TaskStatus
 from pipeline.errors import InvalidRequest, JobConflict, JobNotFound, SettingsError, StoreUnavailable
 from pipeline.settings import Settings
+from pipeline.text import plural
 from pipeline.version import VERSION
 from services.client import DEFAULT_API_URL, ApiClient, ApiError, ExportFormat
 from services.logs import configure_logging
-from services.progress import citations, generate, run_job, say
+from services.progress import citations, generate, run_job, say, watch_job
 
 # The API, the worker and the pipeline (Litestar, Dramatiq, the OpenAI SDK) are imported by the commands that
 # run them, so that the client commands (status, cancel, events, generate --api) start in well under a second.
@@ -73,6 +75,11 @@ def _parser() -> argparse.ArgumentParser:
         "--fields", required=True, metavar="FILE|JSON", help="field definitions: a JSON file or an inline JSON array"
     )
     generate_.add_argument("--model-name", default="Dataset", help="name of the dataset's model (default Dataset)")
+    generate_.add_argument(
+        "--estimate",
+        action="store_true",
+        help="search, then print what extraction would cost (LLM calls, tokens, money) without calling the LLM",
+    )
     _add_job_options(generate_, client_id=True)
     where = generate_.add_mutually_exclusive_group()
     _add_api_option(where)
@@ -175,6 +182,13 @@ def _add_job_options(parser: argparse.ArgumentParser, *, client_id: bool, source
         help="comma list: openalex, europepmc, crossref, arxiv, semanticscholar, local" + sources_note,
     )
     parser.add_argument("--extractor", default=None, choices=["auto", "openai", "heuristic"])
+    parser.add_argument(
+        "--max-tokens",
+        type=int,
+        default=None,
+        metavar="N",
+        help="the job's token budget: extraction stops once it spent N tokens (default LITMINER_MAX_TOKENS_PER_JOB)",
+    )
     criteria = " (repeatable; needs --from-stage search)" if sources_note else " (repeatable)"
     parser.add_argument(
         "--include", action="append", default=None, metavar="TEXT", help="an inclusion criterion" + criteria
@@ -294,12 +308,61 @@ def _generate(args: argparse.Namespace) -> int:
     }
     body |= _job_options(args)
     outputs = [(args.out, _format(args))]
+    if args.estimate:
+        if args.embedded:
+            raise InvalidRequest("--estimate", "needs a running API (--api or LITMINER_API_URL), not --embedded")
+        with ApiClient(args.api, args.api_key) as client:
+            return _estimate(client, body, args.api)
     if args.embedded:
         from services.demo import run_embedded  # noqa: PLC0415
 
         return _in_process(lambda: run_embedded(body, outputs, log_level=_service_level(args)))
     with ApiClient(args.api, args.api_key) as client:
         return generate(client, body, Console(), outputs)
+
+
+def _estimate(client: ApiClient, body: dict[str, object], api: str | None) -> int:
+    """Submit an estimate, follow it, print what the job would cost and the command that runs it for real."""
+    console = Console()
+    accepted = client.estimate(body)
+    task_id = accepted.task_id
+    say(
+        console,
+        f"task {task_id}: estimating {body.get('user_query')!r} (follow: {client.base_url}/sse/tasks/{task_id})",
+    )
+    final = watch_job(client, task_id, console)
+    if final is None:
+        return 1
+    if final.status != "completed":
+        status = client.status(task_id)
+        print(f"litminer: estimate {task_id} {final.status}: {status.error or final.message}", file=sys.stderr)
+        return 1
+    print_estimate(console, client.task_estimate(task_id))
+    where = f" --api {api}" if api else ""
+    say(console, f"run it (reusing this search): litminer reprocess {task_id} --from-stage extraction{where}")
+    return 0
+
+
+def print_estimate(console: Console, estimate: Estimate) -> None:
+    """The estimate as a small table: documents, LLM calls, input and output tokens, cost, budget."""
+    table = Table(title=f"Estimate: {estimate.extractor} {estimate.model or ''}".rstrip(), title_justify="left")
+    table.add_column("")
+    table.add_column("estimate", justify="right")
+    table.add_column("", style="dim")
+    basis = {"history": f"from {plural(estimate.history_runs, 'earlier run')}", "guess": "guessed from the schema"}
+    calls = f"{estimate.screening_calls} screening, {estimate.extraction_calls} extraction" if estimate.calls else ""
+    cost = "no price: set LITMINER_LLM_PRICES" if estimate.cost_usd is None else ""
+    budget = "over: " if estimate.over_budget else "within" if estimate.budget else ""
+    if estimate.over_budget:
+        budget += f"{estimate.documents_within_budget} of {estimate.documents} documents read"
+    table.add_row("documents", f"{estimate.documents:,}", "")
+    table.add_row("LLM calls", f"{estimate.calls:,}", calls)
+    table.add_row("input tokens", f"{estimate.prompt_tokens:,}", "")
+    table.add_row("output tokens", f"{estimate.completion_tokens:,}", basis.get(estimate.completion_basis, ""))
+    table.add_row("cost", "" if estimate.cost_usd is None else f"${estimate.cost_usd:.4f}", cost)
+    table.add_row("budget", f"{estimate.budget:,} tokens" if estimate.budget else "none", budget)
+    console.print()
+    console.print(table)
 
 
 def _reprocess(args: argparse.Namespace) -> int:
@@ -326,6 +389,8 @@ def _job_options(args: argparse.Namespace) -> dict[str, object]:
         options["sources"] = _split(args.sources)
     if args.extractor is not None:
         options["extractor"] = args.extractor
+    if args.max_tokens is not None:
+        options["max_tokens"] = args.max_tokens
     if args.include is not None or args.exclude is not None:
         options["criteria"] = [{"text": t, "kind": "include"} for t in args.include or []] + [
             {"text": t, "kind": "exclude"} for t in args.exclude or []

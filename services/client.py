@@ -44,6 +44,7 @@ from contracts import (
     Criterion,
     Dataset,
     DatasetRow,
+    Estimate,
     Event,
     ExtractorName,
     FieldDefinition,
@@ -99,6 +100,7 @@ class GenerateFields(TypedDict, total=False):
     extractor: ExtractorName | None
     criteria: Sequence[Criterion | Mapping[str, object]]
     callback_url: str | None
+    max_tokens: int | None
 
 
 class _ErrorBody(msgspec.Struct, frozen=True, kw_only=True):
@@ -113,6 +115,7 @@ _decode_accepted = msgspec.json.Decoder(TaskAccepted).decode
 _decode_status = msgspec.json.Decoder(TaskStatus).decode
 _decode_dataset = msgspec.json.Decoder(Dataset).decode
 _decode_row = msgspec.json.Decoder(DatasetRow).decode
+_decode_estimate = msgspec.json.Decoder(Estimate).decode
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,6 +196,15 @@ class _Core:
             raise TypeError("generate takes a GenerateRequest (or a mapping) or keyword arguments, not both")
         body = _body(request if request is not None else {**fields})
         return _Call("POST", "/api/v1/datasets/generate", _decode_accepted, body)
+
+    def estimate(
+        self, request: GenerateRequest | Mapping[str, object] | None, fields: GenerateFields
+    ) -> _Call[TaskAccepted]:
+        call = self.generate(request, fields)
+        return _Call("POST", "/api/v1/datasets/estimate", _decode_accepted, call.body)
+
+    def task_estimate(self, task_id: str) -> _Call[Estimate]:
+        return _Call("GET", f"/api/v1/tasks/{_segment(task_id)}/estimate", _decode_estimate)
 
     def reprocess(self, task_id: str, request: ReprocessRequest | Mapping[str, object]) -> _Call[TaskAccepted]:
         return _Call("POST", f"/api/v1/tasks/{_segment(task_id)}/reprocess", _decode_accepted, _body(request))
@@ -377,6 +389,17 @@ class ApiClient:
         """``POST /api/v1/datasets/generate``: queue a job, given as a ``GenerateRequest`` or its fields."""
         return self._send(self._core.generate(request, fields))
 
+    def estimate(
+        self, request: GenerateRequest | Mapping[str, object] | None = None, /, **fields: Unpack[GenerateFields]
+    ) -> TaskAccepted:
+        """``POST /api/v1/datasets/estimate``: queue an estimate of a generate request (no LLM call); once it
+        completed, ``task_estimate`` reads it and ``reprocess(task_id, {"from_stage": "extraction"})`` runs it."""
+        return self._send(self._core.estimate(request, fields))
+
+    def task_estimate(self, task_id: str) -> Estimate:
+        """``GET /api/v1/tasks/{task_id}/estimate``: an estimate job's estimate (409 until it completed)."""
+        return self._send(self._core.task_estimate(task_id))
+
     def status(self, task_id: str) -> TaskStatus:
         """``GET /tasks/{task_id}``: the job's status, with the dataset in ``result`` once completed."""
         return self._send(self._core.status(task_id))
@@ -506,6 +529,16 @@ class AsyncApiClient:
     ) -> TaskAccepted:
         """``POST /api/v1/datasets/generate``: queue a job, given as a ``GenerateRequest`` or its fields."""
         return await self._send(self._core.generate(request, fields))
+
+    async def estimate(
+        self, request: GenerateRequest | Mapping[str, object] | None = None, /, **fields: Unpack[GenerateFields]
+    ) -> TaskAccepted:
+        """``POST /api/v1/datasets/estimate``: as ``ApiClient.estimate``."""
+        return await self._send(self._core.estimate(request, fields))
+
+    async def task_estimate(self, task_id: str) -> Estimate:
+        """``GET /api/v1/tasks/{task_id}/estimate``: as ``ApiClient.task_estimate``."""
+        return await self._send(self._core.task_estimate(task_id))
 
     async def status(self, task_id: str) -> TaskStatus:
         """``GET /tasks/{task_id}``: the job's status, with the dataset in ``result`` once completed."""

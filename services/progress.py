@@ -1,9 +1,11 @@
-"""Following a job in the terminal: a live progress bar per stage, the final table, the files.
+"""Following a job in the terminal: a live progress bar per stage, the rows as they are found, the final table,
+what became of each row found, the files.
 
 On a terminal, rich draws one bar per stage (its state and counters: documents found, documents read,
-tokens, rows) under the latest message. Elsewhere (a pipe, a file, a test) every event is one plain line,
-``[ 35%] extraction         processing Extracted 3/20 documents``, so the output stays readable and
-greppable; its percentage is the highest so far (batches run in parallel and report out of order).
+tokens, rows) under the latest message, and prints each row found above the bars. Elsewhere (a pipe, a file, a
+test) every event is one plain line, ``[ 35%] extraction         processing Extracted 3/20 documents``, so the
+output stays readable and greppable; its percentage is the highest so far (batches run in parallel and report
+out of order). Once the dataset is in, the rows found that assembly merged into another or dropped are listed.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from contracts.progress import (
     ExtractionDone,
     ExtractionPlanned,
     JobCompleted,
+    RowFound,
     SchemaPrepared,
     SearchDone,
     SearchPlanned,
@@ -57,6 +60,8 @@ _STATE_STYLES = {
 NO_ROWS = 3
 _CONFIDENCE_STYLE = {"high": "green", "medium": "yellow", "low": "red"}
 _CELL_WIDTH = 60
+#: rows found listed at most per outcome (merged, dropped) after the table; the JSON says the rest
+_OUTCOME_LINES = 20
 
 
 class _Stage:
@@ -89,6 +94,8 @@ class JobDisplay:
         self.progress: Progress | None = None
         self.tasks: dict[str, TaskID] = {}
         self.percent = 0  # the highest progress shown so far: it never goes back
+        #: the rows found so far by candidate id (a redelivered batch sends its rows again: the last one counts)
+        self.found: dict[str, RowFound] = {}
         if self.live:
             columns = (
                 TextColumn("{task.description:<10}"),
@@ -128,13 +135,19 @@ class JobDisplay:
     def update(self, event: Event) -> None:
         """Take one event into the display."""
         self.percent = max(self.percent, event.progress)
+        data = read_data(event.data)
+        repeated = isinstance(data, RowFound) and self.found.get(data.candidate) == data
+        if isinstance(data, RowFound):
+            self.found[data.candidate] = data
         if not self.live:
             line = f"[{self.percent:3d}%] {event.stage:<18} {event.status:<10} {event.message}"
             say(self.console, line)
             return
         self.message = Text(f"{self.percent:3d}%  {event.message}")
-        data = read_data(event.data)
-        if event.status == "error":
+        if isinstance(data, RowFound):
+            if not repeated:  # a redelivered batch sends its rows again: shown once
+                self.note(f"+ {event.message}", "green")
+        elif event.status == "error":
             self.note(event.message, "bold red")
         elif event.status == "retrying" or _is_warning(data):
             self.note(f"{_LABELS.get(event.stage, event.stage)}: {event.message}", "yellow")
@@ -284,8 +297,8 @@ def _stdin_is_terminal() -> bool:
         return False
 
 
-def watch_job(client: ApiClient, task_id: str, console: Console) -> Event | None:
-    """Show the task's events until its terminal event, which is returned.
+def watch_job(client: ApiClient, task_id: str, console: Console, display: JobDisplay | None = None) -> Event | None:
+    """Show the task's events (on ``display``, else a new one) until its terminal event, which is returned.
 
     Ctrl-C asks whether to cancel the job (``ask_cancel``): yes cancels it and keeps following until it says
     cancelled, which takes a moment; no keeps following. Ctrl-C after cancelling stops following at once and
@@ -295,7 +308,8 @@ def watch_job(client: ApiClient, task_id: str, console: Console) -> Event | None
     final: Event | None = None
     cancelling = False
     interrupted = False
-    with JobDisplay(console) as display:
+    display = display or JobDisplay(console)
+    with display:
         while final is None:
             try:  # one try around everything, so a Ctrl-C anywhere (the prompt's aftermath too) is answered
                 if interrupted:
@@ -351,7 +365,8 @@ def run_job(
 
     A ``None`` path is ``./<model_name>-<task_id>.<format>``; a folder gets that file name inside it.
     """
-    final = watch_job(client, task_id, console)
+    display = JobDisplay(console)
+    final = watch_job(client, task_id, console, display)
     if final is None:
         return 1
     if final.status != "completed":
@@ -363,6 +378,7 @@ def run_job(
         print(f"litminer: job {task_id} completed but its dataset is gone", file=sys.stderr)
         return 1
     print_dataset(console, dataset)
+    print_outcomes(console, dataset, display.found)
     written = []
     for path, format in outputs:
         name = f"{dataset.model_name}-{task_id}.{format}"
@@ -397,6 +413,45 @@ def print_dataset(console: Console, dataset: Dataset) -> None:
         )
     if dataset.stats.shortfall:
         say(console, f"note: {dataset.stats.shortfall}")
+
+
+def row_outcomes(dataset: Dataset) -> dict[str, tuple[str, str]]:
+    """What assembly made of each candidate row: id → (kept | merged | dropped, the row's id or why dropped).
+
+    A row's first (best-ranked) candidate is the one kept; the others were merged into it.
+    """
+    outcomes: dict[str, tuple[str, str]] = {}
+    for index, row in enumerate(dataset.rows, 1):
+        row_id = row.row_id or f"row-{index}"
+        for n, candidate in enumerate(row.candidates):
+            outcomes[candidate] = ("merged" if n else "kept", row_id)
+    return outcomes | {candidate: ("dropped", why) for candidate, why in dataset.stats.dropped_candidates.items()}
+
+
+def print_outcomes(console: Console, dataset: Dataset, found: dict[str, RowFound]) -> None:
+    """What became of the rows shown as they were found: how many were kept, and each one merged or dropped."""
+    if not found:
+        return
+    known = row_outcomes(dataset)
+    outcomes = {candidate: known.get(candidate, ("dropped", "not in the dataset")) for candidate in found}
+    counts = {kind: sum(k == kind for k, _ in outcomes.values()) for kind in ("kept", "merged", "dropped")}
+    say(
+        console,
+        f"rows found while reading: {len(found)}: {counts['kept']} kept, {counts['merged']} merged into another, "
+        f"{counts['dropped']} dropped",
+    )
+    for kind, joiner in (("merged", " into row "), ("dropped", ": ")):
+        listed = [(candidate, detail) for candidate, (k, detail) in outcomes.items() if k == kind]
+        for candidate, detail in listed[:_OUTCOME_LINES]:
+            say(console, f"  {kind:<7} {_row_label(found[candidate])} ({candidate}){joiner}{detail}")
+        if len(listed) > _OUTCOME_LINES:
+            say(console, f"  … and {len(listed) - _OUTCOME_LINES} more {kind} (the dataset's JSON lists every one)")
+
+
+def _row_label(row: RowFound) -> str:
+    """A found row in a few words: its first stated values."""
+    stated = [_cell(value) for value in row.values.values() if value is not None]
+    return " · ".join(stated[:2]) or "(no values)"
 
 
 def citations(dataset: Dataset) -> str:

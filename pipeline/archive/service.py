@@ -16,7 +16,7 @@ from contracts.ops import TaskList
 from pipeline import review
 from pipeline.archive.database import Archive, ArchivedJob, ArchiveUnavailable
 from pipeline.errors import JobConflict, JobNotFound
-from pipeline.jobs import JobService, summary, task_status
+from pipeline.jobs import JobService, estimate_has_no_dataset, summary, task_status
 from pipeline.schema import check_task_id
 from pipeline.settings import Settings
 
@@ -65,6 +65,8 @@ class DurableJobService(JobService):
         dataset = _dataset(archived, original=original)
         if dataset is None:
             job = archived.job
+            if job.estimate:
+                raise JobConflict(estimate_has_no_dataset(task_id))
             raise JobConflict(
                 f"job {task_id} is {job.status} (stage {job.stage}); the dataset exists once it completes"
             )

@@ -19,6 +19,8 @@ class Extraction(msgspec.Struct, kw_only=True, frozen=True):
     #: why the document was given up (a malformed reply twice…); such results are never cached
     failure: str | None = None
     response_format: str | None = None
+    #: answers of 429 (rate limited) before the calls went through
+    rate_limited: int = 0
 
 
 class Verdict(msgspec.Struct, kw_only=True, frozen=True):

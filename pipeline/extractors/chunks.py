@@ -6,6 +6,7 @@ import importlib
 import itertools
 import json
 import logging
+import re
 from collections.abc import Mapping, Sequence
 from functools import lru_cache
 from typing import Protocol, cast
@@ -14,6 +15,8 @@ log = logging.getLogger(__name__)
 
 #: English prose averages about three words per four tokens in OpenAI's tokenisers
 _WORDS_PER_TOKEN = 0.75
+#: a word and the whitespace after it (leading whitespace counts as a word of its own)
+_WORD = re.compile(r"\S+\s*|\s+")
 
 
 class _Encoding(Protocol):
@@ -41,11 +44,11 @@ def split(text: str, max_tokens: int, overlap: int) -> list[str]:
         if len(tokens) <= max_tokens:
             return [text]
         return [encoding.decode(tokens[i : i + max_tokens]) for i in range(0, len(tokens) - overlap, step)]
-    words = text.split(" ")
+    words = _WORD.findall(text)  # each word with the whitespace after it: joined, they give the text back
     size, stride = int(max_tokens * _WORDS_PER_TOKEN), max(1, int(step * _WORDS_PER_TOKEN))
     if len(words) <= size:
         return [text]
-    return [" ".join(words[i : i + size]) for i in range(0, len(words) - (size - stride), stride)]
+    return ["".join(words[i : i + size]) for i in range(0, len(words) - (size - stride), stride)]
 
 
 def tokens(text: str) -> int:
@@ -53,7 +56,7 @@ def tokens(text: str) -> int:
     encoding = _encoding()
     if encoding is not None:
         return len(encoding.encode(text))
-    return round(len(text.split(" ")) / _WORDS_PER_TOKEN)  # the words as split() counts them
+    return round(len(_WORD.findall(text)) / _WORDS_PER_TOKEN)  # the words as split() counts them
 
 
 def split_by_section(text: str, starts: list[int], max_tokens: int, overlap: int) -> list[str]:

@@ -76,11 +76,19 @@ def run(
     searched: Flow | None = None,
     verdicts: dict[str, PaperVerdict] | None = None,
 ) -> Dataset:
-    """Merge, rank and cut candidate rows to the requested count; never pad. Each row gets its confidence;
-    each paper considered, the number of rows citing it."""
+    """Merge, rank and cut candidate rows to the requested count; never pad. Each row gets its confidence and
+    the candidate rows merged into it; each candidate row left out, why; each paper considered, the number of
+    rows citing it."""
     generated = set(schema.identifier_fields) if schema.key_field else set()  # made from the key below
     required = [f.name for f in schema.fields if f.required and f.name not in generated]
-    complete = [c for c in candidates if all(c.values.get(name) is not None for name in required)]
+    complete: list[CandidateRow] = []
+    left_out: dict[str, str] = {}  # candidate id → why it is in no row
+    for candidate in candidates:
+        missing = [name for name in required if candidate.values.get(name) is None]
+        if not missing:
+            complete.append(candidate)
+        elif candidate.candidate:
+            left_out[candidate.candidate] = f"missing a required value: {', '.join(missing)}"
     complete.sort(key=lambda c: c.rank)
     entities = _group(schema, request.user_query, complete, threshold)
     for entity in entities:
@@ -89,6 +97,9 @@ def run(
     row_type = row_type_for(schema.model_name, tuple(schema.fields))
     rows = []
     row_ids: set[str] = set()
+    for place, entity in enumerate(ranked[request.rows :], request.rows + 1):
+        why = f"ranked {place} of {len(ranked)} distinct rows, below the {plural(request.rows, 'row')} requested"
+        left_out |= {m.candidate: why for m in entity.members if m.candidate}
     for entity in ranked[: request.rows]:
         msgspec.convert(entity.values, row_type, strict=False)  # every row fits the schema, or assembly fails loudly
         flags = {
@@ -104,6 +115,7 @@ def run(
                 cell_confidence=cells,
                 basis=basis,
                 row_id=_row_id(entity, row_ids),
+                candidates=[m.candidate for m in entity.members if m.candidate],
             )
         )
     papers = _count_citations(_apply(papers or [], verdicts or {}), rows)
@@ -139,6 +151,7 @@ def run(
         shortfall=shortfall,
         flow=flow if papers else None,
         queries=searched.queries,
+        dropped_candidates=left_out,
     )
     return Dataset(
         task_id=task_id,

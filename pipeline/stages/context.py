@@ -7,10 +7,10 @@ this Protocol; stages never see Redis, Dramatiq or the other stages.
 
 from __future__ import annotations
 
-from collections.abc import Coroutine, Mapping
+from collections.abc import Coroutine, Mapping, Sequence
 from typing import Protocol, TypeVar
 
-from contracts import Dataset, JobRecord, Stage
+from contracts import Dataset, Estimate, JobRecord, Stage
 from contracts.progress import EventData
 from pipeline.extractors.base import Extractor
 from pipeline.settings import Settings
@@ -59,8 +59,10 @@ class StageContext(Protocol):
         tokens: int | None = None,
         data: EventData | None = None,
         outputs: Mapping[str, object] | None = None,
+        before: Sequence[tuple[str, EventData]] = (),
     ) -> None:
-        """Progress inside a stage, with ``outputs`` to store; stops the stage when the job was cancelled."""
+        """Progress inside a stage, with ``outputs`` to store and, ``before`` its event, more events (each a message
+        and its data: rows found…) sent with it; stops the stage when the job was cancelled."""
         ...
 
     def hand_off(
@@ -92,6 +94,10 @@ class StageContext(Protocol):
 
     def complete(self, task_id: str, dataset: Dataset, *, message: str) -> None:
         """Store the dataset and mark the job completed."""
+        ...
+
+    def complete_estimate(self, task_id: str, estimate: Estimate, *, message: str) -> None:
+        """Store an estimate job's ``Estimate`` and mark the job completed (it has no dataset)."""
         ...
 
     def run_async(self, coroutine: Coroutine[object, object, T]) -> T:

@@ -17,23 +17,26 @@ from collections import Counter
 
 import msgspec
 
-from contracts import CandidateRow, Document, ExtractionStats, GenerateRequest, PreparedSchema
+from contracts import CandidateRow, Document, ExtractionStats, GenerateRequest, JobRecord, PreparedSchema
 from contracts.progress import (
+    TITLE_CHARS,
     BudgetReached,
     DocumentExtracted,
     ExtractionDone,
     ExtractionPlanned,
+    RowFound,
     stage_end,
     stage_progress,
 )
 from contracts.screening import PaperVerdict
+from pipeline import estimate as estimating
 from pipeline.checks import ground_and_check
 from pipeline.errors import JobCancelled, PermanentError
 from pipeline.extractors.base import Extraction, Extractor, ExtractorInfo, Screening, Verdict
 from pipeline.grounding import GroundingCounts, SourceText
 from pipeline.screening import JUDGED_IRRELEVANT, NO_DECISION, NO_QUOTE, topic
 from pipeline.stages.context import StageContext
-from pipeline.store.extraction import batch_output
+from pipeline.store.extraction import LlmUsage, batch_output
 from pipeline.text import plural
 
 log = logging.getLogger(__name__)
@@ -84,10 +87,16 @@ def describe(info: ExtractorInfo) -> str:
 
 
 def process(ctx: StageContext, task_id: str) -> None:
-    """Plan the batches and send them (or hand off at once when there is nothing to read)."""
+    """Plan the batches and send them (or hand off at once when there is nothing to read); for an estimate, count
+    what they would spend instead and complete the job with that."""
     job = ctx.job(task_id)
-    documents = ctx.inputs(task_id, "documents").get("documents", list[Document])
-    info = choose_extractor(ctx, job.request.extractor).info()
+    if job.estimate:
+        _estimate(ctx, job)
+        return
+    inputs = ctx.inputs(task_id, "documents", "schema")
+    documents = inputs.get("documents", list[Document])
+    extractor = choose_extractor(ctx, job.request.extractor)
+    info = extractor.info()
     run, outputs = plan(documents, ctx.settings.extract_batch_size)
     batches = plural(run.batches, "batch", "batches")
     message = f"Extracting {plural(len(documents), 'document')} in {batches} with {describe(info)}"
@@ -100,6 +109,14 @@ def process(ctx: StageContext, task_id: str) -> None:
         batches=run.batches,
     )
     progress = stage_progress("extraction", 0)
+    if run.batches == 1:  # read here and now: no batch message, no shared counters, no wait for a turn
+        ctx.report(task_id, progress=progress, message=message, data=data, outputs={"extraction_run": run})
+        schema = inputs.get("schema", PreparedSchema)
+        batch = _Batch(
+            ctx, task_id=task_id, run=run, request=job.request, schema=schema, extractor=extractor, alone=True
+        )
+        finish(ctx, task_id, run, info, results=[ctx.run_async(batch.extract(documents))], schema=schema)
+        return
     if run.batches:
         ctx.start_batches(
             task_id, run.run_id, run.batches, progress=progress, message=message, data=data, outputs=outputs
@@ -107,6 +124,30 @@ def process(ctx: StageContext, task_id: str) -> None:
         return
     ctx.report(task_id, progress=progress, message=message, data=data, outputs=outputs)
     finish(ctx, task_id, run, info)
+
+
+def _estimate(ctx: StageContext, job: JobRecord) -> None:
+    """Count the calls and tokens extraction would spend on the job's documents (no LLM call is made) and complete
+    the job with them."""
+    request = job.request
+    inputs = ctx.inputs(job.task_id, "documents", "schema")
+    documents = inputs.get("documents", list[Document])
+    schema = inputs.get("schema", PreparedSchema)
+    extractor = choose_extractor(ctx, request.extractor)
+    info = extractor.info()
+    llm = extractor.cached and info.model is not None  # an extractor that costs calls (the heuristic one costs none)
+    calls = estimating.plan_calls(request.user_query, request.criteria, schema, documents, ctx.settings) if llm else []
+    estimate = estimating.estimate(
+        task_id=job.task_id,
+        info=info,
+        documents=documents,
+        batches=-(-len(documents) // ctx.settings.extract_batch_size),
+        calls=calls,
+        usage=ctx.extraction.usage(info.model) if llm and info.model else LlmUsage(),
+        settings=ctx.settings,
+        budget=request.max_tokens or ctx.settings.max_tokens_per_job,
+    )
+    ctx.complete_estimate(job.task_id, estimate, message=estimating.summary(estimate))
 
 
 def process_batch(ctx: StageContext, task_id: str, run_id: str, index: int, message_id: str) -> None:
@@ -135,20 +176,42 @@ def process_batch(ctx: StageContext, task_id: str, run_id: str, index: int, mess
         finish(ctx, task_id, run, extractor.info())
 
 
-def finish(ctx: StageContext, task_id: str, run: ExtractionRun, info: ExtractorInfo) -> None:
-    """Gather every batch's rows and statistics, store them, hand the job to assembly."""
+def finish(
+    ctx: StageContext,
+    task_id: str,
+    run: ExtractionRun,
+    info: ExtractorInfo,
+    *,
+    results: list[BatchResult] | None = None,
+    schema: PreparedSchema | None = None,
+) -> None:
+    """Gather every batch's rows and statistics (stored, unless the ``results`` are in hand), store them, hand
+    the job to assembly."""
     rows: list[CandidateRow] = []
     verdicts: dict[str, PaperVerdict] = {}
     stats = ExtractionStats(
         extractor=info.name, provider=info.provider, base_url=info.base_url, model=info.model, batches=run.batches
     )
-    names = [batch_output(run.run_id, index, "rows") for index in range(run.batches)]
-    inputs = ctx.inputs(task_id, *names)
-    for name in names:
-        result = inputs.get(name, BatchResult)
+    if results is None or schema is None:
+        names = [batch_output(run.run_id, index, "rows") for index in range(run.batches)]
+        inputs = ctx.inputs(task_id, *names, "schema")
+        results = [inputs.get(name, BatchResult) for name in names]
+        schema = inputs.get("schema", PreparedSchema)
+    for result in results:
         rows += result.rows
         verdicts |= result.verdicts
         stats = add_stats(stats, result.stats)
+    if info.model and stats.completion_tokens and not stats.documents_cached:  # what cost estimates learn from
+        extraction_calls = stats.llm_calls - stats.screening_calls
+        guessed = estimating.guessed_completion(
+            schema,
+            extraction_calls=extraction_calls,
+            screening_calls=stats.screening_calls,
+            documents_per_screening=run.documents / max(run.batches, 1),
+        )
+        ctx.extraction.record_usage(
+            info.model, calls=stats.llm_calls, completion_tokens=stats.completion_tokens, guessed_tokens=guessed
+        )
     tokens = stats.prompt_tokens + stats.completion_tokens
     checked = sum(stats.dropped_by_check.values())
     screened_out = (
@@ -203,8 +266,12 @@ class _Batch:
         request: GenerateRequest,
         schema: PreparedSchema,
         extractor: Extractor,
+        alone: bool = False,
     ) -> None:
         self.ctx = ctx
+        # the run's only batch counts its documents and tokens itself; others share counters in the store
+        self.alone = alone
+        self.done = self.spent = 0
         self.task_id = task_id
         self.run = run
         self.query = request.user_query
@@ -213,7 +280,7 @@ class _Batch:
         self.unreported_tokens = 0  # the screening call's, counted with the batch's first document
         self.schema = schema
         self.extractor = extractor
-        self.budget = ctx.settings.max_tokens_per_job
+        self.budget = request.max_tokens or ctx.settings.max_tokens_per_job
         self.budget_reported = False
         # the batch's documents report one at a time: their events then follow the count in seq order, and
         # no report is computed on a job record another document's report has just changed (a second try)
@@ -292,17 +359,25 @@ class _Batch:
             prompt_tokens=extraction.prompt_tokens if cached is None else 0,
             completion_tokens=extraction.completion_tokens if cached is None else 0,
             response_format=extraction.response_format,
+            rate_limited=extraction.rate_limited if cached is None else 0,
         )
         if extraction.failure is not None:
             await asyncio.to_thread(self._progress, 0, spent, skipped=(document, extraction.failure))
             return [], add_stats(calls, ExtractionStats(documents_failed=1))
-        threshold = self.ctx.settings.grounding_threshold
-        rows, counts, dropped = await asyncio.to_thread(
-            ground_and_check, self.subject, self.schema, document, extraction.rows, threshold=threshold
-        )
-        stats = msgspec.structs.replace(_grounding_stats(counts), dropped_by_check=dict(dropped))
-        await asyncio.to_thread(self._progress, len(rows), spent)
+        rows, stats = await asyncio.to_thread(self._ground_and_report, document, extraction, spent)
         return rows, add_stats(calls, add_stats(stats, ExtractionStats(documents_cached=int(cached is not None))))
+
+    def _ground_and_report(
+        self, document: Document, extraction: Extraction, spent: int
+    ) -> tuple[list[CandidateRow], ExtractionStats]:
+        """Check the document's rows and report them (off the event loop, in one hop: both block)."""
+        threshold = self.ctx.settings.grounding_threshold
+        rows, counts, dropped = ground_and_check(
+            self.subject, self.schema, document, extraction.rows, threshold=threshold
+        )
+        rows = [msgspec.structs.replace(row, candidate=f"{document.id}#{n}") for n, row in enumerate(rows)]
+        self._progress(len(rows), spent, found=(document, rows))
+        return rows, msgspec.structs.replace(_grounding_stats(counts), dropped_by_check=dict(dropped))
 
     async def _screening(self, documents: list[Document]) -> Screening:
         """The extractor's screening of ``documents``, from the cache when the same batch was screened before
@@ -324,16 +399,37 @@ class _Batch:
         return hashlib.sha256(self.cache_prefix + b"\0" + text).hexdigest()
 
     def _tokens_used(self) -> int:
-        return self.ctx.extraction.tokens_used(self.task_id, self.run.run_id)
+        return self.spent if self.alone else self.ctx.extraction.tokens_used(self.task_id, self.run.run_id)
 
-    def _progress(self, rows: int, spent: int, *, skipped: tuple[Document, str] | None = None) -> None:
-        """Count the document done and its tokens in the run's shared counters (one round trip); report both."""
+    def _count(self, spent: int) -> tuple[int, int]:
+        """One more document done, having spent ``spent`` tokens: the run's documents done and tokens so far."""
+        if not self.alone:
+            return self.ctx.extraction.count_document(self.task_id, self.run.run_id, spent)
+        self.done, self.spent = self.done + 1, self.spent + spent
+        return self.done, self.spent
+
+    def _progress(
+        self,
+        rows: int,
+        spent: int,
+        *,
+        skipped: tuple[Document, str] | None = None,
+        found: tuple[Document, list[CandidateRow]] | None = None,
+    ) -> None:
+        """Count the document done and its tokens (in the run's shared counters unless the batch is alone: one
+        round trip); report both, after the rows ``found`` in it (one round trip for them all)."""
         with self.reporting:
-            self._count_and_report(rows, spent, skipped)
+            self._count_and_report(rows, spent, skipped, found)
 
-    def _count_and_report(self, rows: int, spent: int, skipped: tuple[Document, str] | None) -> None:
+    def _count_and_report(
+        self,
+        rows: int,
+        spent: int,
+        skipped: tuple[Document, str] | None,
+        found: tuple[Document, list[CandidateRow]] | None,
+    ) -> None:
         spent, self.unreported_tokens = spent + self.unreported_tokens, 0
-        done, tokens = self.ctx.extraction.count_document(self.task_id, self.run.run_id, spent)
+        done, tokens = self._count(spent)
         message = f"Extracted {done}/{self.run.documents} documents"
         warning = document = None
         if skipped is not None:
@@ -353,6 +449,7 @@ class _Batch:
                 warning=warning,
                 document=document,
             ),
+            before=[_row_found(self.schema, found[0], row) for row in found[1]] if found is not None else (),
         )
 
     def _budget_reached(self) -> None:
@@ -363,6 +460,20 @@ class _Batch:
                 message=f"Token budget of {self.budget} reached: the remaining documents are skipped",
                 data=BudgetReached(budget=self.budget),
             )
+
+
+def _row_found(schema: PreparedSchema, document: Document, row: CandidateRow) -> tuple[str, RowFound]:
+    """The ``row_found`` event of a grounded row: every field's value in schema order, and a line saying it."""
+    values = {f.name: row.values.get(f.name) for f in schema.fields}
+    stated = [f"{name}={_short(value)}" for name, value in values.items() if value is not None]
+    message = f"Row found in {document.title[:80]!r}: {', '.join(stated[:4])}"
+    data = RowFound(candidate=row.candidate, document=document.id, title=document.title[:TITLE_CHARS], values=values)
+    return message, data
+
+
+def _short(value: object) -> str:
+    text = value if isinstance(value, str) else _encode(value).decode()
+    return text if len(text) <= 40 else text[:39] + "…"
 
 
 def _verdict(document: Document, verdict: Verdict | None, threshold: float) -> PaperVerdict:

@@ -52,25 +52,42 @@ return seq
 #: A job change and its event in one round trip: a compare-and-set of the whole record (KEYS[5]) from the
 #: version the change was computed on (ARGV[6]) to the new one (ARGV[7]), the job kept in (ARGV[8] = "1") or
 #: taken out of the active jobs (KEYS[6], scored by the change's time ARGV[9]; ARGV[10] is the task id), the
-#: stage outputs that go with the change (KEYS[8…] = ARGV[11…]), then the publish above. The record lives
-#: ``ttl`` (ARGV[4]) from this change on, so a job is never forgotten while it changes. The outputs it has
-#: (their keys are listed in the set KEYS[7], whose own TTL is never more than any member's) are renewed to
-#: ``ttl`` when the job ends or when less than half of it is left: a job changing every second does not
-#: renew them every second. Returns the event's seq; the current record when it was not the expected one
-#: (compute the change again); nil when the job is gone.
+#: stage outputs that go with the change (KEYS[14…] = ARGV[16 + 2n…]), then the events the change brings (n =
+#: ARGV[15] of them, before its own: each a payload head and tail, ARGV[16…15 + 2n]), then the publish
+#: above. The record lives ``ttl`` (ARGV[4]) from this change on, so a job is never forgotten while it changes.
+#: The outputs it has (their keys are listed in the set KEYS[7], whose own TTL is never more than any
+#: member's) are renewed to ``ttl`` when the job ends or when less than half of it is left: a job changing
+#: every second does not renew them every second.
+#:
+#: The queue work that goes with a change rides along (each part skipped when its id is ""):
+#: - ARGV[11], a delivery of a message to count in the hash KEYS[8]: its first delivery goes on; a later one
+#:   (its worker died) changes nothing and returns ``{count}``, for the caller to decide;
+#: - ARGV[12], the next stage's message (Dramatiq's id, ARGV[13] its body) to enqueue as Dramatiq's broker does
+#:   (the queue list KEYS[9], its messages hash KEYS[10]), waking an idle consumer (KEYS[11], see ``_WAKE``);
+#: - ARGV[14], the message being processed, acknowledged as Dramatiq's broker does (out of the worker's ack set
+#:   KEYS[12] and the messages hash KEYS[13]): the stage is done once its job has moved on.
+#:
+#: Returns the event's seq; the current record when it was not the expected one (compute the change again);
+#: nil when the job is gone.
 TRANSITION = (
     """
 local current = redis.call('GET', KEYS[5])
 if not current then return false end
 if current ~= ARGV[6] then return current end
+if ARGV[11] ~= '' then
+  local deliveries = redis.call('HINCRBY', KEYS[8], ARGV[11], 1)
+  redis.call('EXPIRE', KEYS[8], ARGV[4])
+  if deliveries > 1 then return {deliveries} end
+end
 redis.call('SET', KEYS[5], ARGV[7], 'EX', ARGV[4])
 if ARGV[8] == '1' then
   redis.call('ZADD', KEYS[6], ARGV[9], ARGV[10])
 else
   redis.call('ZREM', KEYS[6], ARGV[10])
 end
-for i = 8, #KEYS do
-  redis.call('SET', KEYS[i], ARGV[i + 3], 'EX', ARGV[4])
+local brought = tonumber(ARGV[15])
+for i = 14, #KEYS do
+  redis.call('SET', KEYS[i], ARGV[i + 2 + 2 * brought], 'EX', ARGV[4])
   redis.call('SADD', KEYS[7], KEYS[i])
 end
 if ARGV[8] == '0' or redis.call('PTTL', KEYS[7]) < ARGV[4] * 500 then  -- ms: under half the TTL
@@ -79,12 +96,29 @@ if ARGV[8] == '0' or redis.call('PTTL', KEYS[7]) < ARGV[4] * 500 then  -- ms: un
   end
   redis.call('EXPIRE', KEYS[7], ARGV[4])
 end
+if ARGV[12] ~= '' then
+  redis.call('HSET', KEYS[10], ARGV[12], ARGV[13])
+  redis.call('RPUSH', KEYS[9], ARGV[12])
+  redis.call('LPUSH', KEYS[11], '1')
+  redis.call('LTRIM', KEYS[11], 0, 0)
+  redis.call('PEXPIRE', KEYS[11], 60000)
+end
+if ARGV[14] ~= '' and redis.call('SREM', KEYS[12], ARGV[14]) > 0 then
+  redis.call('HDEL', KEYS[13], ARGV[14])
+end
+for i = 16, 15 + 2 * brought, 2 do
+  local seq = redis.call('INCR', KEYS[1])
+  local payload = ARGV[i] .. seq .. ARGV[i + 1]
+  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], seq .. '-0', 'event', payload)
+  redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[3], '*', 'event', payload)
+  redis.call('PUBLISH', ARGV[5], payload)
+  redis.call('INCR', KEYS[4])
+end
 """
     + _PUBLISH
 )
 
 _SEQ_MARK = b',"seq":0,'
-
 
 #: attempts and pause between them; with publisher_client's 2 s timeouts a publish gives up within ~7 s
 _ATTEMPTS = 3

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import cast
 
+import msgspec
 import redis
 
 from pipeline.store.keys import Keys
@@ -31,6 +32,20 @@ _RUN_STATE = ("done", "owner", "tokens", "documents_done")
 
 #: what each batch of a run has among the job's outputs: its share of the documents, its rows
 _BATCH_OUTPUTS = ("documents", "rows")
+
+#: the counters of a model's usage (``Keys.llm_usage``)
+_USAGE = ("runs", "calls", "completion_tokens", "guessed_tokens")
+
+
+class LlmUsage(msgspec.Struct, kw_only=True, frozen=True):
+    """What the recorded extraction runs of one model spent: the completion tokens its replies took, and the
+    tokens guessed for the same calls from their schemas (``pipeline.estimate``), so that an estimate can scale
+    its guess by how this model really answers."""
+
+    runs: int = 0
+    calls: int = 0
+    completion_tokens: int = 0
+    guessed_tokens: int = 0
 
 
 def batch_output(run_id: str, index: int, what: str) -> str:
@@ -79,6 +94,21 @@ class ExtractionState:
             pipe.expire(tokens_key, self.ttl_s)
             done, spent, *_ = pipe.execute()
         return int(done), int(spent)
+
+    def record_usage(self, model: str, *, calls: int, completion_tokens: int, guessed_tokens: int) -> None:
+        """Add one extraction run of ``model`` to its usage (one round trip; kept without a TTL)."""
+        key = self.keys.llm_usage(model)
+        with self.client.pipeline(transaction=True) as pipe:
+            pipe.hincrby(key, "runs", 1)
+            pipe.hincrby(key, "calls", calls)
+            pipe.hincrby(key, "completion_tokens", completion_tokens)
+            pipe.hincrby(key, "guessed_tokens", guessed_tokens)
+            pipe.execute()
+
+    def usage(self, model: str) -> LlmUsage:
+        """The recorded extraction runs of ``model`` (all zero when there are none)."""
+        raw = cast("dict[bytes, bytes]", self.client.hgetall(self.keys.llm_usage(model)))
+        return LlmUsage(**{name.decode(): int(value) for name, value in raw.items() if name.decode() in _USAGE})
 
     def finish_batch(
         self, task_id: str, run_id: str, *, index: int, batches: int, message_id: str, result: bytes

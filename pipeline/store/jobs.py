@@ -14,6 +14,7 @@ from contracts.progress import EventData
 from pipeline.errors import ClientIdTaken, PermanentError
 from pipeline.store.events import TRANSITION, EventBus
 from pipeline.store.keys import Keys
+from pipeline.store.queues import Handover
 
 T = TypeVar("T")
 
@@ -62,6 +63,15 @@ _CLOCK_SKEW_MS = 60_000
 _REMEMBERED = 1_000
 
 
+class Redelivered(Exception):
+    """The message whose delivery ``JobStore.transition`` was to count was delivered before: its earlier
+    deliveries died with their worker. Nothing was changed."""
+
+    def __init__(self, deliveries: int) -> None:
+        super().__init__(f"delivered {deliveries} times")
+        self.deliveries = deliveries
+
+
 class JobStore:
     """Loads and updates job records; every accepted change is announced on the event bus.
 
@@ -108,14 +118,22 @@ class JobStore:
         if owner and not self._claim_client(keys=[self.keys.client_owner(client_id)], args=[owner, self.ttl_s]):
             raise ClientIdTaken(client_id)
 
-    def create(self, job: JobRecord, *, message: str = "Job queued") -> None:
-        """Store a new job, list it among its client's, owner's and everyone's recent jobs, publish its first event."""
+    def create(
+        self,
+        job: JobRecord,
+        *,
+        message: str = "Job queued",
+        send: Callable[[redis.client.Pipeline, bytes], None] | None = None,
+    ) -> bytes:
+        """Store a new job, list it among its client's, owner's and everyone's recent jobs, publish its first event
+        and ``send`` its first message (given the record as stored), all or nothing, in one round trip; the record
+        as stored."""
         expired = job.created_at - self.ttl_s
         indexes = [self.keys.jobs, self.keys.client_jobs(job.client_id)]
         if job.owner:
             indexes.append(self.keys.owner_jobs(job.owner))
         raw = _encode(job)
-        with self.client.pipeline(transaction=False) as pipe:
+        with self.client.pipeline(transaction=True) as pipe:
             pipe.set(self.keys.job(job.task_id), raw, ex=self.ttl_s)
             for index in indexes:
                 pipe.zadd(index, {job.task_id: job.created_at})
@@ -123,8 +141,11 @@ class JobStore:
                 pipe.expire(index, self.ttl_s)
             pipe.zadd(self.keys.active_jobs, {job.task_id: job.created_at})
             self.events.publish(job, "started", stage="queued", message=message, pipe=pipe)
+            if send is not None:
+                send(pipe, raw)
             pipe.execute()
         self._remember(job.task_id, raw)
+        return raw
 
     def discard(self, job: JobRecord) -> None:
         """Remove a job ``create`` stored from its record and indexes (its events, already published, expire)."""
@@ -265,6 +286,11 @@ class JobStore:
         outputs: Mapping[str, object] | None = None,
         reopen: bool = False,
         only_from: bytes | None = None,
+        seen: bytes | None = None,
+        accept: Callable[[JobRecord], bool] | None = None,
+        delivery: str | None = None,
+        handover: Handover | None = None,
+        events: Sequence[tuple[str, EventData]] = (),
     ) -> JobRecord | None:
         """Apply a change, store the stage ``outputs`` that come with it, and publish its event.
 
@@ -272,6 +298,13 @@ class JobStore:
         changes only when ``reopen`` is set (reprocessing), so a late worker never overwrites a cancel
         (and its outputs are not stored). With ``only_from`` (a record as stored), the change is made only
         if the job still is that record; else None.
+
+        ``seen``: the record as the caller last knew it (a message carries it), to compute the change on
+        instead of the one this process remembers; ``accept``: None (nothing changed) unless the job as
+        stored passes it; ``delivery``: a message delivery to count with the change, which raises
+        ``Redelivered`` (changing nothing) when it was delivered before; ``handover``: queue work done with
+        the change (the next stage's message sent, the current one acknowledged); ``events`` (each a message and
+        its data): announced before the change's own, each labelled with the job as changed.
         """
         fields = {
             "status": status,
@@ -285,7 +318,7 @@ class JobStore:
         }
         output_keys = [self.keys.output(task_id, name) for name in outputs or {}]
         output_values = [_encode(value) for value in (outputs or {}).values()]
-        raw = only_from or self._seen.get(task_id)
+        raw = only_from or seen or self._seen.get(task_id)
         checked = raw is None  # a remembered version may be stale: only the compare-and-set checks it
         if raw is None:
             raw = cast("bytes | None", self.client.get(self.keys.job(task_id)))
@@ -299,20 +332,46 @@ class JobStore:
                     return None
                 raw, checked = cast("bytes | None", self.client.get(self.keys.job(task_id))), True
                 continue
+            if accept is not None and not accept(job):
+                self._remember(task_id, raw)
+                return None
             job = _changed(job, fields)
             new = _encode(job)
-            _, keys, args = self.events.prepare(job, _EVENT_STATUS[job.status], data=data)
+            announced = _EVENT_STATUS[job.status]
+            _, keys, args = self.events.prepare(job, announced, data=data)
+            brought = [self.events.prepare(job, announced, message=m, data=d)[2][:2] for m, d in events]
             active = b"0" if job.status in TERMINAL_STATUSES else b"1"
+            queue_keys = handover.keys if handover is not None else (self.keys.job(task_id),) * 5
+            sent = handover.send(new) if handover is not None and handover.send is not None else b""
             reply = self._transition(
                 keys=[
                     *keys,
                     self.keys.job(task_id),
                     self.keys.active_jobs,
                     self.keys.output_keys(task_id),
+                    self.keys.deliveries(task_id),
+                    *queue_keys,
                     *output_keys,
                 ],
-                args=[*args, raw, new, active, job.updated_at, task_id, *output_values],
+                args=[
+                    *args,
+                    raw,
+                    new,
+                    active,
+                    job.updated_at,
+                    task_id,
+                    delivery or "",
+                    handover.send_id if handover is not None else "",
+                    sent,
+                    handover.ack_id if handover is not None else "",
+                    len(brought),
+                    *(part for head_tail in brought for part in head_tail),
+                    *output_values,
+                ],
             )
+            if isinstance(reply, list):  # the delivery was not its first: nothing changed
+                self._remember(task_id, raw)
+                raise Redelivered(int(reply[0]))
             if isinstance(reply, int) or reply == new:  # done (``new``: a retried call had already done it)
                 self._remember(task_id, new)
                 if job.status in TERMINAL_STATUSES and self.on_end is not None:

@@ -44,6 +44,11 @@ class Keys:
         """A cached extraction of one document (by extractor, prompt, question, schema and text)."""
         return f"{self.prefix}extraction:cache:{digest}"
 
+    def llm_usage(self, model: str) -> str:
+        """What this deployment's extraction runs of one model spent (a hash of counters, no TTL): cost estimates
+        take the completion tokens to expect from it."""
+        return f"{self.prefix}usage:llm:{model}"
+
     def search_cache(self, source: str, digest: str) -> str:
         """A cached answer of an online source (the response body)."""
         return f"{self.prefix}search:cache:{source}:{digest}"
@@ -55,6 +60,24 @@ class Keys:
     def source_leases(self, source: str) -> str:
         """Requests to a source in flight (sorted set of lease → expiry), shared by every worker."""
         return f"{self.prefix}search:leases:{source}"
+
+    def llm_calls(self, provider: str) -> str:
+        """Calls to an LLM provider (base URL and model, hashed) in its rate window (sorted set of grant id →
+        time granted, ms), shared by every worker."""
+        return f"{self.prefix}llm:{provider}:calls"
+
+    def llm_tokens(self, provider: str) -> str:
+        """The tokens each call in an LLM provider's rate window counts for (hash of grant id → tokens), and their
+        sum (field ``total``)."""
+        return f"{self.prefix}llm:{provider}:tokens"
+
+    def llm_limits(self, provider: str) -> str:
+        """An LLM provider's limits as its x-ratelimit-* headers said (hash: ``rpm``, ``tpm``)."""
+        return f"{self.prefix}llm:{provider}:limits"
+
+    def llm_blocked(self, provider: str) -> str:
+        """Until when (ms, Redis clock) no call may go to an LLM provider: its last 429's Retry-After."""
+        return f"{self.prefix}llm:{provider}:blocked"
 
     @property
     def jobs(self) -> str:
@@ -167,6 +190,10 @@ class Keys:
     def dead_letters(self, name: str) -> str:
         """A queue's dead-lettered messages (sorted set by time of death)."""
         return f"{self.dramatiq_namespace}:{name}.XQ"
+
+    def acks(self, broker_id: str, name: str) -> str:
+        """The messages of queue ``name`` a worker's broker holds in flight (Dramatiq's ack set), until acknowledged."""
+        return f"{self.dramatiq_namespace}:__acks__.{broker_id}.{name}"
 
     def wake(self, name: str) -> str:
         """A queue's wake-up list: an enqueue pushes a token, idle consumers BLPOP it."""

@@ -3,21 +3,25 @@ release of the next extraction batches when one ends."""
 
 from __future__ import annotations
 
+import functools
 import logging
 import random
 import traceback
+from collections.abc import Callable
 from typing import Any
 
 import dramatiq
 from dramatiq.middleware import Middleware, SkipMessage, TimeLimitExceeded
 from dramatiq_abort import Abort
 
-from contracts import Stage
+from contracts import JobRecord, Stage
 from contracts.progress import STAGE_START, StageRetrying, StageStarted
 from pipeline.errors import JobCancelled
 from pipeline.store import BATCH_ACTOR, REDIS_ERRORS, JobStore
 from pipeline.store.fair import FairShare
+from pipeline.store.jobs import Redelivered
 from pipeline.store.outages import describe, until_redis_answers
+from pipeline.store.queues import JOB_OPTION
 
 log = logging.getLogger(__name__)
 
@@ -96,33 +100,60 @@ class JobEvents(Middleware):
         part = message.actor_name in self.parts
         # Redis hands out the same enqueued message again when its worker died; a retry is enqueued anew.
         delivery = str(message.options.get("redis_message_id", message.message_id))
-        crashes = self.store.count_delivery(task_id, delivery) - 1
-        job = self.store.load(task_id, recent=True)  # as count_delivery has just read it
-        if not part and job is not None and job.message_id not in (None, message.message_id):
-            # Its worker died after handing the job on but before acknowledging it: that stage is done.
-            log.info("skipping a stage the job has already left", extra={"task_id": task_id, "stage": stage})
+        seen = message.options.get(JOB_OPTION)  # the record as the hand-off that sent this message stored it
+
+        def current(job: JobRecord) -> bool:
+            # Not when its worker died after handing the job on but before acknowledging it: that stage is done.
+            return part or job.message_id in (None, message.message_id)
+
+        attempt = int(message.options.get("retries", 0)) + 1
+        what = f"{stage.capitalize()} batch {message.args[-1] + 1}" if part else f"Stage {stage}"
+        start = functools.partial(
+            self.store.transition,
+            task_id,
+            status="processing",
+            stage=stage,
+            progress=None if part else STAGE_START[stage],
+            accept=current,
+        )
+        try:  # its first delivery (the usual case) is counted with the change: one round trip
+            started = start(
+                message=f"{what} started" + (f" (attempt {attempt})" if attempt > 1 else ""),
+                data=StageStarted(attempt=attempt),
+                seen=seen.encode() if isinstance(seen, str) else None,
+                delivery=delivery,
+            )
+        except Redelivered as redelivered:
+            crashes = redelivered.deliveries - 1
+            started = self._restart(message, stage, what=what, attempt=attempt, crashes=crashes, start=start)
+        if started is None:  # cancelled, finished, expired, or handed on already: nothing to do
+            log.info("skipping the message of a stage the job is not in", extra={"task_id": task_id, "stage": stage})
             raise SkipMessage()
+
+    def _restart(
+        self,
+        message: Any,
+        stage: Stage,
+        *,
+        what: str,
+        attempt: int,
+        crashes: int,
+        start: Callable[..., JobRecord | None],
+    ) -> JobRecord | None:
+        """Start a stage whose earlier deliveries died with their worker ``crashes`` times, unless that is too many."""
+        task_id = message.args[0]
         if crashes >= self.max_crashes:  # a poison message: end the job instead of killing workers forever
             text = f"worker died {crashes} times in stage {stage}"
             log.error("giving up: %s", text, extra={"task_id": task_id, "stage": stage})
             self.store.transition(task_id, status="error", error=text, message=f"Stage {stage} failed: {text}")
             message.fail()  # dead-lettered, for inspection
             raise SkipMessage()
-        attempt = int(message.options.get("retries", 0)) + 1
-        what = f"{stage.capitalize()} batch {message.args[-1] + 1}" if part else f"Stage {stage}"
         notes = [f"attempt {attempt}"] if attempt > 1 else []
-        notes += [f"redelivered: a worker died {crashes}× running it"] if crashes else []
-        started = self.store.transition(
-            task_id,
-            status="processing",
-            stage=stage,
-            progress=None if part else STAGE_START[stage],
+        notes.append(f"redelivered: a worker died {crashes}× running it")
+        return start(
             message=f"{what} started" + "".join(f" ({note})" for note in notes),
             data=StageStarted(attempt=attempt, crashes=crashes),
         )
-        if started is None:  # cancelled, finished or expired: nothing to do
-            log.info("skipping stage of a finished job", extra={"task_id": task_id, "stage": stage})
-            raise SkipMessage()
 
     def after_process_message(
         self, broker: dramatiq.Broker, message: Any, *, result: object = None, exception: BaseException | None = None

@@ -10,15 +10,15 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from typing import TypeVar
 
 import dramatiq
 from dramatiq.asyncio import EventLoopThread
 from dramatiq.middleware import CurrentMessage
 
-from contracts import STAGES, Dataset, JobRecord, Stage
-from contracts.progress import EventData, JobCompleted
+from contracts import STAGES, Dataset, Estimate, JobRecord, Stage
+from contracts.progress import EstimateReady, EventData, JobCompleted
 from pipeline import webhooks
 from pipeline.archive import declare_archive_actor
 from pipeline.errors import JobCancelled
@@ -32,6 +32,7 @@ from pipeline.stages import assembly, extraction, schema_preparation, search
 from pipeline.stages.context import StageContext
 from pipeline.store import BATCH_ACTOR, WEBHOOK_ACTOR, WEBHOOK_QUEUE, ExtractionState, Inputs, Store
 from pipeline.store.jobs import BATCH_MESSAGES
+from pipeline.store.queues import Handover
 from pipeline.worker.broker import build_broker
 
 log = logging.getLogger(__name__)
@@ -148,9 +149,17 @@ class WorkerRuntime:
         tokens: int | None = None,
         data: EventData | None = None,
         outputs: Mapping[str, object] | None = None,
+        before: Sequence[tuple[str, EventData]] = (),
     ) -> None:
         job = self.store.jobs.transition(
-            task_id, status="processing", progress=progress, message=message, tokens=tokens, data=data, outputs=outputs
+            task_id,
+            status="processing",
+            progress=progress,
+            message=message,
+            tokens=tokens,
+            data=data,
+            outputs=outputs,
+            events=before,
         )
         if job is None:
             raise JobCancelled(task_id)
@@ -165,16 +174,27 @@ class WorkerRuntime:
         outputs: Mapping[str, object],
         data: EventData | None = None,
     ) -> None:
-        # The next stage's message is recorded with the outputs (one round trip), then sent: a cancel in
-        # between finds it and aborts it.
+        # One round trip: the outputs stored, the next stage's message recorded and sent, this one acknowledged.
         queued = self.store.queues.message(next_stage, task_id)
+        handover = self.store.queues.handover(self.broker, send=queued, ack=CurrentMessage.get_current_message())
         job = self.store.jobs.transition(
-            task_id, progress=progress, message=message, message_id=queued.message_id, data=data, outputs=outputs
+            task_id,
+            progress=progress,
+            message=message,
+            message_id=queued.message_id,
+            data=data,
+            outputs=outputs,
+            handover=handover,
         )
         if job is None:
             raise JobCancelled(task_id)
-        self.store.queues.send(queued, self.broker)  # it waits out a Redis outage: a retry would find the job handed on
+        self._acknowledged(handover)
         log.info("%s; next: %s", message, next_stage, extra={"task_id": task_id, "stage": job.stage})
+
+    def _acknowledged(self, handover: Handover) -> None:
+        """Tell the consumer that a job change acknowledged the current message (it then need not)."""
+        if handover.ack_id:
+            self.broker.acknowledged.add(handover.ack_id)
 
     def start_batches(
         self,
@@ -200,8 +220,10 @@ class WorkerRuntime:
         self.store.queues.send_batches(job.owner or job.client_id, queued, self.broker)
 
     def complete(self, task_id: str, dataset: Dataset, *, message: str) -> None:
-        self.store.jobs.transition(
+        handover = self.store.queues.handover(self.broker, ack=CurrentMessage.get_current_message())
+        done = self.store.jobs.transition(
             task_id,
+            handover=handover,
             outputs={"dataset": dataset},
             status="completed",
             stage="done",
@@ -214,7 +236,32 @@ class WorkerRuntime:
                 shortfall=dataset.stats.shortfall,
             ),
         )
+        if done is not None:
+            self._acknowledged(handover)
         log.info(message, extra={"task_id": task_id, "stage": "assembly"})
+
+    def complete_estimate(self, task_id: str, estimate: Estimate, *, message: str) -> None:
+        self.store.jobs.transition(
+            task_id,
+            outputs={"estimate": estimate},
+            status="completed",
+            stage="done",
+            progress=100,
+            message=message,
+            result_url=f"/api/v1/tasks/{task_id}/estimate",
+            data=EstimateReady(
+                documents=estimate.documents,
+                calls=estimate.calls,
+                prompt_tokens=estimate.prompt_tokens,
+                completion_tokens=estimate.completion_tokens,
+                completion_basis=estimate.completion_basis,
+                budget=estimate.budget,
+                over_budget=estimate.over_budget,
+                documents_within_budget=estimate.documents_within_budget,
+                cost_usd=estimate.cost_usd,
+            ),
+        )
+        log.info(message, extra={"task_id": task_id, "stage": "extraction"})
 
     def run_async(self, coroutine: Coroutine[object, object, T]) -> T:
         """Run ``coroutine`` on this process's event loop and wait for it.

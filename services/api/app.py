@@ -26,6 +26,7 @@ from pipeline.version import VERSION
 from services.api.auth import RATE_LIMIT_STORE, ApiKeyAuth, provide_owner, rate_limit_config
 from services.api.datasets import DatasetController
 from services.api.errors import exception_handlers
+from services.api.estimate import EstimateController
 from services.api.health import HealthController
 from services.api.live import LiveEvents
 from services.api.metrics import Metrics
@@ -108,6 +109,7 @@ def create_app(
     return Litestar(
         route_handlers=[
             DatasetController,
+            EstimateController,
             ReviewController,
             TaskController,
             ReprocessController,

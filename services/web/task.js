@@ -1,5 +1,7 @@
 // Following one task: its status, progress and stages, its events (replayed from the start, then live, over
-// Server-Sent Events, else WebSocket, else polling), a retry's reason and countdown, and whether a worker runs.
+// Server-Sent Events, else WebSocket, else polling), the rows found on the way (found.js), a retry's reason and
+// countdown, and whether a worker runs.
+import { addFound, markFound, resetFound } from "./found.js";
 import { clearResult, renderResult } from "./results.js";
 import { count } from "./values.js";
 
@@ -195,6 +197,7 @@ function onEvent(event) {
     current.lastSeq = event.seq;
   }
   logEvent(event);
+  if (event.data && event.data.kind === "row_found") addFound(current.taskId, event.data);
   if (TERMINAL.has(event.status)) stopListening(); // the last event: the stream has nothing more
   if (current.finished) return; // replaying a finished task's events: the log only
   showJobState(event);
@@ -300,16 +303,22 @@ async function loadResult(taskId) {
   try {
     const status = await api(`/tasks/${encodeURIComponent(taskId)}`);
     if (!current || current.taskId !== taskId) return;
-    if (status.result) renderResult(status.result);
+    if (status.result) showResult(status.result);
   } catch (error) {
     if (current && current.taskId === taskId) $("#message").textContent = `Could not load the result: ${error.message}`;
   }
 }
 
+/** Show the dataset, and what became of each row found on the way. */
+function showResult(result) {
+  renderResult(result);
+  markFound(result);
+}
+
 /** What a finished task left: its dataset, or its error. */
 function showOutcome(status) {
   hideRetry();
-  if (status.status === "completed" && status.result) renderResult(status.result);
+  if (status.status === "completed" && status.result) showResult(status.result);
   else if (status.status === "completed") loadResult(status.task_id);
   else if (status.status === "error" && status.error) $("#message").textContent = status.error;
   announceEnd(status.task_id);
@@ -319,6 +328,7 @@ function showOutcome(status) {
 
 function resetJobCard(taskId, fresh) {
   clearResult();
+  resetFound(taskId);
   $("#job").hidden = false;
   $("#job-task-id").textContent = taskId;
   $("#job-link").href = `#/tasks/${encodeURIComponent(taskId)}`;
@@ -342,6 +352,7 @@ export function followTask(taskId, { fresh = false, initial = null } = {}) {
     showJobState(initial);
     if (TERMINAL.has(initial.status)) {
       current.finished = true;
+      $("#found").open = false; // the dataset is what matters now; the rows found stay a click away
       showOutcome(initial);
     }
   }
