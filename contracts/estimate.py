@@ -44,5 +44,6 @@ class Estimate(Record, frozen=True, kw_only=True):
     budget: int = 0
     #: the estimated tokens exceed the budget
     over_budget: bool = False
-    #: documents read before the budget is reached, one call after another (all of them without a budget)
+    #: documents read before the budget is reached, one call after another (all of them without a budget): at
+    #: least this many, as batches read their documents at once
     documents_within_budget: int = 0

@@ -302,8 +302,8 @@ def read_data(data: dict[str, EventValue]) -> AnyEventData | None:
         return None
     try:
         read: AnyEventData = msgspec.convert(data, AnyEventData)
-    except msgspec.ValidationError:
+        if isinstance(read, RowFound):
+            return msgspec.structs.replace(read, values=RowFound.values_from(data))
+    except msgspec.DecodeError:  # also covers ValidationError; a value said to be JSON that is not
         return None
-    if isinstance(read, RowFound):
-        return msgspec.structs.replace(read, values=RowFound.values_from(data))
     return read

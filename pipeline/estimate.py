@@ -155,8 +155,9 @@ def estimate(
 
 
 def within_budget(documents: list[Document], calls: list[PlannedCall], budget: int, factor: float) -> int:
-    """How many documents extraction reads before ``budget`` is spent, making ``calls`` one after another: as the
-    stage does, a document is read whole once started, and none starts once the tokens spent reach the budget."""
+    """How many documents extraction reads before ``budget`` is spent, making ``calls`` one after another: a
+    document is read whole once started, and none starts once the tokens spent reach the budget. A lower bound:
+    the stage starts a batch's documents together and runs batches at once, so it may read a few more."""
     if not budget:
         return len(documents)
     spent, started = 0, dict[str, bool]()

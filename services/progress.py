@@ -430,9 +430,9 @@ def row_outcomes(dataset: Dataset) -> dict[str, tuple[str, str]]:
 
 def print_outcomes(console: Console, dataset: Dataset, found: dict[str, RowFound]) -> None:
     """What became of the rows shown as they were found: how many were kept, and each one merged or dropped."""
-    if not found:
-        return
     known = row_outcomes(dataset)
+    if not found or not known:  # nothing shown, or a dataset that names no candidates (made before they existed)
+        return
     outcomes = {candidate: known.get(candidate, ("dropped", "not in the dataset")) for candidate in found}
     counts = {kind: sum(k == kind for k, _ in outcomes.values()) for kind in ("kept", "merged", "dropped")}
     say(

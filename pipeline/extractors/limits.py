@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import logging
+import math
 import re
 import time
 import uuid
@@ -20,6 +21,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import msgspec
+import redis
 
 from pipeline.store.llm_limits import LLMLimits
 
@@ -95,9 +97,11 @@ class RateHeaders(msgspec.Struct, frozen=True, kw_only=True):
         call's share of the limit comes back (a window ÷ the limit), at most until the stated reset."""
         pause = 0.0
         if self.remaining_requests == 0 and self.limit_requests:
-            pause = min(window_s / self.limit_requests, self.reset_requests_s or window_s)
+            reset = window_s if self.reset_requests_s is None else self.reset_requests_s
+            pause = min(window_s / self.limit_requests, reset)
         if self.remaining_tokens is not None and self.remaining_tokens < tokens and self.limit_tokens:
-            pause = max(pause, min(window_s * tokens / self.limit_tokens, self.reset_tokens_s or window_s))
+            reset = window_s if self.reset_tokens_s is None else self.reset_tokens_s
+            pause = max(pause, min(window_s * tokens / self.limit_tokens, reset))
         return pause
 
 
@@ -190,20 +194,24 @@ class Limiter:
         if tokens is not None:
             self.allowance += _ALLOWANCE_WEIGHT * (tokens - ticket.prompt_tokens - self.allowance)
         if self.shared is not None:
-            if tokens is not None:
-                await self.shared.settle(self.provider, ticket.grant, tokens)
-            rate = await self._learn(ticket, headers)
-            pause_s = rate.pause_s(ticket.tokens, self.shared.window_ms / 1000)
-            if pause_s > 0:
-                await self.shared.block(self.provider, round(pause_s * 1000))
+            try:  # bookkeeping: the call is paid for and its reply in hand, so a Redis error must not lose it
+                if tokens is not None:
+                    await self.shared.settle(self.provider, ticket.grant, tokens)
+                rate = await self._learn(ticket, headers)
+                pause_s = rate.pause_s(ticket.tokens, self.shared.window_ms / 1000)
+                if pause_s > 0:
+                    await self.shared.block(self.provider, round(pause_s * 1000))
+            except redis.RedisError as exc:
+                log.warning("%s: rate window not updated: %s", self.name, exc, extra={"stage": "extraction"})
         self._open()
 
     async def rate_limited(self, ticket: Ticket, headers: Mapping[str, str]) -> None:
         """A 429: halve the window, and hold every call until the provider's Retry-After."""
         self._rate_limited_in_a_row += 1
-        pause_s = retry_after_s(headers)
-        if pause_s is None:
-            pause_s = min(_PAUSE_S * 2 ** (self._rate_limited_in_a_row - 1), _MAX_PAUSE_S)
+        backoff_s = min(_PAUSE_S * 2 ** (self._rate_limited_in_a_row - 1), _MAX_PAUSE_S)
+        stated_s = retry_after_s(headers)
+        # a stated 0 (or nothing) would send the call again at once, into another 429: the backoff then
+        pause_s = stated_s if stated_s is not None and stated_s > 0 else backoff_s
         halved = self.aimd.overloaded(ticket.epoch)
         self._paused_until = max(self._paused_until, time.monotonic() + pause_s)
         if self.shared is not None:
@@ -278,7 +286,9 @@ class Limiter:
 
 
 def _number(raw: str | None) -> float | None:
+    """A header's number; None when absent, not a number, or not finite ("inf", "nan")."""
     try:
-        return float(raw) if raw is not None else None
+        value = float(raw) if raw is not None else None
     except ValueError:
         return None
+    return value if value is not None and math.isfinite(value) else None

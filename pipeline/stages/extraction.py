@@ -35,6 +35,7 @@ from pipeline.errors import JobCancelled, PermanentError
 from pipeline.extractors.base import Extraction, Extractor, ExtractorInfo, Screening, Verdict
 from pipeline.grounding import GroundingCounts, SourceText
 from pipeline.screening import JUDGED_IRRELEVANT, NO_DECISION, NO_QUOTE, topic
+from pipeline.settings import Settings
 from pipeline.stages.context import StageContext
 from pipeline.store.extraction import LlmUsage, batch_output
 from pipeline.text import plural
@@ -81,6 +82,13 @@ def choose_extractor(ctx: StageContext, requested: str | None) -> Extractor:
     return ctx.extractors[name]
 
 
+def token_budget(request: GenerateRequest, settings: Settings) -> int:
+    """The tokens a job may spend (0: no limit): its own ``max_tokens``, never above the operator's
+    ``LITMINER_MAX_TOKENS_PER_JOB``."""
+    budgets = [b for b in (request.max_tokens, settings.max_tokens_per_job) if b]
+    return min(budgets, default=0)
+
+
 def describe(info: ExtractorInfo) -> str:
     """The extractor as events name it: "openai (gpt-4o-mini at https://api.openai.com/v1)" or "heuristic"."""
     return f"{info.name} ({info.model} at {info.base_url})" if info.model else info.name
@@ -109,7 +117,9 @@ def process(ctx: StageContext, task_id: str) -> None:
         batches=run.batches,
     )
     progress = stage_progress("extraction", 0)
-    if run.batches == 1:  # read here and now: no batch message, no shared counters, no wait for a turn
+    if run.batches == 1 and not extractor.cached:
+        # an extractor that calls no model reads a batch in milliseconds: here and now, without a batch message,
+        # shared counters or a turn (one that does waits for its owner's turn like any batch: fair sharing)
         ctx.report(task_id, progress=progress, message=message, data=data, outputs={"extraction_run": run})
         schema = inputs.get("schema", PreparedSchema)
         batch = _Batch(
@@ -145,7 +155,7 @@ def _estimate(ctx: StageContext, job: JobRecord) -> None:
         calls=calls,
         usage=ctx.extraction.usage(info.model) if llm and info.model else LlmUsage(),
         settings=ctx.settings,
-        budget=request.max_tokens or ctx.settings.max_tokens_per_job,
+        budget=token_budget(request, ctx.settings),
     )
     ctx.complete_estimate(job.task_id, estimate, message=estimating.summary(estimate))
 
@@ -280,7 +290,7 @@ class _Batch:
         self.unreported_tokens = 0  # the screening call's, counted with the batch's first document
         self.schema = schema
         self.extractor = extractor
-        self.budget = request.max_tokens or ctx.settings.max_tokens_per_job
+        self.budget = token_budget(request, ctx.settings)
         self.budget_reported = False
         # the batch's documents report one at a time: their events then follow the count in seq order, and
         # no report is computed on a job record another document's report has just changed (a second try)

@@ -212,21 +212,6 @@ class JobStore:
         job = None if raw is None else _decode_job(raw)
         return job if job is not None and owned_by(job, owner) else None
 
-    def count_delivery(self, task_id: str, delivery_id: str) -> int:
-        """Count a delivery of a queued message (one ``delivery_id`` per enqueue); also refreshes the job record.
-
-        A count above 1 means earlier deliveries died with their worker: Redis hands the same enqueued
-        message out again. A retry is enqueued anew, so it counts from 1.
-        """
-        key = self.keys.deliveries(task_id)
-        with self.client.pipeline(transaction=False) as pipe:
-            pipe.hincrby(key, delivery_id, 1)
-            pipe.expire(key, self.ttl_s)
-            pipe.get(self.keys.job(task_id))
-            count, _, raw = pipe.execute()
-        self._remember(task_id, raw)
-        return int(count)
-
     def unchanged_since(self, before: float) -> list[tuple[bytes, JobRecord]]:
         """Unfinished jobs whose last change is older than ``before`` (epoch s), each as stored and decoded.
 
@@ -333,6 +318,9 @@ class JobStore:
                 raw, checked = cast("bytes | None", self.client.get(self.keys.job(task_id))), True
                 continue
             if accept is not None and not accept(job):
+                if not checked:  # a remembered or carried version may be stale: judge the stored one
+                    raw, checked = cast("bytes | None", self.client.get(self.keys.job(task_id))), True
+                    continue
                 self._remember(task_id, raw)
                 return None
             job = _changed(job, fields)

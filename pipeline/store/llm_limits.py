@@ -20,7 +20,8 @@ from pipeline.store.keys import Keys
 
 # Grant a call (ARGV[1], counting ARGV[2] tokens) if the window of ARGV[3] ms has room and no 429 pauses the
 # provider; otherwise return how long to wait. Limits: the learned ones (KEYS[3]), else ARGV[4] (requests) and
-# ARGV[5] (tokens); 0 is no limit. Calls that left the window are forgotten first, with their tokens.
+# ARGV[5] (tokens); 0 is no limit; a grant keeps learned limits ARGV[6] ms more. Calls that left the window are
+# forgotten first, with their tokens.
 # Returns {ms to wait (0: granted), requests limit, tokens limit, calls in the window, tokens in the window}.
 _ACQUIRE = """
 redis.replicate_commands()
@@ -64,6 +65,7 @@ redis.call('ZADD', KEYS[1], now, ARGV[1])
 redis.call('HSET', KEYS[2], ARGV[1], need, 'total', spent + need)
 redis.call('PEXPIRE', KEYS[1], window * 2)
 redis.call('PEXPIRE', KEYS[2], window * 2)
+redis.call('PEXPIRE', KEYS[3], ARGV[6])  -- learned limits in use are kept (nothing when none were learned)
 return {0, rpm, tpm, count + 1, spent + need}
 """
 
@@ -88,7 +90,7 @@ end
 return 1
 """
 
-#: how long learned limits are kept without a header confirming them
+#: how long learned limits are kept after the last call granted under them
 _LIMITS_TTL_S = 24 * 3600
 
 
@@ -141,7 +143,7 @@ class LLMLimits:
             self.keys.llm_blocked(provider),
         ]
         wait, rpm, tpm, calls, spent = await self._acquire(
-            keys=keys, args=[grant, max(tokens, 1), self.span_ms, self.rpm, self.tpm]
+            keys=keys, args=[grant, max(tokens, 1), self.span_ms, self.rpm, self.tpm, _LIMITS_TTL_S * 1000]
         )
         return Window(wait_ms=int(wait), rpm=int(rpm), tpm=int(tpm), calls=int(calls), tokens=int(spent))
 

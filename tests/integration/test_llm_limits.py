@@ -118,7 +118,6 @@ def test_a_storm_of_429s_at_a_fixed_concurrency_loses_no_document(llm: FakeLLM, 
 
     assert [e.failure for e in extractions] == [None] * 12
     assert llm.rate_limited > 0 and llm.rate_limited == sum(e.rate_limited for e in extractions)
-    assert llm.busiest_window()[0] <= 3
 
 
 def test_a_job_whose_calls_meet_429s_completes_with_every_document_and_counts_them(
@@ -144,7 +143,6 @@ def test_a_job_whose_calls_meet_429s_completes_with_every_document_and_counts_th
     stats = dataset.stats.extraction
     assert stats.documents_failed == 0 and stats.documents_extracted == stats.documents > 0
     assert 0 < stats.rate_limited <= llm.rate_limited  # the screening calls' 429s are not a document's
-    assert llm.busiest_window()[0] <= 4
 
 
 def test_a_429_pauses_every_worker_until_its_retry_after(llm: FakeLLM, llm_settings: Settings) -> None:

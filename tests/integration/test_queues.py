@@ -7,7 +7,9 @@ import time
 
 import redis
 
-from contracts import FieldDefinition, GenerateRequest
+from contracts import STAGES, FieldDefinition, GenerateRequest
+from pipeline.store.jobs import JobStore
+from tests.conftest import follow
 
 REQUEST = GenerateRequest(
     user_query="water treatment technologies used in specialty crop production",
@@ -51,3 +53,30 @@ def test_an_idle_consumer_is_woken_by_an_enqueue_not_by_its_timeout(make_jobs) -
     assert message is not None and message.args[0] == job.task_id
     consumer.ack(message)
     consumer.close()
+
+
+def test_hand_offs_send_the_next_message_and_leave_none_in_flight(make_jobs, run_worker) -> None:
+    jobs = make_jobs()
+    worker = run_worker(threads=2)
+    done = [follow(jobs, jobs.submit(REQUEST).task_id)[-1] for _ in range(3)]
+
+    assert [event.status for event in done] == ["completed"] * 3
+    client, keys = jobs.store.client, jobs.store.keys
+    # each stage's message went where Dramatiq's consumers find it, and is acknowledged: by the job change that
+    # handed its job on (``Handover``), the consumer's own ack then a no-op, or by the consumer
+    in_flight = client.keys(keys.acks("*", "*"))
+    assert sum(client.scard(key) for key in in_flight) == 0
+    assert all(client.hlen(keys.messages(stage)) == 0 for stage in STAGES)
+    assert worker.runtime.broker.acknowledged == set()
+
+
+def test_a_stale_remembered_record_never_skips_a_stage(make_jobs) -> None:
+    jobs = make_jobs()
+    job = jobs.submit(REQUEST)
+    stale = jobs.store.jobs  # remembers the record it created, naming the first message
+    other = JobStore(jobs.store.client, jobs.store.keys, jobs.store.events, ttl_s=60)  # another process
+    other.transition(job.task_id, message="re-run", message_id="resent")  # a rerun's or the reaper's message
+
+    started = stale.transition(job.task_id, status="processing", accept=lambda j: j.message_id == "resent")
+
+    assert started is not None and started.status == "processing" and started.message_id == "resent"

@@ -82,7 +82,7 @@ def test_a_call_over_the_limit_is_a_429_saying_when_it_would_fit(provider: FakeL
     assert wait is not None and 29 < wait <= 30
     assert headers["retry-after"] == "30"
     assert RateHeaders.read(headers).remaining_requests == 0
-    assert provider.rate_limited == 1 and provider.busiest_window()[0] == 3
+    assert provider.rate_limited == 1 and len(provider.admitted) == 3 and provider.busiest_window()[0] == 4
 
 
 def test_without_headers_only_the_429_says_anything() -> None:
