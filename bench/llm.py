@@ -19,6 +19,7 @@ import logging
 import multiprocessing
 import statistics
 import tempfile
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -27,8 +28,8 @@ from multiprocessing.context import SpawnProcess
 import msgspec
 
 from bench.extract import QUERY, reader, wait_for_workers
-from bench.fairness import FIELDS, NAME, Shelf, follow
-from contracts import Event, GenerateRequest
+from bench.fairness import FIELDS, NAME, Shelf
+from contracts import TERMINAL_STATUSES, Event, GenerateRequest, decode_event
 from pipeline.extractors.base import Extractor
 from pipeline.extractors.heuristic import HeuristicExtractor
 from pipeline.extractors.llm import OpenAIExtractor
@@ -42,8 +43,8 @@ LATENCY_S = (0.5, 1.5)
 DOCS_PER_ROW = 5
 #: (label, calls at once per process: fixed, or the adaptive window's ceiling; adaptive; limits configured)
 MODES = [
-    ("fixed concurrency 8", 8, False, False),
-    ("fixed concurrency 32", 32, False, False),
+    ("fixed 8 per process", 8, False, False),
+    ("fixed 32 per process", 32, False, False),
     ("adaptive limiter (≤ 32), limits from headers", 32, True, False),
     ("adaptive limiter (≤ 32), limits known", 32, True, True),
 ]
@@ -104,8 +105,25 @@ def first_row_at(events: list[Event]) -> float | None:
     return found.timestamp if found is not None else None
 
 
+#: a mode still running after this many times the provider's limit (as the scale plans it) is stopped and
+#: reported unfinished: a client that keeps sending into 429s can spend the provider's quota on refusals
+GIVE_UP = 3.0
+
+
+def events_until(service: JobService, task_id: str, deadline: float) -> list[Event]:
+    """The job's events until its terminal one, or until ``deadline`` (monotonic)."""
+    events: list[Event] = []
+    while time.monotonic() < deadline:
+        for raw in service.store.events.history(task_id, after=events[-1].seq if events else 0, block_ms=200):
+            events.append(decode_event(raw))
+            if events[-1].status in TERMINAL_STATUSES:
+                return events
+    return events
+
+
 def measure(base: Settings, scale: Scale, concurrency: int, adaptive: bool, known: bool) -> dict[str, object]:
-    """One job on a fresh provider and key prefix; its timings against the provider's limit."""
+    """One job on a fresh provider and key prefix; its timings against the provider's limit (None when it did
+    not finish in ``GIVE_UP`` × the planned limit)."""
     limits = ProviderLimits(rpm=scale.rpm, tpm=scale.tpm, window_s=scale.window_s, latency_s=LATENCY_S)
     with FakeLLM(limits) as llm:
         llm.responder = reader
@@ -127,14 +145,25 @@ def measure(base: Settings, scale: Scale, concurrency: int, adaptive: bool, know
                     sources=[NAME],
                 )
                 job = service.submit(request)
-                events = follow(service, job.task_id)
-                dataset = service.dataset(job.task_id)
+                planned_s = scale.documents * 1.25 / scale.rpm * scale.window_s  # a call per document, screening
+                events = events_until(service, job.task_id, time.monotonic() + 20 + GIVE_UP * planned_s)
+                finished = bool(events) and events[-1].status == "completed"
+                if not finished:
+                    service.cancel(job.task_id)
+                dataset = service.dataset(job.task_id) if finished else None
         finally:
             service.close()
-    if dataset is None or dataset.stats.extraction is None:
-        raise RuntimeError(f"job ended {events[-1].status}: {events[-1].message}")
-    stats = dataset.stats.extraction
     start = events[0].timestamp
+    if dataset is None or dataset.stats.extraction is None:
+        done = [e.data for e in events if e.data.get("kind") == "document_extracted"]
+        return {
+            "finished": False,
+            "stopped_after_s": round(events[-1].timestamp - start, 1),
+            "documents_done": int(str(done[-1]["documents_done"])) if done else 0,
+            "calls": len(llm.admitted),
+            "rate_limited": llm.rate_limited,
+        }
+    stats = dataset.stats.extraction
     calls = len(llm.admitted)
     tokens = sum(call.tokens for call in llm.admitted)
     limit_s = max(calls / scale.rpm, tokens / scale.tpm) * scale.window_s
@@ -144,6 +173,7 @@ def measure(base: Settings, scale: Scale, concurrency: int, adaptive: bool, know
     latency_s = statistics.median(call.latency_s for call in llm.admitted)
     busiest_calls, busiest_tokens = llm.busiest_window()
     return {
+        "finished": True,
         "concurrency": concurrency,
         "adaptive": adaptive,
         "limits_configured": known,
@@ -197,6 +227,12 @@ def run(quick: bool) -> dict[str, object]:
     )
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for label, m in results.items():
+        if not m["finished"]:
+            print(
+                f"| {label} | not finished: stopped after {m['stopped_after_s']} s with {m['documents_done']} of "
+                f"{scale.documents} documents read | | | {m['calls']} | {m['rate_limited']} | | | | | |"
+            )
+            continue
         print(
             f"| {label} | {m['time_to_dataset_s']} | {m['provider_limit_s']} | {m['vs_limit']}× | {m['calls']} "
             f"| {m['rate_limited']} ({m['rate_limited_pct']} %) | {m['documents_failed']} | {m['search_s']} "
