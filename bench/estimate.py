@@ -25,17 +25,15 @@ from pathlib import Path
 
 import msgspec
 
+from bench.extract import follow
 from contracts import (
-    TERMINAL_STATUSES,
     Dataset,
     Document,
     Estimate,
-    Event,
     FieldDefinition,
     GenerateRequest,
     PreparedSchema,
     ReprocessRequest,
-    decode_event,
 )
 from pipeline import estimate as estimating
 from pipeline.extractors.base import ExtractorInfo
@@ -157,17 +155,11 @@ def _full_text_corpus(folder: Path, count: int) -> str:
     return str(path)
 
 
-def follow(service: JobService, task_id: str) -> list[Event]:
-    events: list[Event] = []
-    deadline = time.monotonic() + TIMEOUT_S
-    while time.monotonic() < deadline:
-        for raw in service.store.events.history(task_id, after=events[-1].seq if events else 0, block_ms=200):
-            events.append(decode_event(raw))
-            if events[-1].status in TERMINAL_STATUSES:
-                if events[-1].status != "completed":
-                    raise RuntimeError(f"job {task_id} ended {events[-1].status}: {events[-1].message}")
-                return events
-    raise RuntimeError(f"job {task_id} did not finish in {TIMEOUT_S:.0f} s")
+def finished(service: JobService, task_id: str) -> None:
+    """Wait for the job to end; raise unless it completed."""
+    last = follow(service, task_id)[-1]
+    if last.status != "completed":
+        raise RuntimeError(f"job {task_id} ended {last.status}: {last.message}")
 
 
 def _measure(
@@ -181,12 +173,12 @@ def _measure(
     worker = start_worker(runtime, threads=THREADS)
     try:
         job = service.estimate(GenerateRequest(user_query=QUERY, rows=rows, field_definitions=fields))
-        follow(service, job.task_id)
+        finished(service, job.task_id)
         estimate = service.estimate_of(job.task_id)
         if llm.calls or llm.screenings:
             raise RuntimeError("the estimate called the LLM")
         real = service.reprocess(job.task_id, ReprocessRequest(from_stage="extraction"))
-        follow(service, real.task_id)
+        finished(service, real.task_id)
         dataset = service.store.jobs.get_output(real.task_id, "dataset", Dataset)
         if dataset is None or dataset.stats.extraction is None:
             raise RuntimeError("the real run has no dataset")

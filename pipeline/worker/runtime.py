@@ -220,48 +220,42 @@ class WorkerRuntime:
         self.store.queues.send_batches(job.owner or job.client_id, queued, self.broker)
 
     def complete(self, task_id: str, dataset: Dataset, *, message: str) -> None:
+        data = JobCompleted(
+            rows=len(dataset.rows), requested_rows=dataset.stats.requested_rows, shortfall=dataset.stats.shortfall
+        )
+        self._end(task_id, "dataset", dataset, f"/api/v1/datasets/{task_id}", message=message, data=data)
+
+    def complete_estimate(self, task_id: str, estimate: Estimate, *, message: str) -> None:
+        data = EstimateReady(
+            documents=estimate.documents,
+            calls=estimate.calls,
+            prompt_tokens=estimate.prompt_tokens,
+            completion_tokens=estimate.completion_tokens,
+            completion_basis=estimate.completion_basis,
+            budget=estimate.budget,
+            over_budget=estimate.over_budget,
+            documents_within_budget=estimate.documents_within_budget,
+            cost_usd=estimate.cost_usd,
+        )
+        self._end(task_id, "estimate", estimate, f"/api/v1/tasks/{task_id}/estimate", message=message, data=data)
+
+    def _end(self, task_id: str, output: str, value: object, url: str, *, message: str, data: EventData) -> None:
+        """Store the job's result (``output``: its ``value``) and mark it completed, acknowledging the message."""
         handover = self.store.queues.handover(self.broker, ack=CurrentMessage.get_current_message())
         done = self.store.jobs.transition(
             task_id,
             handover=handover,
-            outputs={"dataset": dataset},
+            outputs={output: value},
             status="completed",
             stage="done",
             progress=100,
             message=message,
-            result_url=f"/api/v1/datasets/{task_id}",
-            data=JobCompleted(
-                rows=len(dataset.rows),
-                requested_rows=dataset.stats.requested_rows,
-                shortfall=dataset.stats.shortfall,
-            ),
+            result_url=url,
+            data=data,
         )
         if done is not None:
             self._acknowledged(handover)
-        log.info(message, extra={"task_id": task_id, "stage": "assembly"})
-
-    def complete_estimate(self, task_id: str, estimate: Estimate, *, message: str) -> None:
-        self.store.jobs.transition(
-            task_id,
-            outputs={"estimate": estimate},
-            status="completed",
-            stage="done",
-            progress=100,
-            message=message,
-            result_url=f"/api/v1/tasks/{task_id}/estimate",
-            data=EstimateReady(
-                documents=estimate.documents,
-                calls=estimate.calls,
-                prompt_tokens=estimate.prompt_tokens,
-                completion_tokens=estimate.completion_tokens,
-                completion_basis=estimate.completion_basis,
-                budget=estimate.budget,
-                over_budget=estimate.over_budget,
-                documents_within_budget=estimate.documents_within_budget,
-                cost_usd=estimate.cost_usd,
-            ),
-        )
-        log.info(message, extra={"task_id": task_id, "stage": "extraction"})
+        log.info(message, extra={"task_id": task_id, "stage": "assembly" if output == "dataset" else "extraction"})
 
     def run_async(self, coroutine: Coroutine[object, object, T]) -> T:
         """Run ``coroutine`` on this process's event loop and wait for it.
