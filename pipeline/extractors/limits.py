@@ -21,8 +21,8 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import msgspec
-import redis
 
+from pipeline.store import REDIS_ERRORS
 from pipeline.store.llm_limits import LLMLimits
 
 log = logging.getLogger(__name__)
@@ -201,7 +201,7 @@ class Limiter:
                 pause_s = rate.pause_s(ticket.tokens, self.shared.window_ms / 1000)
                 if pause_s > 0:
                     await self.shared.block(self.provider, round(pause_s * 1000))
-            except redis.RedisError as exc:
+            except REDIS_ERRORS as exc:
                 log.warning("%s: rate window not updated: %s", self.name, exc, extra={"stage": "extraction"})
         self._open()
 
