@@ -129,7 +129,7 @@ def test_a_job_whose_calls_meet_429s_completes_with_every_document_and_counts_th
     run_worker(
         settings_=llm_settings,
         extractors={
-            "openai": OpenAIExtractor(llm_settings, adaptive=False, window_s=1.0),
+            "openai": OpenAIExtractor(llm_settings, window_s=1.0),
             "heuristic": HeuristicExtractor(),
         },
         threads=4,
