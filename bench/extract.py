@@ -14,6 +14,8 @@ import tempfile
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import msgspec
 
@@ -74,6 +76,24 @@ def wait_for_workers(service: JobService, count: int) -> None:
         if time.monotonic() > deadline:
             raise RuntimeError(f"{count} worker processes did not start in 60 s")
         time.sleep(0.05)
+
+
+@contextmanager
+def worker_processes(service: JobService, count: int, target: Callable[..., None], *args: object) -> Iterator[None]:
+    """``count`` spawned processes running ``target(*args)`` (a worker), once they poll their queues; stopped
+    (SIGTERM: a graceful stop) at the end."""
+    context = multiprocessing.get_context("spawn")
+    processes = [context.Process(target=target, args=args, daemon=True) for _ in range(count)]
+    for process in processes:
+        process.start()
+    try:
+        wait_for_workers(service, count)
+        yield
+    finally:
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            process.join(30)
 
 
 def _measure(base: Settings, llm: FakeLLM, rows: int, concurrency: int, processes: int) -> dict[str, object]:

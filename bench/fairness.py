@@ -15,18 +15,16 @@ job reads another's cached extractions.
 from __future__ import annotations
 
 import logging
-import multiprocessing
 import statistics
 import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
-from multiprocessing.context import SpawnProcess
 
 import msgspec
 
-from bench.extract import reader
+from bench.extract import reader, worker_processes
 from contracts import TERMINAL_STATUSES, Document, Event, FieldDefinition, GenerateRequest, decode_event
 from pipeline.jobs import JobService
 from pipeline.settings import Settings
@@ -83,25 +81,15 @@ def _worker_main(settings: Settings) -> None:
 
 @contextmanager
 def workers(settings: Settings, service: JobService) -> Iterator[None]:
-    """PROCESSES worker processes on ``settings``, once their heartbeats show; stopped at the end."""
-    context = multiprocessing.get_context("spawn")
-    processes: list[SpawnProcess] = [
-        context.Process(target=_worker_main, args=(settings,), daemon=True) for _ in range(PROCESSES)
-    ]
-    for process in processes:
-        process.start()
-    try:
+    """PROCESSES worker processes on ``settings``, once their heartbeats show (fair sharing sizes its window
+    from them); stopped at the end."""
+    with worker_processes(service, PROCESSES, _worker_main, settings):
         deadline = time.monotonic() + 60
         while len(service.store.workers.live()) < PROCESSES:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"{PROCESSES} worker processes did not start in 60 s")
             time.sleep(0.05)
         yield
-    finally:
-        for process in processes:
-            process.terminate()
-        for process in processes:
-            process.join(30)
 
 
 class Owner:

@@ -16,18 +16,15 @@ process sends one call until the provider has answered), once with them configur
 from __future__ import annotations
 
 import logging
-import multiprocessing
 import statistics
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
-from multiprocessing.context import SpawnProcess
+from contextlib import AbstractContextManager
 
 import msgspec
 
-from bench.extract import QUERY, reader, wait_for_workers
+from bench.extract import QUERY, reader, worker_processes
 from bench.fairness import FIELDS, NAME, Shelf
 from contracts import TERMINAL_STATUSES, Event, GenerateRequest, decode_event
 from pipeline.extractors.base import Extractor
@@ -76,23 +73,11 @@ def _worker_main(settings: Settings, adaptive: bool, window_s: float) -> None:
     run_worker_process(settings, THREADS, "ERROR", sources={NAME: Shelf()}, extractors=extractors)
 
 
-@contextmanager
-def workers(settings: Settings, service: JobService, *, adaptive: bool, window_s: float) -> Iterator[None]:
+def workers(
+    settings: Settings, service: JobService, *, adaptive: bool, window_s: float
+) -> AbstractContextManager[None]:
     """PROCESSES worker processes on ``settings``, once they poll their queues; stopped at the end."""
-    context = multiprocessing.get_context("spawn")
-    processes: list[SpawnProcess] = [
-        context.Process(target=_worker_main, args=(settings, adaptive, window_s), daemon=True) for _ in range(PROCESSES)
-    ]
-    for process in processes:
-        process.start()
-    try:
-        wait_for_workers(service, PROCESSES)
-        yield
-    finally:
-        for process in processes:
-            process.terminate()
-        for process in processes:
-            process.join(30)
+    return worker_processes(service, PROCESSES, _worker_main, settings, adaptive, window_s)
 
 
 def first_row_at(events: list[Event]) -> float | None:

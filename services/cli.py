@@ -25,7 +25,7 @@ from pipeline.text import plural
 from pipeline.version import VERSION
 from services.client import DEFAULT_API_URL, ApiClient, ApiError, ExportFormat
 from services.logs import configure_logging
-from services.progress import citations, generate, run_job, say, watch_job
+from services.progress import citations, completed, generate, run_job, say
 
 # The API, the worker and the pipeline (Litestar, Dramatiq, the OpenAI SDK) are imported by the commands that
 # run them, so that the client commands (status, cancel, events, generate --api) start in well under a second.
@@ -330,12 +330,7 @@ def _estimate(client: ApiClient, body: dict[str, object], api: str | None) -> in
         console,
         f"task {task_id}: estimating {body.get('user_query')!r} (follow: {client.base_url}/sse/tasks/{task_id})",
     )
-    final = watch_job(client, task_id, console)
-    if final is None:
-        return 1
-    if final.status != "completed":
-        status = client.status(task_id)
-        print(f"litminer: estimate {task_id} {final.status}: {status.error or final.message}", file=sys.stderr)
+    if not completed(client, task_id, console, what="estimate"):
         return 1
     print_estimate(console, client.task_estimate(task_id))
     where = f" --api {api}" if api else ""

@@ -357,6 +357,20 @@ def generate(
     return run_job(client, accepted.task_id, console, outputs)
 
 
+def completed(
+    client: ApiClient, task_id: str, console: Console, display: JobDisplay | None = None, *, what: str = "job"
+) -> bool:
+    """Follow the job to its end: True when it completed, else False with why on stderr."""
+    final = watch_job(client, task_id, console, display)
+    if final is None:
+        return False
+    if final.status != "completed":
+        status = client.status(task_id)
+        print(f"litminer: {what} {task_id} {final.status}: {status.error or final.message}", file=sys.stderr)
+        return False
+    return True
+
+
 def run_job(
     client: ApiClient, task_id: str, console: Console, outputs: Sequence[tuple[Path | None, ExportFormat]]
 ) -> int:
@@ -366,12 +380,7 @@ def run_job(
     A ``None`` path is ``./<model_name>-<task_id>.<format>``; a folder gets that file name inside it.
     """
     display = JobDisplay(console)
-    final = watch_job(client, task_id, console, display)
-    if final is None:
-        return 1
-    if final.status != "completed":
-        status = client.status(task_id)
-        print(f"litminer: job {task_id} {final.status}: {status.error or final.message}", file=sys.stderr)
+    if not completed(client, task_id, console, display):
         return 1
     dataset = client.status(task_id).result
     if dataset is None:  # completed, so the dataset exists unless it expired meanwhile

@@ -227,6 +227,11 @@ class _WakingConsumer(_RedisConsumer):
         return None
 
 
+def _carrying(message: dramatiq.Message[Any], job: bytes) -> bytes:
+    """``message`` as stored in its queue: its own id as its Redis id, and the ``job`` record it carries."""
+    return message.copy(options={"redis_message_id": message.message_id, JOB_OPTION: job.decode()}).encode()
+
+
 @contextmanager
 def _refusal_as_lost_connection() -> Iterator[None]:
     """Redis refusing writes (out of memory, read-only, MISCONF) or lost raised as a lost connection, which
@@ -329,16 +334,10 @@ class Queues:
         )
         if send is None:
             return Handover(keys, ack_id=ack.options["redis_message_id"] if ack is not None else "")
-        redis_id = send.message_id
-
-        def body(job: bytes) -> bytes:
-            options = {"redis_message_id": redis_id, JOB_OPTION: job.decode()}
-            return send.copy(options=options).encode()
-
         return Handover(
             keys,
-            send_id=redis_id,
-            send=body,
+            send_id=send.message_id,
+            send=lambda job: _carrying(send, job),
             ack_id=ack.options["redis_message_id"] if ack is not None else "",
         )
 
@@ -346,8 +345,7 @@ class Queues:
         """Add the enqueueing of ``message`` to ``pipe``, as ``handover`` does it (its own id as its Redis id, the
         ``job`` record in its ``JOB_OPTION``, an idle consumer woken)."""
         queue = queue_of(message.actor_name)
-        body = message.copy(options={"redis_message_id": message.message_id, JOB_OPTION: job.decode()}).encode()
-        pipe.hset(self.keys.messages(queue), message.message_id, body)
+        pipe.hset(self.keys.messages(queue), message.message_id, _carrying(message, job))
         pipe.rpush(self.keys.queue(queue), message.message_id)
         pipe.lpush(self.keys.wake(queue), "1")
         pipe.ltrim(self.keys.wake(queue), 0, 0)
